@@ -1,0 +1,163 @@
+//! Types and map names shared by the XDP program (`ips-ebpf`) and the controller (`ips-userspace`).
+//!
+//! Everything here is `#[repr(C)]` with no implicit padding, so the kernel and userspace agree on
+//! the bytes. Addresses in map keys are in network byte order (the order they have on the wire), so
+//! the program can copy them straight out of the packet.
+#![no_std]
+
+/// Names of the BPF maps, used by `#[map(name = ...)]` in the program and by the loader.
+///
+/// Kernel map names are limited to 15 bytes; each of these fits.
+pub mod maps {
+    /// `LpmTrie<[u8; 4], u32>`: allowlisted IPv4 prefixes. Checked first, never dropped.
+    pub const ALLOW_V4: &str = "IPS_ALLOW_V4";
+    /// `LpmTrie<[u8; 16], u32>`: allowlisted IPv6 prefixes.
+    pub const ALLOW_V6: &str = "IPS_ALLOW_V6";
+    /// `HashMap<[u8; 4], Ban>`: banned single IPv4 addresses (/32), the common case.
+    pub const HOST_V4: &str = "IPS_HOST_V4";
+    /// `HashMap<[u8; 16], Ban>`: banned single IPv6 addresses (/128).
+    pub const HOST_V6: &str = "IPS_HOST_V6";
+    /// `LpmTrie<[u8; 4], Ban>`: banned IPv4 prefixes shorter than /32.
+    pub const NET_V4: &str = "IPS_NET_V4";
+    /// `LpmTrie<[u8; 16], Ban>`: banned IPv6 prefixes shorter than /128.
+    pub const NET_V6: &str = "IPS_NET_V6";
+    /// `PerCpuArray<u64>` indexed by [`crate::counters`].
+    pub const COUNTERS: &str = "IPS_COUNTERS";
+    /// `PerCpuArray<u64>` indexed by [`crate::origin_drop_index`]: drops per origin and family.
+    pub const ORIGIN_DROPS: &str = "IPS_ORIGIN_DROP";
+
+    /// Every map that the daemon pins, in one list for the loader and `ips detach`.
+    pub const ALL: [&str; 8] = [
+        ALLOW_V4,
+        ALLOW_V6,
+        HOST_V4,
+        HOST_V6,
+        NET_V4,
+        NET_V6,
+        COUNTERS,
+        ORIGIN_DROPS,
+    ];
+
+    /// Bench only: `LpmTrie<[u8; 4], Ban>` holding every ban, hosts and prefixes alike, for the
+    /// LPM-only baseline.
+    pub const BENCH_LPM_V4: &str = "BENCH_LPM_V4";
+    /// Bench only: `Array<[u8; 4]>` of source addresses the bench programs look up in turn.
+    pub const BENCH_KEYS_V4: &str = "BENCH_KEYS_V4";
+    /// Bench only: `PerCpuArray<u64>`: index 0 is the cursor into the keys, 1 counts hits.
+    pub const BENCH_STATE: &str = "BENCH_STATE";
+}
+
+/// Default capacities; the loader can raise them from the config.
+pub mod capacity {
+    /// Single-address bans per family.
+    pub const HOSTS: u32 = 2_000_000;
+    /// Prefix bans per family.
+    pub const NETS: u32 = 500_000;
+    /// Allowlist entries per family.
+    pub const ALLOW: u32 = 65_536;
+    /// Keys in the bench program's lookup ring (a power of two).
+    pub const BENCH_KEYS: u32 = 1 << 20;
+    /// Lookups a bench program makes per run.
+    pub const BENCH_BATCH: u32 = 128;
+}
+
+/// The value stored with each ban: which origin put it there, so drops can be attributed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ban {
+    /// Index into the origin table (see [`origin`]); below [`origin::MAX`].
+    pub origin: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `Ban` is `#[repr(C)]`, holds only a `u32` and has no padding.
+unsafe impl aya::Pod for Ban {}
+
+/// Origin ids. Fixed ones are listed here; blocklists are given ids from [`origin::FIRST_LIST`] up.
+pub mod origin {
+    /// Added by hand with `ips decisions add` or the API.
+    pub const MANUAL: u32 = 0;
+    /// Taken by the detection pipeline (scenarios).
+    pub const DETECTION: u32 = 1;
+    /// From the CrowdSec LAPI or community hub.
+    pub const CROWD: u32 = 2;
+    /// First id handed to a named blocklist.
+    pub const FIRST_LIST: u32 = 8;
+    /// Number of origin ids the drop counters have room for.
+    pub const MAX: u32 = 256;
+}
+
+/// Address family index used by the per-origin counters.
+pub mod family {
+    /// IPv4, including IPv4-mapped IPv6 sources.
+    pub const V4: u32 = 0;
+    /// IPv6.
+    pub const V6: u32 = 1;
+}
+
+/// Index into [`maps::ORIGIN_DROPS`] for an origin and a family.
+#[inline(always)]
+pub const fn origin_drop_index(origin: u32, family: u32) -> u32 {
+    (origin % origin::MAX) * 2 + family
+}
+
+/// Indexes into [`maps::COUNTERS`]. One counter moves per packet; "seen" is the sum of a family's
+/// passed and dropped, which saves a map update per packet.
+pub mod counters {
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...): passed.
+    pub const NON_IP: u32 = 0;
+    /// Truncated or malformed headers: passed (fail open).
+    pub const MALFORMED: u32 = 1;
+    /// IPv4 not banned: passed.
+    pub const V4_PASSED: u32 = 2;
+    /// IPv4 source banned: dropped.
+    pub const V4_DROPPED: u32 = 3;
+    /// IPv4 source allowlisted: passed without looking at bans.
+    pub const V4_ALLOWED: u32 = 4;
+    /// IPv6 not banned: passed.
+    pub const V6_PASSED: u32 = 5;
+    /// IPv6 source banned: dropped.
+    pub const V6_DROPPED: u32 = 6;
+    /// IPv6 source allowlisted: passed.
+    pub const V6_ALLOWED: u32 = 7;
+    /// Number of counters.
+    pub const COUNT: u32 = 8;
+    /// Names in index order, for `ips status` and metrics.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "non_ip",
+        "malformed",
+        "v4_passed",
+        "v4_dropped",
+        "v4_allowed",
+        "v6_passed",
+        "v6_dropped",
+        "v6_allowed",
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_names_fit_the_kernel_limit() {
+        for name in maps::ALL {
+            assert!(name.len() <= 15, "{name} is longer than 15 bytes");
+        }
+    }
+
+    #[test]
+    fn origin_drop_indexes_are_distinct_and_in_range() {
+        let a = origin_drop_index(origin::MANUAL, family::V4);
+        let b = origin_drop_index(origin::MANUAL, family::V6);
+        let c = origin_drop_index(origin::DETECTION, family::V4);
+        assert_ne!(a, b);
+        assert_ne!(b, c);
+        assert!(origin_drop_index(origin::MAX - 1, family::V6) < origin::MAX * 2);
+    }
+
+    #[test]
+    fn ban_has_no_padding() {
+        assert_eq!(core::mem::size_of::<Ban>(), 4);
+    }
+}

@@ -1,0 +1,90 @@
+//! Bench-only XDP programs for `cargo xtask bench`. Each run looks up `BENCH_BATCH` source
+//! addresses taken in turn from a ring of random keys, so the cost measured is that of lookups
+//! spread over a large set, not of one hot packet.
+//!
+//! `ips_bench_hybrid` calls the very lookup the real program uses (hash for single addresses,
+//! LPM trie for prefixes); `ips_bench_lpm` is the baseline with every ban in one LPM trie.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod program {
+    use aya_ebpf::{
+        bindings::xdp_action,
+        macros::{map, xdp},
+        maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+        programs::XdpContext,
+    };
+    use ips_common::{Ban, capacity};
+    use ips_ebpf::lookup::{self, Verdict};
+
+    #[map(name = "BENCH_LPM_V4")]
+    static BENCH_LPM_V4: LpmTrie<[u8; 4], Ban> =
+        LpmTrie::with_max_entries(capacity::HOSTS + capacity::NETS, 0);
+    #[map(name = "BENCH_KEYS_V4")]
+    static BENCH_KEYS_V4: Array<[u8; 4]> = Array::with_max_entries(capacity::BENCH_KEYS, 0);
+    #[map(name = "BENCH_STATE")]
+    static BENCH_STATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+    #[inline(always)]
+    fn run(check: fn([u8; 4]) -> bool) -> u32 {
+        let Some(cursor) = BENCH_STATE.get_ptr_mut(0) else {
+            return xdp_action::XDP_ABORTED;
+        };
+        // SAFETY: per-CPU slot.
+        let start = unsafe { *cursor } as u32;
+        let mut hits = 0u64;
+        for i in 0..capacity::BENCH_BATCH {
+            let index = (start + i) & (capacity::BENCH_KEYS - 1);
+            if let Some(addr) = BENCH_KEYS_V4.get(index)
+                && check(*addr)
+            {
+                hits += 1;
+            }
+        }
+        // SAFETY: per-CPU slots.
+        unsafe {
+            *cursor = u64::from(start + capacity::BENCH_BATCH);
+            if let Some(total) = BENCH_STATE.get_ptr_mut(1) {
+                *total += hits;
+            }
+        }
+        xdp_action::XDP_PASS
+    }
+
+    #[inline(always)]
+    fn hybrid(addr: [u8; 4]) -> bool {
+        matches!(lookup::v4(addr), Verdict::Banned(_))
+    }
+
+    #[inline(always)]
+    fn lpm_only(addr: [u8; 4]) -> bool {
+        let key = Key::new(32, addr);
+        if ips_ebpf::maps::IPS_ALLOW_V4.get(&key).is_some() {
+            return false;
+        }
+        BENCH_LPM_V4.get(&key).is_some()
+    }
+
+    #[xdp]
+    pub fn ips_bench_hybrid(_ctx: XdpContext) -> u32 {
+        run(hybrid)
+    }
+
+    #[xdp]
+    pub fn ips_bench_lpm(_ctx: XdpContext) -> u32 {
+        run(lpm_only)
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+
+    #[unsafe(link_section = "license")]
+    #[unsafe(no_mangle)]
+    static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -1,0 +1,80 @@
+//! The `ips` XDP program: drops every packet whose source address is banned and not
+//! allowlisted; passes (and counts) everything else, including what it cannot parse.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod program {
+    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+    use ips_common::{counters, family, origin_drop_index};
+    use ips_ebpf::{
+        lookup::{self, Verdict},
+        maps::{IPS_COUNTERS, IPS_ORIGIN_DROP, bump},
+        parse::{self, Skip, Source},
+    };
+
+    #[xdp]
+    pub fn ips_xdp(ctx: XdpContext) -> u32 {
+        let (verdict, family) = match parse::source(&ctx) {
+            Ok(Source::V4(addr)) => (lookup::v4(addr), family::V4),
+            Ok(Source::V6(addr)) => (lookup::v6(addr), family::V6),
+            Err(Skip::NonIp) => {
+                bump(&IPS_COUNTERS, counters::NON_IP);
+                return xdp_action::XDP_PASS;
+            }
+            Err(Skip::Malformed) => {
+                bump(&IPS_COUNTERS, counters::MALFORMED);
+                return xdp_action::XDP_PASS;
+            }
+        };
+        let v4 = family == family::V4;
+        match verdict {
+            Verdict::Banned(origin) => {
+                bump(
+                    &IPS_COUNTERS,
+                    if v4 {
+                        counters::V4_DROPPED
+                    } else {
+                        counters::V6_DROPPED
+                    },
+                );
+                bump(&IPS_ORIGIN_DROP, origin_drop_index(origin, family));
+                xdp_action::XDP_DROP
+            }
+            Verdict::Allowed => {
+                bump(
+                    &IPS_COUNTERS,
+                    if v4 {
+                        counters::V4_ALLOWED
+                    } else {
+                        counters::V6_ALLOWED
+                    },
+                );
+                xdp_action::XDP_PASS
+            }
+            Verdict::Clean => {
+                bump(
+                    &IPS_COUNTERS,
+                    if v4 {
+                        counters::V4_PASSED
+                    } else {
+                        counters::V6_PASSED
+                    },
+                );
+                xdp_action::XDP_PASS
+            }
+        }
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+
+    #[unsafe(link_section = "license")]
+    #[unsafe(no_mangle)]
+    static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

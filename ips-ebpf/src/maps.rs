@@ -1,0 +1,43 @@
+//! The maps the XDP program reads. Pinned by name, so a restarted daemon (and `ips status`)
+//! find the same maps under the pin directory and enforcement never depends on the daemon.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LpmTrie, PerCpuArray},
+};
+use ips_common::{Ban, capacity, counters, origin};
+
+/// Allowlisted IPv4 prefixes.
+#[map(name = "IPS_ALLOW_V4")]
+pub static IPS_ALLOW_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(capacity::ALLOW, 0);
+/// Allowlisted IPv6 prefixes.
+#[map(name = "IPS_ALLOW_V6")]
+pub static IPS_ALLOW_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(capacity::ALLOW, 0);
+/// Banned single IPv4 addresses.
+#[map(name = "IPS_HOST_V4")]
+pub static IPS_HOST_V4: HashMap<[u8; 4], Ban> =
+    HashMap::pinned(capacity::HOSTS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+/// Banned single IPv6 addresses.
+#[map(name = "IPS_HOST_V6")]
+pub static IPS_HOST_V6: HashMap<[u8; 16], Ban> =
+    HashMap::pinned(capacity::HOSTS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+/// Banned IPv4 prefixes.
+#[map(name = "IPS_NET_V4")]
+pub static IPS_NET_V4: LpmTrie<[u8; 4], Ban> = LpmTrie::pinned(capacity::NETS, 0);
+/// Banned IPv6 prefixes.
+#[map(name = "IPS_NET_V6")]
+pub static IPS_NET_V6: LpmTrie<[u8; 16], Ban> = LpmTrie::pinned(capacity::NETS, 0);
+/// Packet counters, see [`ips_common::counters`].
+#[map(name = "IPS_COUNTERS")]
+pub static IPS_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counters::COUNT, 0);
+/// Drops per origin and family, see [`ips_common::origin_drop_index`].
+#[map(name = "IPS_ORIGIN_DROP")]
+pub static IPS_ORIGIN_DROP: PerCpuArray<u64> = PerCpuArray::pinned(origin::MAX * 2, 0);
+
+/// Adds one to a counter of this CPU.
+#[inline(always)]
+pub fn bump(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(slot) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU's program touches it while it runs.
+        unsafe { *slot += 1 };
+    }
+}

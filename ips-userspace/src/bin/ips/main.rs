@@ -1,0 +1,103 @@
+//! `ips`: the daemon (`ips run`) and the CLI that talks to it. One file per subcommand.
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ips::config::{self, Config};
+
+mod allow;
+mod config_cmd;
+mod decisions;
+mod detach;
+mod output;
+mod run;
+mod status;
+
+/// An intrusion prevention system that drops banned sources at XDP.
+#[derive(Parser)]
+#[command(name = "ips", version, about)]
+struct Cli {
+    /// Config file.
+    #[arg(short, long, global = true, env = "IPS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Output format of listings.
+    #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// `--output`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    Table,
+    /// For programs.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: attach XDP, enforce decisions, serve the local API.
+    Run(run::Args),
+    /// Add, delete and list bans.
+    #[command(subcommand)]
+    Decisions(decisions::Command),
+    /// Add, delete and list allowlist entries (never banned).
+    #[command(subcommand)]
+    Allow(allow::Command),
+    /// Interfaces, attach mode, map fill and packet counters.
+    Status,
+    /// Remove the XDP program from an interface (and the pins when none is left).
+    Detach(detach::Args),
+    /// Check the config file.
+    #[command(subcommand)]
+    Config(config_cmd::Command),
+}
+
+/// What every subcommand gets.
+pub struct Ctx {
+    /// The parsed config.
+    pub config: Config,
+    /// Where it came from.
+    pub config_path: PathBuf,
+    /// Output format.
+    pub format: Format,
+}
+
+impl Ctx {
+    /// A client for the running daemon.
+    pub fn client(&self) -> ips::api::Client {
+        ips::api::Client::new(self.config.api.listen)
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let explicit = cli.config.is_some();
+    let config_path = cli
+        .config
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let result = (|| -> anyhow::Result<()> {
+        if let Command::Config(c) = &cli.command {
+            return config_cmd::exec(c, &config_path, explicit, cli.output);
+        }
+        let config = Config::load(&config_path, explicit)?;
+        let ctx = Ctx {
+            config,
+            config_path,
+            format: cli.output,
+        };
+        match cli.command {
+            Command::Run(args) => run::exec(args, ctx),
+            Command::Decisions(c) => decisions::exec(c, &ctx),
+            Command::Allow(c) => allow::exec(c, &ctx),
+            Command::Status => status::exec(&ctx),
+            Command::Detach(args) => detach::exec(args, &ctx),
+            Command::Config(_) => Ok(()),
+        }
+    })();
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,19 @@
+//! `ips run`.
+use crate::Ctx;
+
+/// `ips run` flags.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Interface to attach to (repeat for several); added to `enforcer.interfaces`.
+    #[arg(short, long = "iface")]
+    ifaces: Vec<String>,
+}
+
+pub fn exec(args: Args, ctx: Ctx) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IPS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing::info!(config = %ctx.config_path.display(), "Starting ips.");
+    ips::daemon::run(ctx.config, &args.ifaces)?;
+    Ok(())
+}

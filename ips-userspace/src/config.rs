@@ -1,0 +1,310 @@
+//! `ips.toml`: every key has a default, unknown keys are rejected with their name.
+//!
+//! ```toml
+//! [api]
+//! listen = "127.0.0.1:8080"
+//!
+//! [store]
+//! path = "/var/lib/ips/ips.db"
+//!
+//! [enforcer]
+//! interfaces = ["eth1"]
+//! mode = "auto"            # auto | native | generic
+//! pin_dir = "/sys/fs/bpf/ips"
+//!
+//! [decisions]
+//! default_duration = "4h"
+//!
+//! [allowlist]
+//! entries = ["127.0.0.0/8", "::1", "192.0.2.0/24"]
+//! ```
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{enforcer::loader::AttachMode, prefix::Prefix};
+
+/// Where `ips` looks for its config when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/ips/ips.toml";
+
+/// The whole config file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The local HTTP API.
+    pub api: ApiConfig,
+    /// The decision store.
+    pub store: StoreConfig,
+    /// XDP attach and maps.
+    pub enforcer: EnforcerConfig,
+    /// Decision defaults.
+    pub decisions: DecisionsConfig,
+    /// Addresses that are never banned.
+    pub allowlist: AllowlistConfig,
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address the API listens on; keep it on loopback.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite file.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/var/lib/ips/ips.db"),
+        }
+    }
+}
+
+/// `[enforcer]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnforcerConfig {
+    /// Interfaces to attach to (`ips run --iface` adds to these).
+    pub interfaces: Vec<String>,
+    /// `auto` (native, falling back to generic with a warning), `native` or `generic`.
+    pub mode: AttachMode,
+    /// Where maps and links are pinned (on a BPF filesystem).
+    pub pin_dir: PathBuf,
+    /// Capacity of each single-address ban map.
+    pub max_hosts: u32,
+    /// Capacity of each prefix ban map.
+    pub max_prefixes: u32,
+    /// How often expired decisions are looked for.
+    #[serde(with = "human_duration")]
+    pub expiry_interval: Duration,
+}
+
+impl Default for EnforcerConfig {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            mode: AttachMode::Auto,
+            pin_dir: PathBuf::from("/sys/fs/bpf/ips"),
+            max_hosts: ips_common::capacity::HOSTS,
+            max_prefixes: ips_common::capacity::NETS,
+            expiry_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// `[decisions]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecisionsConfig {
+    /// Duration of a ban added without `--duration`.
+    #[serde(with = "human_duration")]
+    pub default_duration: Duration,
+}
+
+impl Default for DecisionsConfig {
+    fn default() -> Self {
+        Self {
+            default_duration: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
+/// `[allowlist]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AllowlistConfig {
+    /// Addresses and prefixes never banned: checked first in the kernel and refused by the store.
+    pub entries: Vec<Prefix>,
+}
+
+impl Default for AllowlistConfig {
+    fn default() -> Self {
+        Self {
+            entries: ["127.0.0.0/8", "::1"]
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+        }
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// Which file.
+        path: PathBuf,
+        /// What toml/serde said, naming the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config {path}: {message}")]
+    Invalid {
+        /// Which file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parses a config from text; `path` is only used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Reads `path`. When `explicit` is false and the file does not exist, the defaults are used.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_toml(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        if self.enforcer.max_hosts == 0 || self.enforcer.max_prefixes == 0 {
+            return Err(invalid(
+                "enforcer.max_hosts and enforcer.max_prefixes must be above 0".into(),
+            ));
+        }
+        if self.enforcer.expiry_interval.is_zero() {
+            return Err(invalid("enforcer.expiry_interval must be above 0".into()));
+        }
+        if self.decisions.default_duration.is_zero() {
+            return Err(invalid("decisions.default_duration must be above 0".into()));
+        }
+        if !self.api.listen.ip().is_loopback() {
+            return Err(invalid(format!(
+                "api.listen = {} is not a loopback address: the API has no authentication yet",
+                self.api.listen
+            )));
+        }
+        Ok(())
+    }
+}
+
+mod human_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::duration::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::from_toml("", Path::new("x.toml")).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.api.listen.port(), 8080);
+        assert_eq!(c.enforcer.mode, AttachMode::Auto);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::from_toml(
+            r#"
+            [api]
+            listen = "127.0.0.1:9999"
+            [store]
+            path = "/tmp/x.db"
+            [enforcer]
+            interfaces = ["veth0"]
+            mode = "generic"
+            pin_dir = "/sys/fs/bpf/t"
+            expiry_interval = "100ms"
+            [decisions]
+            default_duration = "1h30m"
+            [allowlist]
+            entries = ["192.0.2.0/24", "::ffff:198.51.100.1"]
+            "#,
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.enforcer.mode, AttachMode::Generic);
+        assert_eq!(c.decisions.default_duration, Duration::from_secs(5400));
+        assert_eq!(c.allowlist.entries[1].to_string(), "198.51.100.1");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::from_toml("[enforcer]\ninterface = [\"x\"]\n", Path::new("x.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("interface"), "{e}");
+        let e = Config::from_toml("[nope]\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e =
+            Config::from_toml("[enforcer]\nmode = \"turbo\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("turbo"), "{e}");
+        let e = Config::from_toml("[allowlist]\nentries = [\"10.0.0.0/33\"]\n", Path::new("x"))
+            .unwrap_err();
+        assert!(e.to_string().contains("10.0.0.0/33"), "{e}");
+        let e =
+            Config::from_toml("[api]\nlisten = \"0.0.0.0:8080\"\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_missing_explicit_file_is_an_error() {
+        let p = Path::new("/nonexistent/ips.toml");
+        assert!(Config::load(p, false).is_ok());
+        assert!(Config::load(p, true).is_err());
+    }
+}

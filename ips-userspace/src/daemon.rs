@@ -1,0 +1,312 @@
+//! `ips run`: opens the store, attaches the XDP program, reconciles the kernel with the store,
+//! then serves the local API while an enforcer thread applies changes and expiries.
+//!
+//! The enforcer runs on its own thread and owns the [`Enforcer`]; API handlers send it
+//! [`Request`]s and await the reply, so every map write happens in one place, in order.
+use std::{
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::{
+    api::{self, ApiError, InterfaceStatus, OriginStatus, Status},
+    config::Config,
+    decisions::{AllowEntry, Decision, NewDecision, SqliteStore},
+    enforcer::{Enforcer, EnforcerError, KernelMaps, loader},
+    prefix::Prefix,
+};
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Enforcer setup failed.
+    #[error(transparent)]
+    Enforcer(#[from] EnforcerError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::decisions::StoreError),
+    /// The API could not listen.
+    #[error("cannot listen on {addr}: {source} (is another `ips run` running?)")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The async runtime failed.
+    #[error("runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+    /// No interface to attach to.
+    #[error("no interface to attach to: pass --iface IF or set enforcer.interfaces in the config")]
+    NoInterface,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// A request to the enforcer thread.
+pub enum Request {
+    /// Ban.
+    Add(Vec<NewDecision>, Reply<Vec<Decision>>),
+    /// Unban a value (all origins, or one).
+    Delete(Prefix, Option<String>, Reply<usize>),
+    /// List active decisions.
+    List(Option<Prefix>, Reply<Vec<Decision>>),
+    /// Add to the allowlist.
+    AllowAdd(Prefix, String, Reply<usize>),
+    /// Remove from the allowlist.
+    AllowDelete(Prefix, Reply<bool>),
+    /// The allowlist.
+    AllowList(Reply<Vec<AllowEntry>>),
+    /// Status and counters.
+    Status(Reply<Status>),
+    /// Detach from an interface.
+    Detach(String, Reply<bool>),
+}
+
+/// The handle API handlers use to reach the enforcer thread.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Request>,
+    /// Default ban duration.
+    pub default_duration: Duration,
+}
+
+impl Handle {
+    /// Sends a request built around a reply channel and waits for the answer.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .map_err(|_| ApiError::internal("the enforcer has stopped"))?;
+        rx.await
+            .map_err(|_| ApiError::internal("the enforcer dropped the request"))?
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM. The XDP program stays attached afterwards (its link
+/// is pinned); `ips detach` removes it.
+pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonError> {
+    let mut interfaces = config.enforcer.interfaces.clone();
+    for i in extra_interfaces {
+        if !interfaces.contains(i) {
+            interfaces.push(i.clone());
+        }
+    }
+    if interfaces.is_empty() {
+        return Err(DaemonError::NoInterface);
+    }
+    let dir = config.enforcer.pin_dir.clone();
+    let store = SqliteStore::open(&config.store.path)?;
+    let attachment = loader::attach(
+        &dir,
+        &interfaces,
+        config.enforcer.mode,
+        loader::Capacity {
+            hosts: config.enforcer.max_hosts,
+            nets: config.enforcer.max_prefixes,
+        },
+    )?;
+    let maps = KernelMaps::open(&dir)?;
+    let mut enforcer = Enforcer::new(Box::new(store), maps);
+    for (name, mode) in &attachment.interfaces {
+        // A reused link keeps the mode recorded when it was first attached.
+        if mode != "reused" {
+            enforcer.store_mut().set_interface(name, Some(mode))?;
+        }
+    }
+    enforcer.sync_config_allowlist(&config.allowlist.entries, now_ms())?;
+    enforcer.reconcile(now_ms())?;
+
+    let (tx, rx) = mpsc::channel();
+    let expiry = config.enforcer.expiry_interval;
+    let worker = thread::Builder::new()
+        .name("ips-enforcer".into())
+        .spawn(move || enforcer_loop(enforcer, rx, expiry, attachment))?;
+
+    let handle = Handle {
+        tx,
+        default_duration: config.decisions.default_duration,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listen = config.api.listen;
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                addr: listen,
+                source,
+            })?;
+        info!(%listen, "Local API listening.");
+        axum::serve(listener, api::router(handle))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(DaemonError::Runtime)
+    });
+    // The router (and with it every Handle) is gone: the enforcer loop ends on its own.
+    if worker.join().is_err() {
+        error!("The enforcer thread panicked.");
+    }
+    info!("Stopped; the XDP program stays attached and keeps enforcing.");
+    served
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "Cannot watch SIGTERM.");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("Shutting down.");
+}
+
+fn enforcer_loop(
+    mut enforcer: Enforcer,
+    rx: mpsc::Receiver<Request>,
+    expiry: Duration,
+    mut attachment: loader::Attachment,
+) {
+    let mut next_expiry = Instant::now() + expiry;
+    loop {
+        let wait = next_expiry.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(req) => handle(&mut enforcer, &mut attachment, req),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        if Instant::now() >= next_expiry {
+            if let Err(e) = enforcer.expire(now_ms()) {
+                error!(error = %e, "Expiry failed; will retry.");
+            }
+            next_expiry = Instant::now() + expiry;
+        }
+    }
+}
+
+fn handle(enforcer: &mut Enforcer, attachment: &mut loader::Attachment, req: Request) {
+    let now = now_ms();
+    match req {
+        Request::Add(batch, reply) => {
+            let _ = reply.send(enforcer.add(&batch, now).map_err(ApiError::from));
+        }
+        Request::Delete(value, origin, reply) => {
+            let _ = reply.send(
+                enforcer
+                    .delete(&value, origin.as_deref(), now)
+                    .map_err(ApiError::from),
+            );
+        }
+        Request::List(value, reply) => {
+            let _ = reply.send(
+                enforcer
+                    .store()
+                    .list(now, value.as_ref())
+                    .map_err(|e| ApiError::from(EnforcerError::from(e))),
+            );
+        }
+        Request::AllowAdd(value, reason, reply) => {
+            let _ = reply.send(
+                enforcer
+                    .allow_add(&value, &reason, "manual", now)
+                    .map_err(ApiError::from),
+            );
+        }
+        Request::AllowDelete(value, reply) => {
+            let _ = reply.send(enforcer.allow_delete(&value).map_err(ApiError::from));
+        }
+        Request::AllowList(reply) => {
+            let _ = reply.send(
+                enforcer
+                    .store()
+                    .allow_list()
+                    .map_err(|e| ApiError::from(EnforcerError::from(e))),
+            );
+        }
+        Request::Status(reply) => {
+            let _ = reply.send(status(enforcer, now).map_err(ApiError::from));
+        }
+        Request::Detach(iface, reply) => {
+            let dir = enforcer.maps().dir().to_owned();
+            let result = loader::detach(&dir, &iface).and_then(|existed| {
+                enforcer.store_mut().set_interface(&iface, None)?;
+                attachment.interfaces.retain(|(n, _)| *n != iface);
+                Ok(existed)
+            });
+            let _ = reply.send(result.map_err(ApiError::from));
+        }
+    }
+}
+
+/// Builds the status report from the store and the pinned maps.
+pub fn status(enforcer: &Enforcer, now: i64) -> Result<Status, EnforcerError> {
+    let store = enforcer.store();
+    let maps = enforcer.maps();
+    status_from(store, maps, now, true)
+}
+
+/// Status from a store and maps, with or without a running daemon.
+pub fn status_from(
+    store: &dyn crate::decisions::Store,
+    maps: &KernelMaps,
+    now: i64,
+    daemon_running: bool,
+) -> Result<Status, EnforcerError> {
+    let recorded = store.interfaces()?;
+    let interfaces = loader::pinned_interfaces(maps.dir())
+        .into_iter()
+        .map(|name| {
+            let mode = recorded
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or_else(|| "unknown".to_owned(), |(_, m)| m.clone());
+            InterfaceStatus { name, mode }
+        })
+        .collect();
+    let counters = maps.counters()?;
+    let names = store.origins()?;
+    let origins = counters
+        .origin_drops
+        .iter()
+        .map(|(id, v4, v6)| OriginStatus {
+            id: *id,
+            name: names
+                .iter()
+                .find(|(i, _)| i == id)
+                .map_or_else(|| format!("origin-{id}"), |(_, n)| n.clone()),
+            dropped_v4: *v4,
+            dropped_v6: *v6,
+        })
+        .collect();
+    Ok(Status {
+        daemon_running,
+        pin_dir: maps.dir().display().to_string(),
+        interfaces,
+        maps: maps.fill()?,
+        decisions: store.list(now, None)?.len() as u64,
+        allowlist: store.allow_list()?.len() as u64,
+        counters: counters.packets.into_iter().collect(),
+        origins,
+    })
+}

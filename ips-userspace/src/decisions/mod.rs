@@ -1,0 +1,155 @@
+//! Decisions: what is banned, by whom, until when; and the allowlist that no decision may cover.
+//!
+//! A [`Decision`] is kept in a [`Store`] (SQLite by default, see [`sqlite::SqliteStore`]), the
+//! one truth that the enforcer mirrors into the kernel. Adding a decision that exists (same value,
+//! same origin) extends it instead of adding a second row.
+use serde::{Deserialize, Serialize};
+
+use crate::prefix::Prefix;
+
+pub mod sqlite;
+pub use sqlite::SqliteStore;
+
+/// Origin name of decisions added by hand.
+pub const ORIGIN_MANUAL: &str = "manual";
+/// Origin name of decisions taken by the detection pipeline.
+pub const ORIGIN_DETECTION: &str = "detection";
+/// Origin name of decisions from a CrowdSec LAPI or the community hub.
+pub const ORIGIN_CROWD: &str = "crowdsec";
+
+/// A ban as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Row id.
+    pub id: i64,
+    /// The banned address or prefix.
+    pub value: Prefix,
+    /// `Ip` or `Range`, as CrowdSec names them.
+    pub scope: String,
+    /// Always `ban` for now.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Who decided: `manual`, `detection`, `crowdsec`, `list:<name>`.
+    pub origin: String,
+    /// Why: free text, or the scenario name.
+    pub reason: String,
+    /// Unix time in milliseconds.
+    pub created_ms: i64,
+    /// Unix time in milliseconds.
+    pub expires_ms: i64,
+}
+
+/// A ban to add.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDecision {
+    /// The address or prefix.
+    pub value: Prefix,
+    /// Who decides.
+    pub origin: String,
+    /// Why.
+    pub reason: String,
+    /// How long, in milliseconds from now.
+    pub duration_ms: i64,
+}
+
+/// An allowlist entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowEntry {
+    /// The allowed address or prefix.
+    pub value: Prefix,
+    /// Why it is allowed.
+    pub reason: String,
+    /// `config` for entries from `ips.toml` (kept in step with it), `manual` otherwise.
+    pub source: String,
+    /// Unix time in milliseconds.
+    pub created_ms: i64,
+}
+
+/// What the kernel should hold for one value: the origin to attribute drops to, or nothing.
+pub type Effective = (Prefix, Option<u32>);
+
+/// Errors of a decision store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open the decision store at {path}: {source}")]
+    Open {
+        /// Where.
+        path: String,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("decision store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A ban would cover an allowlisted address.
+    #[error("{value} is allowlisted (by {by}): refusing to ban it")]
+    Allowlisted {
+        /// The refused value.
+        value: Prefix,
+        /// The allowlist entry that covers it.
+        by: Prefix,
+    },
+    /// No origin ids left for drop attribution.
+    #[error("too many origins: {name:?} cannot get an id below {max}")]
+    TooManyOrigins {
+        /// The origin that asked.
+        name: String,
+        /// The limit.
+        max: u32,
+    },
+    /// A stored row does not parse: the file was edited by hand or is damaged.
+    #[error("decision store holds a bad value {value:?}: {reason}")]
+    BadRow {
+        /// What is stored.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The duration is not positive.
+    #[error("duration must be positive, got {0} ms")]
+    BadDuration(i64),
+}
+
+/// The decision store. SQLite is the default; the trait is the seam for a PostgreSQL backend.
+pub trait Store: Send {
+    /// The numeric id of an origin name (drop counters are indexed by it), allocating one if new.
+    fn origin_id(&mut self, name: &str) -> Result<u32, StoreError>;
+    /// All origins with their ids.
+    fn origins(&self) -> Result<Vec<(u32, String)>, StoreError>;
+    /// Adds or extends decisions in one transaction. Refuses the whole batch if one value is
+    /// allowlisted.
+    fn upsert(&mut self, batch: &[NewDecision], now_ms: i64) -> Result<Vec<Decision>, StoreError>;
+    /// Removes every decision on `value` (of any origin, or of one). Returns how many.
+    fn delete(&mut self, value: &Prefix, origin: Option<&str>) -> Result<usize, StoreError>;
+    /// Decisions not yet expired, optionally only those on one value.
+    fn list(&self, now_ms: i64, value: Option<&Prefix>) -> Result<Vec<Decision>, StoreError>;
+    /// What the kernel should hold for each of `values`.
+    fn effective(&self, values: &[Prefix], now_ms: i64) -> Result<Vec<Effective>, StoreError>;
+    /// Calls `each` with every value that should be in the kernel and the origin to attribute it
+    /// to, without loading all decisions in memory.
+    fn for_each_active(
+        &self,
+        now_ms: i64,
+        each: &mut dyn FnMut(Prefix, u32),
+    ) -> Result<(), StoreError>;
+    /// Deletes expired decisions and returns the values they were on (each once).
+    fn take_expired(&mut self, now_ms: i64) -> Result<Vec<Prefix>, StoreError>;
+    /// Adds an allowlist entry and deletes the decisions that lie inside it. Returns those values.
+    fn allow_add(
+        &mut self,
+        value: &Prefix,
+        reason: &str,
+        source: &str,
+        now_ms: i64,
+    ) -> Result<Vec<Prefix>, StoreError>;
+    /// Removes an allowlist entry. Returns whether it existed.
+    fn allow_delete(&mut self, value: &Prefix) -> Result<bool, StoreError>;
+    /// The allowlist.
+    fn allow_list(&self) -> Result<Vec<AllowEntry>, StoreError>;
+    /// Records how an interface was attached, for `ips status` after a restart.
+    fn set_interface(&mut self, name: &str, mode: Option<&str>) -> Result<(), StoreError>;
+    /// Interfaces and their attach modes.
+    fn interfaces(&self) -> Result<Vec<(String, String)>, StoreError>;
+}

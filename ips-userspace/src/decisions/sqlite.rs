@@ -1,0 +1,535 @@
+//! [`SqliteStore`]: the decision store in one SQLite file (WAL mode).
+use std::{collections::BTreeSet, path::Path};
+
+use ips_common::origin;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    AllowEntry, Decision, Effective, NewDecision, ORIGIN_CROWD, ORIGIN_DETECTION, ORIGIN_MANUAL,
+    Store, StoreError,
+};
+use crate::prefix::Prefix;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS origins (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    value TEXT NOT NULL,
+    addr BLOB NOT NULL,
+    plen INTEGER NOT NULL,
+    type TEXT NOT NULL DEFAULT 'ban',
+    origin_id INTEGER NOT NULL REFERENCES origins(id),
+    reason TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    UNIQUE (value, origin_id)
+);
+CREATE INDEX IF NOT EXISTS decisions_expires ON decisions (expires_ms);
+CREATE TABLE IF NOT EXISTS allowlist (
+    value TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS interfaces (
+    name TEXT PRIMARY KEY,
+    mode TEXT NOT NULL
+);
+";
+
+/// The SQLite decision store.
+pub struct SqliteStore {
+    conn: Connection,
+    /// The allowlist, kept in memory: it is small and checked on every upsert.
+    allow: Vec<Prefix>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`, creating the parent directory.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                open_err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("cannot create {}: {e}", dir.display())),
+                ))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(open_err)?;
+        Self::with_allowlist(Self::init(conn).map_err(open_err)?)
+    }
+
+    /// An in-memory store, for tests and `ips replay`.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::with_allowlist(Self::init(Connection::open_in_memory()?)?)
+    }
+
+    fn init(conn: Connection) -> Result<Connection, rusqlite::Error> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        for (id, name) in [
+            (origin::MANUAL, ORIGIN_MANUAL),
+            (origin::DETECTION, ORIGIN_DETECTION),
+            (origin::CROWD, ORIGIN_CROWD),
+        ] {
+            conn.execute(
+                "INSERT OR IGNORE INTO origins (id, name) VALUES (?1, ?2)",
+                params![id, name],
+            )?;
+        }
+        Ok(conn)
+    }
+
+    fn with_allowlist(conn: Connection) -> Result<Self, StoreError> {
+        let mut store = Self {
+            conn,
+            allow: Vec::new(),
+        };
+        store.allow = store.allow_list()?.into_iter().map(|a| a.value).collect();
+        Ok(store)
+    }
+
+    fn allowlisted_by(&self, value: &Prefix) -> Option<Prefix> {
+        self.allow.iter().find(|a| a.contains(value)).copied()
+    }
+
+    fn origin_id_in(conn: &Connection, name: &str) -> Result<u32, StoreError> {
+        if let Some(id) = conn
+            .query_row("SELECT id FROM origins WHERE name = ?1", [name], |r| {
+                r.get::<_, u32>(0)
+            })
+            .optional()?
+        {
+            return Ok(id);
+        }
+        let next: u32 = conn.query_row(
+            "SELECT MAX(?1, COALESCE(MAX(id) + 1, 0)) FROM origins",
+            [origin::FIRST_LIST],
+            |r| r.get(0),
+        )?;
+        if next >= origin::MAX {
+            return Err(StoreError::TooManyOrigins {
+                name: name.to_owned(),
+                max: origin::MAX,
+            });
+        }
+        conn.execute(
+            "INSERT INTO origins (id, name) VALUES (?1, ?2)",
+            params![next, name],
+        )?;
+        Ok(next)
+    }
+}
+
+fn parse_value(value: String) -> Result<Prefix, StoreError> {
+    value
+        .parse()
+        .map_err(|e: crate::prefix::PrefixError| StoreError::BadRow {
+            value,
+            reason: e.reason.to_owned(),
+        })
+}
+
+fn row_to_decision(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Decision, String)> {
+    let value: String = r.get(1)?;
+    let d = Decision {
+        id: r.get(0)?,
+        // Filled in below, once the text is known to parse.
+        value: Prefix::host(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        scope: String::new(),
+        kind: r.get(2)?,
+        origin: r.get(3)?,
+        reason: r.get(4)?,
+        created_ms: r.get(5)?,
+        expires_ms: r.get(6)?,
+    };
+    Ok((d, value))
+}
+
+fn finish(rows: Vec<(Decision, String)>) -> Result<Vec<Decision>, StoreError> {
+    rows.into_iter()
+        .map(|(mut d, value)| {
+            d.value = parse_value(value)?;
+            d.scope = d.value.scope().to_owned();
+            Ok(d)
+        })
+        .collect()
+}
+
+const SELECT_DECISION: &str = "SELECT d.id, d.value, d.type, o.name, d.reason, d.created_ms, \
+     d.expires_ms FROM decisions d JOIN origins o ON o.id = d.origin_id";
+
+impl Store for SqliteStore {
+    fn origin_id(&mut self, name: &str) -> Result<u32, StoreError> {
+        Self::origin_id_in(&self.conn, name)
+    }
+
+    fn origins(&self) -> Result<Vec<(u32, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name FROM origins ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn upsert(&mut self, batch: &[NewDecision], now_ms: i64) -> Result<Vec<Decision>, StoreError> {
+        for d in batch {
+            if let Some(by) = self.allowlisted_by(&d.value) {
+                return Err(StoreError::Allowlisted { value: d.value, by });
+            }
+            if d.duration_ms <= 0 {
+                return Err(StoreError::BadDuration(d.duration_ms));
+            }
+        }
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::with_capacity(batch.len());
+        {
+            let mut origin_cache: Vec<(String, u32)> = Vec::new();
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO decisions (value, addr, plen, origin_id, reason, created_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (value, origin_id) DO UPDATE SET
+                     expires_ms = MAX(expires_ms, excluded.expires_ms),
+                     reason = excluded.reason
+                 RETURNING id, created_ms, expires_ms",
+            )?;
+            for d in batch {
+                let origin_id = match origin_cache.iter().find(|(n, _)| *n == d.origin) {
+                    Some((_, id)) => *id,
+                    None => {
+                        let id = Self::origin_id_in(&tx, &d.origin)?;
+                        origin_cache.push((d.origin.clone(), id));
+                        id
+                    }
+                };
+                let value = d.value.to_string();
+                let (id, created_ms, expires_ms) = stmt.query_row(
+                    params![
+                        value,
+                        d.value.octets(),
+                        d.value.len(),
+                        origin_id,
+                        d.reason,
+                        now_ms,
+                        now_ms.saturating_add(d.duration_ms)
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                out.push(Decision {
+                    id,
+                    value: d.value,
+                    scope: d.value.scope().to_owned(),
+                    kind: "ban".to_owned(),
+                    origin: d.origin.clone(),
+                    reason: d.reason.clone(),
+                    created_ms,
+                    expires_ms,
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn delete(&mut self, value: &Prefix, origin: Option<&str>) -> Result<usize, StoreError> {
+        let n = match origin {
+            None => self.conn.execute(
+                "DELETE FROM decisions WHERE value = ?1",
+                [value.to_string()],
+            )?,
+            Some(o) => self.conn.execute(
+                "DELETE FROM decisions WHERE value = ?1
+                 AND origin_id = (SELECT id FROM origins WHERE name = ?2)",
+                params![value.to_string(), o],
+            )?,
+        };
+        Ok(n)
+    }
+
+    fn list(&self, now_ms: i64, value: Option<&Prefix>) -> Result<Vec<Decision>, StoreError> {
+        let rows = match value {
+            None => {
+                let mut stmt = self.conn.prepare(&format!(
+                    "{SELECT_DECISION} WHERE d.expires_ms > ?1 ORDER BY d.id"
+                ))?;
+                stmt.query_map([now_ms], row_to_decision)?
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            Some(v) => {
+                let mut stmt = self.conn.prepare(&format!(
+                    "{SELECT_DECISION} WHERE d.expires_ms > ?1 AND d.value = ?2 ORDER BY d.id"
+                ))?;
+                stmt.query_map(params![now_ms, v.to_string()], row_to_decision)?
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        finish(rows)
+    }
+
+    fn effective(&self, values: &[Prefix], now_ms: i64) -> Result<Vec<Effective>, StoreError> {
+        // The origin of the decision that lasts longest is the one drops are attributed to.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT origin_id FROM decisions WHERE value = ?1 AND expires_ms > ?2
+             ORDER BY expires_ms DESC LIMIT 1",
+        )?;
+        values
+            .iter()
+            .map(|v| {
+                let origin = stmt
+                    .query_row(params![v.to_string(), now_ms], |r| r.get::<_, u32>(0))
+                    .optional()?;
+                Ok((*v, origin))
+            })
+            .collect()
+    }
+
+    fn for_each_active(
+        &self,
+        now_ms: i64,
+        each: &mut dyn FnMut(Prefix, u32),
+    ) -> Result<(), StoreError> {
+        // One row per value; SQLite takes the bare column from the row with the MAX.
+        let mut stmt = self.conn.prepare(
+            "SELECT addr, plen, origin_id, MAX(expires_ms) FROM decisions
+             WHERE expires_ms > ?1 GROUP BY addr, plen",
+        )?;
+        let mut rows = stmt.query([now_ms])?;
+        while let Some(row) = rows.next()? {
+            let addr = row.get_ref(0)?.as_blob().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into())
+            })?;
+            let plen: u8 = row.get(1)?;
+            let origin: u32 = row.get(2)?;
+            let value = Prefix::from_octets(addr, plen).map_err(|reason| StoreError::BadRow {
+                value: format!("{addr:?}/{plen}"),
+                reason: reason.to_owned(),
+            })?;
+            each(value, origin);
+        }
+        Ok(())
+    }
+
+    fn take_expired(&mut self, now_ms: i64) -> Result<Vec<Prefix>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let values: BTreeSet<String> = {
+            let mut stmt =
+                tx.prepare_cached("DELETE FROM decisions WHERE expires_ms <= ?1 RETURNING value")?;
+            stmt.query_map([now_ms], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?
+        };
+        tx.commit()?;
+        values.into_iter().map(parse_value).collect()
+    }
+
+    fn allow_add(
+        &mut self,
+        value: &Prefix,
+        reason: &str,
+        source: &str,
+        now_ms: i64,
+    ) -> Result<Vec<Prefix>, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO allowlist (value, reason, source, created_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (value) DO UPDATE SET reason = excluded.reason, source = excluded.source",
+            params![value.to_string(), reason, source, now_ms],
+        )?;
+        // Decisions inside the new entry can never drop anything again: remove them.
+        let covered: Vec<Prefix> = {
+            let mut stmt = tx.prepare("SELECT DISTINCT value FROM decisions")?;
+            let all = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut covered = Vec::new();
+            for v in all {
+                let p = parse_value(v)?;
+                if value.contains(&p) {
+                    covered.push(p);
+                }
+            }
+            covered
+        };
+        for p in &covered {
+            tx.execute("DELETE FROM decisions WHERE value = ?1", [p.to_string()])?;
+        }
+        tx.commit()?;
+        if !self.allow.contains(value) {
+            self.allow.push(*value);
+        }
+        Ok(covered)
+    }
+
+    fn allow_delete(&mut self, value: &Prefix) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "DELETE FROM allowlist WHERE value = ?1",
+            [value.to_string()],
+        )?;
+        self.allow.retain(|a| a != value);
+        Ok(n > 0)
+    }
+
+    fn allow_list(&self) -> Result<Vec<AllowEntry>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT value, reason, source, created_ms FROM allowlist ORDER BY created_ms, value",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(value, reason, source, created_ms)| {
+                Ok(AllowEntry {
+                    value: parse_value(value)?,
+                    reason,
+                    source,
+                    created_ms,
+                })
+            })
+            .collect()
+    }
+
+    fn set_interface(&mut self, name: &str, mode: Option<&str>) -> Result<(), StoreError> {
+        match mode {
+            Some(mode) => self.conn.execute(
+                "INSERT INTO interfaces (name, mode) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET mode = excluded.mode",
+                params![name, mode],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM interfaces WHERE name = ?1", [name])?,
+        };
+        Ok(())
+    }
+
+    fn interfaces(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, mode FROM interfaces ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    fn ban(value: &str, origin: &str, secs: i64) -> NewDecision {
+        NewDecision {
+            value: p(value),
+            origin: origin.to_owned(),
+            reason: "test".to_owned(),
+            duration_ms: secs * 1000,
+        }
+    }
+
+    #[test]
+    fn adding_an_existing_decision_extends_it() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let a = s
+            .upsert(&[ban("203.0.113.7", "manual", 60)], 1_000)
+            .unwrap();
+        let b = s
+            .upsert(&[ban("203.0.113.7", "manual", 600)], 2_000)
+            .unwrap();
+        assert_eq!(a[0].id, b[0].id);
+        assert_eq!(b[0].expires_ms, 2_000 + 600_000);
+        // A shorter one does not shorten it.
+        let c = s.upsert(&[ban("203.0.113.7", "manual", 1)], 3_000).unwrap();
+        assert_eq!(c[0].expires_ms, 2_000 + 600_000);
+        assert_eq!(s.list(3_000, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn effective_origin_is_the_longest_lasting() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        s.upsert(&[ban("198.51.100.0/24", "manual", 60)], 0)
+            .unwrap();
+        s.upsert(&[ban("198.51.100.0/24", "list:firehol", 600)], 0)
+            .unwrap();
+        let list_id = s.origin_id("list:firehol").unwrap();
+        assert!(list_id >= origin::FIRST_LIST);
+        let e = s.effective(&[p("198.51.100.0/24")], 1).unwrap();
+        assert_eq!(e, vec![(p("198.51.100.0/24"), Some(list_id))]);
+        let mut seen = Vec::new();
+        s.for_each_active(1, &mut |v, o| seen.push((v, o))).unwrap();
+        assert_eq!(seen, vec![(p("198.51.100.0/24"), list_id)]);
+    }
+
+    #[test]
+    fn expiry_takes_only_what_expired() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let mut batch: Vec<_> = (0..2000)
+            .map(|i| ban(&format!("10.{}.{}.1", i / 250, i % 250), "manual", 10))
+            .collect();
+        batch.push(ban("192.0.2.1", "manual", 100));
+        s.upsert(&batch, 0).unwrap();
+        let gone = s.take_expired(10_000).unwrap();
+        assert_eq!(gone.len(), 2000);
+        let left = s.list(10_000, None).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].value, p("192.0.2.1"));
+    }
+
+    #[test]
+    fn allowlisted_values_are_refused_and_cleared() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        s.upsert(&[ban("192.0.2.9", "manual", 60)], 0).unwrap();
+        let covered = s
+            .allow_add(&p("192.0.2.0/28"), "office", "manual", 0)
+            .unwrap();
+        assert_eq!(covered, vec![p("192.0.2.9")]);
+        let err = s.upsert(&[ban("192.0.2.3", "manual", 60)], 0).unwrap_err();
+        assert!(err.to_string().contains("allowlisted"), "{err}");
+        // A wider ban around the allowlisted range is fine: the kernel checks the allowlist first.
+        s.upsert(&[ban("192.0.2.0/24", "manual", 60)], 0).unwrap();
+        assert!(s.allow_delete(&p("192.0.2.0/28")).unwrap());
+        s.upsert(&[ban("192.0.2.3", "manual", 60)], 0).unwrap();
+    }
+
+    #[test]
+    fn state_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/ips.db");
+        {
+            let mut s = SqliteStore::open(&path).unwrap();
+            s.upsert(&[ban("2001:db8::/64", "manual", 60)], 0).unwrap();
+            s.allow_add(&p("2001:db8:1::1"), "me", "config", 0).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.list(1, None).unwrap()[0].value, p("2001:db8::/64"));
+        assert_eq!(s.allow_list().unwrap()[0].source, "config");
+    }
+
+    #[test]
+    fn unopenable_store_is_a_clear_error() {
+        let err = SqliteStore::open(Path::new("/proc/nope/ips.db"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/proc/nope/ips.db"), "{err}");
+    }
+}

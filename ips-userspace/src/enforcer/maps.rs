@@ -1,0 +1,324 @@
+//! [`KernelMaps`]: typed access to the pinned maps the XDP program reads. The enforcer is its
+//! only user; everything that changes what the kernel drops goes through [`KernelMaps::apply`].
+use std::{
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{Map, MapData, PerCpuArray};
+use ips_common::{counters, maps as names, origin, origin_drop_index};
+use serde::{Deserialize, Serialize};
+
+use super::{EnforcerError, sys};
+use crate::prefix::Prefix;
+
+/// Changes to make in the kernel.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diff {
+    /// Values to ban (or re-attribute), with their origin id.
+    pub upsert: Vec<(Prefix, u32)>,
+    /// Values to unban.
+    pub delete: Vec<Prefix>,
+}
+
+impl Diff {
+    /// True if there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.upsert.is_empty() && self.delete.is_empty()
+    }
+}
+
+/// Entries in each map.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapFill {
+    /// Single IPv4 addresses banned.
+    pub hosts_v4: u64,
+    /// IPv4 prefixes banned.
+    pub nets_v4: u64,
+    /// Single IPv6 addresses banned.
+    pub hosts_v6: u64,
+    /// IPv6 prefixes banned.
+    pub nets_v6: u64,
+    /// IPv4 allowlist entries.
+    pub allow_v4: u64,
+    /// IPv6 allowlist entries.
+    pub allow_v6: u64,
+}
+
+/// Packet counters summed over CPUs.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// By name, see [`ips_common::counters::NAMES`].
+    pub packets: Vec<(String, u64)>,
+    /// Drops per origin id: (origin id, IPv4 drops, IPv6 drops), only origins with drops.
+    pub origin_drops: Vec<(u32, u64, u64)>,
+}
+
+impl Counters {
+    /// A counter by name, 0 if unknown.
+    pub fn get(&self, name: &str) -> u64 {
+        self.packets
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+}
+
+/// Which of the four ban maps a prefix goes to, and its key bytes there.
+enum Slot {
+    HostV4,
+    HostV6,
+    NetV4,
+    NetV6,
+}
+
+fn slot(p: &Prefix) -> Slot {
+    match (p.is_v4(), p.is_host()) {
+        (true, true) => Slot::HostV4,
+        (true, false) => Slot::NetV4,
+        (false, true) => Slot::HostV6,
+        (false, false) => Slot::NetV6,
+    }
+}
+
+/// LPM trie key: prefix length (host order `u32`) then the address bytes.
+fn lpm_key(p: &Prefix, out: &mut Vec<u8>) {
+    out.extend_from_slice(&u32::from(p.len()).to_ne_bytes());
+    out.extend_from_slice(&p.octets());
+}
+
+fn from_lpm_key(key: &[u8]) -> Option<Prefix> {
+    let len = u32::from_ne_bytes(key.get(..4)?.try_into().ok()?);
+    Prefix::from_octets(&key[4..], u8::try_from(len).ok()?).ok()
+}
+
+/// The pinned maps, opened from the pin directory.
+pub struct KernelMaps {
+    dir: PathBuf,
+    host_v4: MapData,
+    host_v6: MapData,
+    net_v4: MapData,
+    net_v6: MapData,
+    allow_v4: MapData,
+    allow_v6: MapData,
+    counters: PerCpuArray<MapData, u64>,
+    origin_drops: PerCpuArray<MapData, u64>,
+}
+
+/// Keys and values of one map, gathered for one batch call.
+#[derive(Default)]
+struct Batch {
+    keys: Vec<u8>,
+    values: Vec<u8>,
+    dels: Vec<u8>,
+}
+
+impl KernelMaps {
+    /// Opens the maps pinned in `dir` (by a running or earlier daemon).
+    pub fn open(dir: &Path) -> Result<Self, EnforcerError> {
+        let open = |name: &str| {
+            let path = dir.join(name);
+            MapData::from_pin(&path).map_err(|source| EnforcerError::OpenMap {
+                path: path.clone(),
+                source,
+            })
+        };
+        let per_cpu = |name: &str| -> Result<PerCpuArray<MapData, u64>, EnforcerError> {
+            let data = open(name)?;
+            PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(|source| EnforcerError::OpenMap {
+                path: dir.join(name),
+                source,
+            })
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            host_v4: open(names::HOST_V4)?,
+            host_v6: open(names::HOST_V6)?,
+            net_v4: open(names::NET_V4)?,
+            net_v6: open(names::NET_V6)?,
+            allow_v4: open(names::ALLOW_V4)?,
+            allow_v6: open(names::ALLOW_V6)?,
+            counters: per_cpu(names::COUNTERS)?,
+            origin_drops: per_cpu(names::ORIGIN_DROPS)?,
+        })
+    }
+
+    /// The pin directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn map(&self, slot: &Slot) -> (&MapData, usize, &'static str) {
+        match slot {
+            Slot::HostV4 => (&self.host_v4, 4, names::HOST_V4),
+            Slot::HostV6 => (&self.host_v6, 16, names::HOST_V6),
+            Slot::NetV4 => (&self.net_v4, 8, names::NET_V4),
+            Slot::NetV6 => (&self.net_v6, 20, names::NET_V6),
+        }
+    }
+
+    /// Applies a diff: deletes first, then upserts, each map in batches.
+    pub fn apply(&self, diff: &Diff) -> Result<(), EnforcerError> {
+        let mut batches: [Batch; 4] = Default::default();
+        let index = |s: &Slot| match s {
+            Slot::HostV4 => 0,
+            Slot::HostV6 => 1,
+            Slot::NetV4 => 2,
+            Slot::NetV6 => 3,
+        };
+        for p in &diff.delete {
+            let s = slot(p);
+            let b = &mut batches[index(&s)];
+            match s {
+                Slot::HostV4 | Slot::HostV6 => b.dels.extend_from_slice(&p.octets()),
+                Slot::NetV4 | Slot::NetV6 => lpm_key(p, &mut b.dels),
+            }
+        }
+        for (p, origin_id) in &diff.upsert {
+            let s = slot(p);
+            let b = &mut batches[index(&s)];
+            match s {
+                Slot::HostV4 | Slot::HostV6 => b.keys.extend_from_slice(&p.octets()),
+                Slot::NetV4 | Slot::NetV6 => lpm_key(p, &mut b.keys),
+            }
+            b.values
+                .extend_from_slice(&(origin_id % origin::MAX).to_ne_bytes());
+        }
+        for (s, b) in [Slot::HostV4, Slot::HostV6, Slot::NetV4, Slot::NetV6]
+            .iter()
+            .zip(&batches)
+        {
+            let (map, key_size, name) = self.map(s);
+            let fd = map.fd().as_fd();
+            let err = |source| EnforcerError::MapWrite { map: name, source };
+            if !b.dels.is_empty() {
+                sys::delete_batch(fd, &b.dels, key_size).map_err(err)?;
+            }
+            if !b.keys.is_empty() {
+                sys::update_batch(fd, &b.keys, &b.values, key_size, 4).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `each` with every ban in the kernel and its origin id.
+    pub fn for_each_ban(&self, each: &mut dyn FnMut(Prefix, u32)) -> Result<(), EnforcerError> {
+        for s in [Slot::HostV4, Slot::HostV6, Slot::NetV4, Slot::NetV6] {
+            let (map, key_size, name) = self.map(&s);
+            let host = matches!(s, Slot::HostV4 | Slot::HostV6);
+            sys::for_each(map.fd().as_fd(), key_size, 4, &mut |k, v| {
+                let prefix = if host {
+                    Prefix::from_octets(k, (key_size * 8) as u8).ok()
+                } else {
+                    from_lpm_key(k)
+                };
+                let origin_id = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
+                if let Some(p) = prefix {
+                    each(p, origin_id);
+                }
+            })
+            .map_err(|source| EnforcerError::MapRead { map: name, source })?;
+        }
+        Ok(())
+    }
+
+    /// Makes the kernel allowlist exactly `want`.
+    pub fn set_allowlist(&self, want: &[Prefix]) -> Result<(), EnforcerError> {
+        for (map, v4, name) in [
+            (&self.allow_v4, true, names::ALLOW_V4),
+            (&self.allow_v6, false, names::ALLOW_V6),
+        ] {
+            let key_size = if v4 { 8 } else { 20 };
+            let fd = map.fd().as_fd();
+            let mut have = Vec::new();
+            sys::for_each(fd, key_size, 4, &mut |k, _| {
+                if let Some(p) = from_lpm_key(k) {
+                    have.push(p);
+                }
+            })
+            .map_err(|source| EnforcerError::MapRead { map: name, source })?;
+            let err = |source| EnforcerError::MapWrite { map: name, source };
+            for p in want.iter().filter(|p| p.is_v4() == v4) {
+                let mut key = Vec::with_capacity(key_size);
+                lpm_key(p, &mut key);
+                sys::update(fd, &key, &1u32.to_ne_bytes()).map_err(err)?;
+            }
+            for p in have.iter().filter(|p| !want.contains(p)) {
+                let mut key = Vec::with_capacity(key_size);
+                lpm_key(p, &mut key);
+                sys::delete(fd, &key).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the entries of each map.
+    pub fn fill(&self) -> Result<MapFill, EnforcerError> {
+        let count = |map: &MapData, key_size: usize, name: &'static str| {
+            let mut n = 0u64;
+            sys::for_each(map.fd().as_fd(), key_size, 4, &mut |_, _| n += 1)
+                .map_err(|source| EnforcerError::MapRead { map: name, source })?;
+            Ok::<_, EnforcerError>(n)
+        };
+        Ok(MapFill {
+            hosts_v4: count(&self.host_v4, 4, names::HOST_V4)?,
+            nets_v4: count(&self.net_v4, 8, names::NET_V4)?,
+            hosts_v6: count(&self.host_v6, 16, names::HOST_V6)?,
+            nets_v6: count(&self.net_v6, 20, names::NET_V6)?,
+            allow_v4: count(&self.allow_v4, 8, names::ALLOW_V4)?,
+            allow_v6: count(&self.allow_v6, 20, names::ALLOW_V6)?,
+        })
+    }
+
+    /// Reads the packet counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, EnforcerError> {
+        let read = |map: &PerCpuArray<MapData, u64>, i: u32, name: &'static str| {
+            map.get(&i, 0)
+                .map(|values| values.iter().sum::<u64>())
+                .map_err(|source| EnforcerError::Counters { map: name, source })
+        };
+        let mut out = Counters::default();
+        for (i, name) in counters::NAMES.iter().enumerate() {
+            out.packets.push((
+                (*name).to_owned(),
+                read(&self.counters, i as u32, names::COUNTERS)?,
+            ));
+        }
+        for o in 0..origin::MAX {
+            let v4 = read(
+                &self.origin_drops,
+                origin_drop_index(o, ips_common::family::V4),
+                names::ORIGIN_DROPS,
+            )?;
+            let v6 = read(
+                &self.origin_drops,
+                origin_drop_index(o, ips_common::family::V6),
+                names::ORIGIN_DROPS,
+            )?;
+            if v4 + v6 > 0 {
+                out.origin_drops.push((o, v4, v6));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lpm_keys_are_length_then_network_order_bytes() {
+        let p: Prefix = "203.0.113.0/24".parse().unwrap();
+        let mut k = Vec::new();
+        lpm_key(&p, &mut k);
+        assert_eq!(k, [24, 0, 0, 0, 203, 0, 113, 0]);
+        assert_eq!(from_lpm_key(&k), Some(p));
+        let p6: Prefix = "2001:db8::/64".parse().unwrap();
+        let mut k6 = Vec::new();
+        lpm_key(&p6, &mut k6);
+        assert_eq!(k6.len(), 20);
+        assert_eq!(&k6[4..8], &[0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(from_lpm_key(&k6), Some(p6));
+    }
+}

@@ -1,0 +1,305 @@
+//! The enforcer: the only code that writes BPF maps. It loads and pins the XDP program
+//! ([`loader`]), owns the maps ([`maps::KernelMaps`]) and keeps them in step with the decision
+//! store: a full reconcile at start, then a diff per change and per expiry tick.
+//!
+//! [`Enforcer`] pairs a [`Store`] with the maps. Every change is written to the store first, then
+//! the values it touched are looked up again and the kernel is set to match, so the kernel can
+//! never hold something the store does not.
+use std::{collections::HashMap, path::PathBuf, time::Instant};
+
+use tracing::{debug, info};
+
+use crate::{
+    decisions::{AllowEntry, Decision, NewDecision, Store, StoreError},
+    prefix::Prefix,
+};
+
+pub mod loader;
+pub mod maps;
+mod sys;
+
+pub use maps::{Counters, Diff, KernelMaps, MapFill};
+
+/// Errors of the enforcer.
+#[derive(Debug, thiserror::Error)]
+pub enum EnforcerError {
+    /// Loading programs and writing maps needs root.
+    #[error(
+        "must run as root (loading XDP programs and writing BPF maps needs CAP_BPF and CAP_NET_ADMIN)"
+    )]
+    NotRoot,
+    /// The pin directory is not on a BPF filesystem.
+    #[error("no BPF filesystem at {path}: mount one with `mount -t bpf bpf /sys/fs/bpf`")]
+    NoBpfFs {
+        /// The directory that should be on bpffs.
+        path: PathBuf,
+    },
+    /// No such interface.
+    #[error("unknown interface {name:?} (see `ip link`)")]
+    UnknownInterface {
+        /// The name given.
+        name: String,
+    },
+    /// The object did not load.
+    #[error("cannot load the XDP program: {0}")]
+    Load(String),
+    /// Attaching failed.
+    #[error("cannot attach to {iface}: {reason}")]
+    Attach {
+        /// The interface.
+        iface: String,
+        /// Why.
+        reason: String,
+    },
+    /// A pinned map is missing or not ours.
+    #[error("cannot open pinned map {path}: {source} (is `ips run` attached?)")]
+    OpenMap {
+        /// Where it should be.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A map write failed.
+    #[error("cannot write map {map}: {source}")]
+    MapWrite {
+        /// Map name.
+        map: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A map read failed.
+    #[error("cannot read map {map}: {source}")]
+    MapRead {
+        /// Map name.
+        map: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading counters failed.
+    #[error("cannot read counters from {map}: {source}")]
+    Counters {
+        /// Map name.
+        map: &'static str,
+        /// Why.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A file or directory operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a reconcile did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Entries added or re-attributed.
+    pub upserted: usize,
+    /// Entries removed because the store no longer has them.
+    pub deleted: usize,
+    /// Entries already right.
+    pub unchanged: usize,
+}
+
+/// The store and the kernel maps, kept in step.
+pub struct Enforcer {
+    store: Box<dyn Store>,
+    maps: KernelMaps,
+}
+
+impl Enforcer {
+    /// Pairs a store with the maps. Call [`Enforcer::reconcile`] before relying on the kernel.
+    pub fn new(store: Box<dyn Store>, maps: KernelMaps) -> Self {
+        Self { store, maps }
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The store, for writes that do not change the kernel (interfaces, origins).
+    pub fn store_mut(&mut self) -> &mut dyn Store {
+        self.store.as_mut()
+    }
+
+    /// The maps, for reads (counters, fill).
+    pub fn maps(&self) -> &KernelMaps {
+        &self.maps
+    }
+
+    /// Makes the kernel match the store: removes what the store lacks, adds what is missing,
+    /// fixes attributions, and sets the allowlist.
+    pub fn reconcile(&mut self, now_ms: i64) -> Result<ReconcileReport, EnforcerError> {
+        let started = Instant::now();
+        self.store.take_expired(now_ms)?;
+        let allow: Vec<Prefix> = self
+            .store
+            .allow_list()?
+            .into_iter()
+            .map(|a| a.value)
+            .collect();
+        self.maps.set_allowlist(&allow)?;
+        let mut want: HashMap<Prefix, u32> = HashMap::new();
+        self.store.for_each_active(now_ms, &mut |p, o| {
+            want.insert(p, o);
+        })?;
+        let mut diff = Diff::default();
+        let mut unchanged = 0;
+        self.maps.for_each_ban(&mut |p, o| match want.remove(&p) {
+            Some(w) if w == o => unchanged += 1,
+            Some(w) => diff.upsert.push((p, w)),
+            None => diff.delete.push(p),
+        })?;
+        diff.upsert.extend(want);
+        self.maps.apply(&diff)?;
+        let report = ReconcileReport {
+            upserted: diff.upsert.len(),
+            deleted: diff.delete.len(),
+            unchanged,
+        };
+        info!(
+            upserted = report.upserted,
+            deleted = report.deleted,
+            unchanged = report.unchanged,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Reconciled kernel maps with the store."
+        );
+        Ok(report)
+    }
+
+    /// Sets the kernel entry of each value to what the store now says.
+    fn sync_values(&mut self, values: &[Prefix], now_ms: i64) -> Result<Diff, EnforcerError> {
+        let mut diff = Diff::default();
+        for (p, origin) in self.store.effective(values, now_ms)? {
+            match origin {
+                Some(o) => diff.upsert.push((p, o)),
+                None => diff.delete.push(p),
+            }
+        }
+        self.maps.apply(&diff)?;
+        Ok(diff)
+    }
+
+    /// Adds or extends decisions, store first, then kernel.
+    pub fn add(
+        &mut self,
+        batch: &[NewDecision],
+        now_ms: i64,
+    ) -> Result<Vec<Decision>, EnforcerError> {
+        let added = self.store.upsert(batch, now_ms)?;
+        let mut diff = Diff::default();
+        let mut ids: HashMap<&str, u32> = HashMap::new();
+        for d in &added {
+            let id = match ids.get(d.origin.as_str()) {
+                Some(id) => *id,
+                None => {
+                    let id = self.store.origin_id(&d.origin)?;
+                    ids.insert(&d.origin, id);
+                    id
+                }
+            };
+            diff.upsert.push((d.value, id));
+        }
+        // When a value has decisions from several origins, attribute it to the longest lasting.
+        if added.len() < 1024 {
+            let values: Vec<Prefix> = added.iter().map(|d| d.value).collect();
+            self.sync_values(&values, now_ms)?;
+        } else {
+            self.maps.apply(&diff)?;
+        }
+        debug!(count = added.len(), "Banned.");
+        Ok(added)
+    }
+
+    /// Deletes every decision on `value` (or only `origin`'s) and unbans it if none is left.
+    pub fn delete(
+        &mut self,
+        value: &Prefix,
+        origin: Option<&str>,
+        now_ms: i64,
+    ) -> Result<usize, EnforcerError> {
+        let n = self.store.delete(value, origin)?;
+        self.sync_values(&[*value], now_ms)?;
+        Ok(n)
+    }
+
+    /// Removes expired decisions from the store and the kernel. Only the values that expired
+    /// are touched, however many expire at once.
+    pub fn expire(&mut self, now_ms: i64) -> Result<usize, EnforcerError> {
+        let expired = self.store.take_expired(now_ms)?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let diff = self.sync_values(&expired, now_ms)?;
+        debug!(
+            expired = expired.len(),
+            unbanned = diff.delete.len(),
+            "Expired decisions."
+        );
+        Ok(expired.len())
+    }
+
+    /// Adds an allowlist entry; decisions inside it are removed from store and kernel.
+    pub fn allow_add(
+        &mut self,
+        value: &Prefix,
+        reason: &str,
+        source: &str,
+        now_ms: i64,
+    ) -> Result<usize, EnforcerError> {
+        let covered = self.store.allow_add(value, reason, source, now_ms)?;
+        self.push_allowlist()?;
+        self.sync_values(&covered, now_ms)?;
+        Ok(covered.len())
+    }
+
+    /// Removes an allowlist entry.
+    pub fn allow_delete(&mut self, value: &Prefix) -> Result<bool, EnforcerError> {
+        let existed = self.store.allow_delete(value)?;
+        self.push_allowlist()?;
+        Ok(existed)
+    }
+
+    /// Makes the store's `config` allowlist entries exactly `entries` (from `ips.toml`).
+    pub fn sync_config_allowlist(
+        &mut self,
+        entries: &[Prefix],
+        now_ms: i64,
+    ) -> Result<(), EnforcerError> {
+        let current: Vec<AllowEntry> = self.store.allow_list()?;
+        for a in current.iter().filter(|a| a.source == "config") {
+            if !entries.contains(&a.value) {
+                self.store.allow_delete(&a.value)?;
+            }
+        }
+        for e in entries {
+            let covered = self.store.allow_add(e, "from ips.toml", "config", now_ms)?;
+            if !covered.is_empty() {
+                info!(allow = %e, removed = covered.len(), "Removed decisions inside a configured allowlist entry.");
+            }
+        }
+        self.push_allowlist()
+    }
+
+    fn push_allowlist(&mut self) -> Result<(), EnforcerError> {
+        let allow: Vec<Prefix> = self
+            .store
+            .allow_list()?
+            .into_iter()
+            .map(|a| a.value)
+            .collect();
+        self.maps.set_allowlist(&allow)
+    }
+}

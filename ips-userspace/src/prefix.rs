@@ -1,0 +1,229 @@
+//! [`Prefix`]: a banned or allowed network, normalized so that one network has one spelling.
+//!
+//! `203.0.113.7` is `203.0.113.7/32`; `203.0.113.7/24` is `203.0.113.0/24` (host bits cleared);
+//! `::ffff:203.0.113.7` is the IPv4 address `203.0.113.7/32`, as the XDP program matches it.
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A normalized IPv4 or IPv6 network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix(IpNet);
+
+/// Why a string is not an address or prefix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid address or prefix {input:?}: {reason}")]
+pub struct PrefixError {
+    /// What was given.
+    pub input: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl Prefix {
+    /// Builds a prefix from an address and a length, clearing host bits and turning an
+    /// IPv4-mapped IPv6 network (`::ffff:0:0/96` and longer) into IPv4.
+    pub fn new(addr: IpAddr, len: u8) -> Result<Self, &'static str> {
+        let net = match addr {
+            IpAddr::V4(a) => IpNet::V4(Ipv4Net::new(a, len).map_err(|_| "IPv4 length over 32")?),
+            IpAddr::V6(a) => {
+                if let Some(v4) = a.to_ipv4_mapped()
+                    && len >= 96
+                {
+                    IpNet::V4(Ipv4Net::new(v4, len - 96).map_err(|_| "length over 128")?)
+                } else {
+                    IpNet::V6(Ipv6Net::new(a, len).map_err(|_| "IPv6 length over 128")?)
+                }
+            }
+        };
+        Ok(Self(net.trunc()))
+    }
+
+    /// A single address (/32 or /128).
+    pub fn host(addr: IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(a) => Self(IpNet::V4(Ipv4Net::from(a))),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => Self(IpNet::V4(Ipv4Net::from(v4))),
+                None => Self(IpNet::V6(Ipv6Net::from(a))),
+            },
+        }
+    }
+
+    /// The network.
+    pub const fn net(&self) -> IpNet {
+        self.0
+    }
+
+    /// The first address.
+    pub fn addr(&self) -> IpAddr {
+        self.0.network()
+    }
+
+    /// The prefix length.
+    pub fn len(&self) -> u8 {
+        self.0.prefix_len()
+    }
+
+    /// True for /32 and /128: stored in the kernel's exact-match hash maps.
+    pub fn is_host(&self) -> bool {
+        self.0.prefix_len() == self.0.max_prefix_len()
+    }
+
+    /// True for IPv4.
+    pub const fn is_v4(&self) -> bool {
+        matches!(self.0, IpNet::V4(_))
+    }
+
+    /// CrowdSec's scope name: `Ip` for a single address, `Range` otherwise.
+    pub fn scope(&self) -> &'static str {
+        if self.is_host() { "Ip" } else { "Range" }
+    }
+
+    /// True if `other` lies wholly inside this prefix.
+    pub fn contains(&self, other: &Prefix) -> bool {
+        self.0.contains(&other.0)
+    }
+
+    /// The address bytes in network order (4 or 16).
+    pub fn octets(&self) -> Vec<u8> {
+        match self.0 {
+            IpNet::V4(n) => n.network().octets().to_vec(),
+            IpNet::V6(n) => n.network().octets().to_vec(),
+        }
+    }
+
+    /// Rebuilds a prefix from the bytes [`Prefix::octets`] gives and a length.
+    pub fn from_octets(bytes: &[u8], len: u8) -> Result<Self, &'static str> {
+        let addr = match bytes.len() {
+            4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+            16 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(bytes);
+                IpAddr::V6(Ipv6Addr::from(a))
+            }
+            _ => return Err("address is neither 4 nor 16 bytes"),
+        };
+        Self::new(addr, len)
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = PrefixError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| PrefixError {
+            input: s.to_owned(),
+            reason,
+        };
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(err("empty"));
+        }
+        match t.split_once('/') {
+            None => t
+                .parse::<IpAddr>()
+                .map(Prefix::host)
+                .map_err(|_| err("not an IPv4 or IPv6 address")),
+            Some((addr, len)) => {
+                let addr: IpAddr = addr
+                    .parse()
+                    .map_err(|_| err("not an IPv4 or IPv6 address before '/'"))?;
+                let len: u8 = len
+                    .parse()
+                    .map_err(|_| err("prefix length is not a number"))?;
+                Prefix::new(addr, len).map_err(err)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_host() {
+            write!(f, "{}", self.0.addr())
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+impl Serialize for Prefix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn single_addresses_are_hosts() {
+        assert!(p("203.0.113.7").is_host());
+        assert_eq!(p("203.0.113.7").to_string(), "203.0.113.7");
+        assert_eq!(p("203.0.113.7/32"), p("203.0.113.7"));
+        assert!(p("2001:db8::1").is_host());
+        assert_eq!(p("2001:db8::1/128").scope(), "Ip");
+    }
+
+    #[test]
+    fn host_bits_are_cleared() {
+        assert_eq!(p("203.0.113.7/24").to_string(), "203.0.113.0/24");
+        assert_eq!(p("2001:db8:1:2:3::9/64").to_string(), "2001:db8:1:2::/64");
+        assert_eq!(p("0.0.0.0/0").len(), 0);
+    }
+
+    #[test]
+    fn v4_mapped_becomes_v4() {
+        assert_eq!(p("::ffff:198.51.100.7"), p("198.51.100.7"));
+        assert_eq!(p("::ffff:198.51.100.0/120"), p("198.51.100.0/24"));
+        assert!(!p("::ffff:0:0/95").is_v4());
+    }
+
+    #[test]
+    fn bad_input_is_an_error_that_names_it() {
+        for bad in [
+            "",
+            "300.1.1.1",
+            "1.2.3.4/33",
+            "2001:db8::/129",
+            "1.2.3.4/x",
+            "example.com",
+        ] {
+            let e = bad.parse::<Prefix>().unwrap_err();
+            assert_eq!(e.input, bad);
+        }
+    }
+
+    #[test]
+    fn octets_round_trip() {
+        for s in ["10.1.2.0/24", "2001:db8::/32", "192.0.2.1"] {
+            let a = p(s);
+            assert_eq!(Prefix::from_octets(&a.octets(), a.len()).unwrap(), a);
+        }
+    }
+
+    #[test]
+    fn containment() {
+        assert!(p("203.0.113.0/24").contains(&p("203.0.113.9")));
+        assert!(!p("203.0.113.0/24").contains(&p("203.0.114.9")));
+        assert!(!p("203.0.113.0/24").contains(&p("2001:db8::1")));
+    }
+}
