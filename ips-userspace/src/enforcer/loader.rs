@@ -102,6 +102,38 @@ pub fn require_interface(name: &str) -> Result<u32, EnforcerError> {
     Ok(index)
 }
 
+/// Loads the XDP program into the kernel without attaching it, pinning its maps in `dir` (or
+/// reusing those already pinned there). Used by `attach`, and by tests and benches that run the
+/// program with `BPF_PROG_RUN`.
+pub fn load(dir: &Path, capacity: Capacity) -> Result<Ebpf, EnforcerError> {
+    require_root()?;
+    require_bpffs(dir)?;
+    std::fs::create_dir_all(dir.join("links")).map_err(|source| EnforcerError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(dir)
+        .map_max_entries(names::HOST_V4, capacity.hosts)
+        .map_max_entries(names::HOST_V6, capacity.hosts)
+        .map_max_entries(names::NET_V4, capacity.nets)
+        .map_max_entries(names::NET_V6, capacity.nets)
+        .load(PROGRAM)
+        .map_err(|e| EnforcerError::Load(e.to_string()))?;
+    xdp_program(&mut ebpf)?
+        .load()
+        .map_err(|e| EnforcerError::Load(format!("the kernel refused the program: {e}")))?;
+    Ok(ebpf)
+}
+
+/// The `ips_xdp` program of a loaded object.
+pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, EnforcerError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or_else(|| EnforcerError::Load(format!("no program {PROGRAM_NAME} in the object")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| EnforcerError::Load(e.to_string()))
+}
+
 fn link_path(dir: &Path, iface: &str) -> PathBuf {
     dir.join("links").join(iface)
 }
@@ -119,28 +151,8 @@ pub fn attach(
     for iface in interfaces {
         require_interface(iface)?;
     }
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| EnforcerError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir.join("links")).map_err(io(dir))?;
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(dir)
-        .map_max_entries(names::HOST_V4, capacity.hosts)
-        .map_max_entries(names::HOST_V6, capacity.hosts)
-        .map_max_entries(names::NET_V4, capacity.nets)
-        .map_max_entries(names::NET_V6, capacity.nets)
-        .load(PROGRAM)
-        .map_err(|e| EnforcerError::Load(e.to_string()))?;
-    let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or_else(|| EnforcerError::Load(format!("no program {PROGRAM_NAME} in the object")))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| EnforcerError::Load(e.to_string()))?;
-    program
-        .load()
-        .map_err(|e| EnforcerError::Load(format!("the kernel refused the program: {e}")))?;
-
+    let mut ebpf = load(dir, capacity)?;
+    let program = xdp_program(&mut ebpf)?;
     let mut attached = Vec::new();
     let mut links = Vec::new();
     for iface in interfaces {
