@@ -1,1 +1,142 @@
-fn main() {}
+//! `cargo xtask`: setup, build, run (a lab on a veth pair), test and bench.
+//!
+//! Every command runs `setup` first, which installs what is missing and says clearly what
+//! failed.
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod lab;
+mod setup;
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install prerequisites (idempotent): nightly rust-src, llvm-22-dev, bpf-linker, bpffs.
+    Setup,
+    /// Build everything (the XDP program is built by ips-userspace's build.rs).
+    Build {
+        /// Release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run ips. With no arguments: a lab in network namespaces, safe on any machine.
+    /// With `-- --iface IF ...`: `ips run` on a real interface.
+    Run {
+        /// Stop the lab after this many seconds instead of waiting for Ctrl-C.
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Arguments for `ips run` (e.g. `--iface eth1 --config /etc/ips/ips.toml`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Unit tests, then integration tests with the real program in the real kernel (root).
+    Test,
+    /// Benchmarks: per-packet cost, map loads, daemon memory. Prints a table.
+    Bench,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    setup::setup()?;
+    match cli.command {
+        Cmd::Setup => Ok(()),
+        Cmd::Build { release } => build(release),
+        Cmd::Run { seconds, args } => {
+            build(true)?;
+            if args.is_empty() {
+                lab::run(seconds)
+            } else {
+                let status = Command::new(workspace().join("target/release/ips"))
+                    .arg("run")
+                    .args(&args)
+                    .status()?;
+                if !status.success() {
+                    bail!("ips run exited with {status}");
+                }
+                Ok(())
+            }
+        }
+        Cmd::Test => test(),
+        Cmd::Bench => bench(),
+    }
+}
+
+/// The workspace root.
+pub fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// Runs a command in the workspace, failing with its name if it fails.
+pub fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(args).current_dir(workspace());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run cargo {args:?}"))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn build(release: bool) -> Result<()> {
+    if release {
+        cargo(&["build", "--release", "-p", "ips-userspace"], &[])
+    } else {
+        cargo(&["build", "-p", "ips-userspace"], &[])
+    }
+}
+
+fn test() -> Result<()> {
+    build(false)?;
+    cargo(
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "ips-tests",
+            "--exclude",
+            "ips-ebpf",
+        ],
+        &[],
+    )?;
+    setup::require_root("the integration tests load XDP programs")?;
+    let bin = workspace().join("target/debug/ips");
+    let bin = bin.to_str().context("non-UTF-8 workspace path")?;
+    cargo(
+        &["test", "-p", "ips-tests", "--", "--test-threads=1"],
+        &[("IPS_BIN", bin)],
+    )
+}
+
+fn bench() -> Result<()> {
+    setup::require_root("the benches load XDP programs")?;
+    build(true)?;
+    let bin = workspace().join("target/release/ips");
+    let bin = bin.to_str().context("non-UTF-8 workspace path")?;
+    cargo(
+        &["bench", "-p", "ips-userspace", "--bench", "enforcement"],
+        &[("IPS_BIN", bin)],
+    )
+}
