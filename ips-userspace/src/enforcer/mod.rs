@@ -16,7 +16,8 @@ use crate::{
 
 pub mod loader;
 pub mod maps;
-mod sys;
+#[doc(hidden)]
+pub mod sys;
 
 pub use maps::{Counters, Diff, KernelMaps, MapFill};
 

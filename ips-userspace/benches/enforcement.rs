@@ -1,0 +1,440 @@
+//! `cargo xtask bench`: the enforcement path, measured in the real kernel, each figure beside
+//! its baseline from the same run.
+//!
+//! 1. Per-lookup cost of the XDP program's lookup via `BPF_PROG_RUN`, with 0, 10k, 100k and 1M
+//!    bans (90% single addresses, 10% prefixes), over a ring of 1M random source addresses
+//!    (half of them banned), against the same lookup with every ban in one LPM trie.
+//! 2. Loading 1M bans into the maps (batched, as the enforcer does) against one syscall per
+//!    entry; applying a 10k-entry diff.
+//! 3. Resident memory of `ips run` with 1M decisions in its store, and its start-up time.
+use std::{
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use aya::{
+    EbpfLoader,
+    maps::MapData,
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use ips::{
+    decisions::{NewDecision, SqliteStore, Store},
+    enforcer::{Diff, KernelMaps, loader, sys},
+    prefix::Prefix,
+};
+use ips_common::{capacity, maps as names};
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn addr(&mut self) -> [u8; 4] {
+        // Keep clear of 127/8 and 0/8 so the allowlist plays no part.
+        let mut a = (self.next() as u32).to_be_bytes();
+        a[0] = 1 + a[0] % 126;
+        a
+    }
+}
+
+/// `n` bans: 90% random /32, 10% random prefixes /16 to /28.
+fn bans(n: usize, rng: &mut Rng) -> Vec<Prefix> {
+    (0..n)
+        .map(|i| {
+            let a = rng.addr();
+            let len = if i % 10 == 9 {
+                16 + (rng.next() % 13) as u8
+            } else {
+                32
+            };
+            Prefix::new(std::net::IpAddr::from(a), len).expect("valid")
+        })
+        .collect()
+}
+
+fn bench_dir(tag: &str) -> PathBuf {
+    let dir = PathBuf::from(format!("/sys/fs/bpf/ips-bench-{tag}-{}", std::process::id()));
+    let _ = loader::remove_pins(&dir);
+    std::fs::create_dir_all(&dir).expect("bpffs dir (run through cargo xtask bench, as root)");
+    dir
+}
+
+fn take_map(ebpf: &mut aya::Ebpf, name: &str) -> MapData {
+    match ebpf.take_map(name).unwrap_or_else(|| panic!("no map {name}")) {
+        aya::maps::Map::LpmTrie(d) | aya::maps::Map::Array(d) | aya::maps::Map::PerCpuArray(d) => d,
+        other => panic!("unexpected map type for {name}: {other:?}"),
+    }
+}
+
+struct LookupRow {
+    entries: usize,
+    hybrid_ns: f64,
+    lpm_ns: f64,
+    hits_agree: bool,
+    program_ns: f64,
+}
+
+fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
+    let dir = bench_dir("lookup");
+    let max = *sizes.iter().max().unwrap_or(&0) as u32;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(&dir)
+        .map_max_entries(names::HOST_V4, max.max(1))
+        .map_max_entries(names::NET_V4, (max / 10).max(1))
+        .map_max_entries(names::BENCH_LPM_V4, max.max(1))
+        .load(loader::BENCH_PROGRAM)
+        .expect("load bench object");
+    for name in ["ips_bench_hybrid", "ips_bench_lpm"] {
+        let p: &mut Xdp = ebpf.program_mut(name).expect(name).try_into().expect("xdp");
+        p.load().expect("verifier");
+    }
+    // The real program, sharing the pinned maps, for the cost of a whole packet.
+    let mut real = loader::load(
+        &dir,
+        loader::Capacity {
+            hosts: max.max(1),
+            nets: (max / 10).max(1),
+        },
+    )
+    .expect("load ips_xdp");
+    let maps = KernelMaps::open(&dir).expect("maps");
+    let lpm_map = take_map(&mut ebpf, names::BENCH_LPM_V4);
+    let keys_map = take_map(&mut ebpf, names::BENCH_KEYS_V4);
+    let state_map = take_map(&mut ebpf, names::BENCH_STATE);
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rows = Vec::new();
+    let mut loaded: Vec<Prefix> = Vec::new();
+    for &n in sizes {
+        // Grow the ban set to n entries, in both layouts.
+        let more = bans(n - loaded.len(), &mut rng);
+        let mut diff = Diff::default();
+        diff.upsert = more.iter().map(|p| (*p, 0)).collect();
+        maps.apply(&diff).expect("load hybrid maps");
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for p in &more {
+            keys.extend_from_slice(&u32::from(p.len()).to_ne_bytes());
+            keys.extend_from_slice(&p.octets());
+            values.extend_from_slice(&0u32.to_ne_bytes());
+        }
+        sys::update_batch(lpm_map.fd().as_fd(), &keys, &values, 8, 4)
+            .expect("load LPM-only map");
+        loaded.extend(more);
+        // A fresh ring of sources: half inside a ban, half random.
+        let mut ring_keys = Vec::with_capacity(capacity::BENCH_KEYS as usize * 4);
+        let mut ring_vals = Vec::with_capacity(capacity::BENCH_KEYS as usize * 4);
+        for i in 0..capacity::BENCH_KEYS {
+            ring_keys.extend_from_slice(&i.to_ne_bytes());
+            let a = if i % 2 == 0 && !loaded.is_empty() {
+                let p = loaded[(rng.next() % loaded.len() as u64) as usize];
+                let mut o = p.octets();
+                let host_bits = 32 - u32::from(p.len());
+                if host_bits > 0 {
+                    let r = (rng.next() as u32) & ((1u32 << host_bits) - 1);
+                    let v = u32::from_be_bytes([o[0], o[1], o[2], o[3]]) | r;
+                    o = v.to_be_bytes().to_vec();
+                }
+                [o[0], o[1], o[2], o[3]]
+            } else {
+                rng.addr()
+            };
+            ring_vals.extend_from_slice(&a);
+        }
+        sys::update_batch(
+            keys_map.fd().as_fd(),
+            &ring_keys,
+            &ring_vals,
+            4,
+            4,
+        )
+        .expect("load key ring");
+        let mut run = |prog: &str| -> (f64, u64) {
+            // Reset cursor and hit count, then one warm-up pass over the ring.
+            let state = state_map.fd().as_fd();
+            let cpus = aya::util::nr_cpus().expect("cpus");
+            let zeros = vec![0u8; 8 * cpus];
+            sys::update(state, &0u32.to_ne_bytes(), &zeros).expect("reset");
+            sys::update(state, &1u32.to_ne_bytes(), &zeros).expect("reset");
+            let p: &mut Xdp = ebpf.program_mut(prog).expect(prog).try_into().expect("xdp");
+            let frame = [0u8; 64];
+            let repeat = capacity::BENCH_KEYS / capacity::BENCH_BATCH; // one pass over the ring
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(&frame);
+            opts.repeat = repeat;
+            p.test_run(opts).expect("warm-up");
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let mut opts = TestRunOptions::new();
+                opts.data_in = Some(&frame);
+                opts.repeat = repeat;
+                let r = p.test_run(opts).expect("test run");
+                best = best.min(r.duration.as_nanos() as f64 / f64::from(capacity::BENCH_BATCH));
+            }
+            let mut hits = vec![0u8; 8 * cpus];
+            sys::lookup(state, &1u32.to_ne_bytes(), &mut hits).expect("hits");
+            let hits: u64 = hits
+                .chunks(8)
+                .map(|c| u64::from_ne_bytes(c.try_into().expect("8")))
+                .sum();
+            (best, hits)
+        };
+        let (hybrid_ns, hybrid_hits) = run("ips_bench_hybrid");
+        let (lpm_ns, lpm_hits) = run("ips_bench_lpm");
+        // Whole program on one clean IPv4 packet (parse + lookups + counter), hot in cache.
+        let mut pkt = vec![0xffu8; 12];
+        pkt.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
+        pkt.extend_from_slice(&[192, 0, 2, 1, 10, 0, 0, 1]);
+        pkt.extend_from_slice(&[0u8; 8]);
+        let prog = loader::xdp_program(&mut real).expect("prog");
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&pkt);
+        opts.repeat = 1_000_000;
+        let program_ns = prog.test_run(opts).expect("run").duration.as_nanos() as f64;
+        rows.push(LookupRow {
+            entries: n,
+            hybrid_ns,
+            lpm_ns,
+            hits_agree: hybrid_hits == lpm_hits,
+            program_ns,
+        });
+    }
+    drop(real);
+    drop(ebpf);
+    let _ = loader::remove_pins(&dir);
+    rows
+}
+
+struct LoadRow {
+    batched: Duration,
+    per_entry: Duration,
+    diff_10k: Duration,
+}
+
+fn load_costs(n: usize) -> LoadRow {
+    let mut rng = Rng(0xfeed_beef_cafe_f00d);
+    let entries = bans(n, &mut rng);
+    let mut diff = Diff::default();
+    diff.upsert = entries.iter().map(|p| (*p, 0)).collect();
+    let cap = loader::Capacity {
+        hosts: n as u32 + 10_000,
+        nets: n as u32 / 10 + 10_000,
+    };
+
+    // Batched, through the enforcer's own apply.
+    let dir = bench_dir("load");
+    let ebpf = loader::load(&dir, cap).expect("load");
+    let maps = KernelMaps::open(&dir).expect("maps");
+    let t = Instant::now();
+    maps.apply(&diff).expect("apply");
+    let batched = t.elapsed();
+    // A 10k diff on top: 5k removed, 5k added.
+    let mut d10 = Diff::default();
+    d10.delete = entries[..5000].to_vec();
+    d10.upsert = bans(5000, &mut rng).into_iter().map(|p| (p, 0)).collect();
+    let t = Instant::now();
+    maps.apply(&d10).expect("apply diff");
+    let diff_10k = t.elapsed();
+    drop(maps);
+    drop(ebpf);
+    let _ = loader::remove_pins(&dir);
+
+    // Baseline: one update syscall per entry.
+    let dir = bench_dir("load1");
+    let ebpf = loader::load(&dir, cap).expect("load");
+    let host = MapData::from_pin(dir.join(names::HOST_V4)).expect("pin");
+    let net = MapData::from_pin(dir.join(names::NET_V4)).expect("pin");
+    let t = Instant::now();
+    for p in &entries {
+        if p.is_host() {
+            sys::update(host.fd().as_fd(), &p.octets(), &0u32.to_ne_bytes()).expect("update");
+        } else {
+            let mut k = u32::from(p.len()).to_ne_bytes().to_vec();
+            k.extend_from_slice(&p.octets());
+            sys::update(net.fd().as_fd(), &k, &0u32.to_ne_bytes()).expect("update");
+        }
+    }
+    let per_entry = t.elapsed();
+    drop(ebpf);
+    let _ = loader::remove_pins(&dir);
+    LoadRow {
+        batched,
+        per_entry,
+        diff_10k,
+    }
+}
+
+struct DaemonRow {
+    store_fill: Duration,
+    ready: Duration,
+    rss_mb: f64,
+    hwm_mb: f64,
+}
+
+fn sh(args: &[&str]) {
+    let ok = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{args:?} failed");
+}
+
+fn status_kb(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn daemon_memory(n: usize) -> DaemonRow {
+    let id = std::process::id();
+    let tmp = std::env::temp_dir().join(format!("ips-bench-daemon-{id}"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let db = tmp.join("ips.db");
+    let mut rng = Rng(0x0bad_cafe_0000_0001);
+    let batch: Vec<NewDecision> = bans(n, &mut rng)
+        .into_iter()
+        .map(|value| NewDecision {
+            value,
+            origin: "list:bench".into(),
+            reason: "bench".into(),
+            duration_ms: 24 * 3_600_000,
+        })
+        .collect();
+    let t = Instant::now();
+    {
+        let mut store = SqliteStore::open(&db).expect("store");
+        for chunk in batch.chunks(100_000) {
+            store.upsert(chunk, ips::daemon::now_ms()).expect("upsert");
+        }
+    }
+    let store_fill = t.elapsed();
+    drop(batch);
+
+    let ns = format!("ipsbench{id}");
+    let ifa = format!("ipsb{}a", id % 1_000_000);
+    let ifb = format!("ipsb{}b", id % 1_000_000);
+    let pin = bench_dir("daemon");
+    sh(&["ip", "netns", "add", &ns]);
+    sh(&["ip", "link", "add", &ifa, "netns", &ns, "type", "veth", "peer", "name", &ifb, "netns", &ns]);
+    sh(&["ip", "-n", &ns, "link", "set", &ifa, "up"]);
+    sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    let config = tmp.join("ips.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n[enforcer]\npin_dir = \"{}\"\nmax_hosts = {}\nmax_prefixes = {}\n",
+            db.display(),
+            pin.display(),
+            n + 10_000,
+            n / 10 + 10_000
+        ),
+    )
+    .expect("config");
+    let bin = std::env::var("IPS_BIN").unwrap_or_else(|_| "target/release/ips".into());
+    let t = Instant::now();
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg(&bin)
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--iface", &ifa])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ips run");
+    let ready = loop {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg(&bin)
+            .arg("--config")
+            .arg(&config)
+            .args(["-o", "json", "status"])
+            .output()
+            .expect("status");
+        if String::from_utf8_lossy(&out.stdout).contains("\"daemon_running\": true") {
+            break t.elapsed();
+        }
+        assert!(child.try_wait().expect("wait").is_none(), "ips run exited");
+        assert!(t.elapsed() < Duration::from_secs(300), "ips run not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rss_mb = status_kb(child.id(), "VmRSS:") / 1024.0;
+    let hwm_mb = status_kb(child.id(), "VmHWM:") / 1024.0;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    let _ = std::fs::remove_dir_all(pin.join("links"));
+    for e in std::fs::read_dir(pin.join("links")).into_iter().flatten().flatten() {
+        let _ = std::fs::remove_file(e.path());
+    }
+    let _ = loader::remove_pins(&pin);
+    let _ = std::fs::remove_dir_all(&tmp);
+    DaemonRow {
+        store_fill,
+        ready,
+        rss_mb,
+        hwm_mb,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a list; there are no test cases here.
+    }
+    assert!(Path::new("/sys/fs/bpf").exists(), "no /sys/fs/bpf");
+    println!("ips bench (kernel {})", std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim());
+    println!();
+    println!("1. Per-lookup cost in the kernel (BPF_PROG_RUN; 1M-address ring, half banned)");
+    println!(
+        "{:>9}  {:>17}  {:>14}  {:>8}  {:>7}  {:>22}",
+        "bans", "hash+LPM (ips)", "LPM only", "speedup", "agree", "whole prog, 1 hot pkt"
+    );
+    for r in lookup_costs(&[0, 10_000, 100_000, 1_000_000]) {
+        println!(
+            "{:>9}  {:>14.1} ns  {:>11.1} ns  {:>7.2}x  {:>7}  {:>19.1} ns",
+            r.entries,
+            r.hybrid_ns,
+            r.lpm_ns,
+            r.lpm_ns / r.hybrid_ns.max(0.001),
+            if r.hits_agree { "yes" } else { "NO" },
+            r.program_ns
+        );
+    }
+    println!("   goal at 1M: <= 100 ns per lookup and >= 4x faster than LPM only");
+    println!();
+    let n = 1_000_000;
+    let l = load_costs(n);
+    println!("2. Loading bans into the kernel maps ({n} entries, 90% /32)");
+    println!("{:<38} {:>12} {:>12}", "", "ips", "baseline");
+    println!(
+        "{:<38} {:>12} {:>12}  ({:.1}x; baseline = one syscall per entry)",
+        "load 1M into empty maps",
+        ms(l.batched),
+        ms(l.per_entry),
+        l.per_entry.as_secs_f64() / l.batched.as_secs_f64()
+    );
+    println!("{:<38} {:>12}", "apply a 10k diff (5k out, 5k in)", ms(l.diff_10k));
+    println!("   goals: load <= 1000 ms, 10k diff <= 50 ms");
+    println!();
+    let d = daemon_memory(n);
+    println!("3. `ips run` with {n} decisions in its store");
+    println!("{:<38} {:>12}", "fill the SQLite store (10 x 100k tx)", ms(d.store_fill));
+    println!("{:<38} {:>12}", "start to ready (load, reconcile)", ms(d.ready));
+    println!("{:<38} {:>9.1} MB", "resident memory when ready (VmRSS)", d.rss_mb);
+    println!("{:<38} {:>9.1} MB", "peak resident memory (VmHWM)", d.hwm_mb);
+    println!("   goal: <= 150 MB");
+}
