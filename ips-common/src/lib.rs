@@ -21,13 +21,18 @@ pub mod maps {
     pub const NET_V4: &str = "IPS_NET_V4";
     /// `LpmTrie<[u8; 16], Ban>`: banned IPv6 prefixes shorter than /128.
     pub const NET_V6: &str = "IPS_NET_V6";
+    /// `Array<u64>`: one bit per IPv4 /24 (bit `n % 64` of word `n / 64` for the /24 whose first
+    /// address is `n << 8`), set when a ban may cover part of that /24. A clean bit lets the
+    /// program skip both ban lookups; the summary may over-approximate, never under.
+    pub const SUMMARY_V4: &str = "IPS_SUMMARY_V4";
     /// `PerCpuArray<u64>` indexed by [`crate::counters`].
     pub const COUNTERS: &str = "IPS_COUNTERS";
     /// `PerCpuArray<u64>` indexed by [`crate::origin_drop_index`]: drops per origin and family.
     pub const ORIGIN_DROPS: &str = "IPS_ORIGIN_DROP";
 
     /// Every map that the daemon pins, in one list for the loader and `ips detach`.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
+        SUMMARY_V4,
         ALLOW_V4,
         ALLOW_V6,
         HOST_V4,
@@ -43,7 +48,8 @@ pub mod maps {
     pub const BENCH_LPM_V4: &str = "BENCH_LPM_V4";
     /// Bench only: `Array<[u8; 4]>` of source addresses the bench programs look up in turn.
     pub const BENCH_KEYS_V4: &str = "BENCH_KEYS_V4";
-    /// Bench only: `PerCpuArray<u64>`: index 0 is the cursor into the keys, 1 counts hits.
+    /// Bench only: `PerCpuArray<u64>`: 0 is the cursor into the keys, 1 counts hits, 2 is the
+    /// ring mask (ring size - 1).
     pub const BENCH_STATE: &str = "BENCH_STATE";
 }
 
@@ -55,6 +61,8 @@ pub mod capacity {
     pub const NETS: u32 = 500_000;
     /// Allowlist entries per family.
     pub const ALLOW: u32 = 65_536;
+    /// Words of the IPv4 /24 summary bitmap: 2^24 bits.
+    pub const SUMMARY_V4_WORDS: u32 = 1 << 18;
     /// Keys in the bench program's lookup ring (a power of two).
     pub const BENCH_KEYS: u32 = 1 << 20;
     /// Lookups a bench program makes per run.

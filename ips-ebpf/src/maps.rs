@@ -2,10 +2,13 @@
 //! find the same maps under the pin directory and enforcement never depends on the daemon.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
 };
 use ips_common::{Ban, capacity, counters, origin};
 
+/// One bit per IPv4 /24 that a ban may cover, see [`ips_common::maps::SUMMARY_V4`].
+#[map(name = "IPS_SUMMARY_V4")]
+pub static IPS_SUMMARY_V4: Array<u64> = Array::pinned(capacity::SUMMARY_V4_WORDS, 0);
 /// Allowlisted IPv4 prefixes.
 #[map(name = "IPS_ALLOW_V4")]
 pub static IPS_ALLOW_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(capacity::ALLOW, 0);

@@ -60,14 +60,20 @@ fn bans(n: usize, rng: &mut Rng) -> Vec<Prefix> {
 }
 
 fn bench_dir(tag: &str) -> PathBuf {
-    let dir = PathBuf::from(format!("/sys/fs/bpf/ips-bench-{tag}-{}", std::process::id()));
+    let dir = PathBuf::from(format!(
+        "/sys/fs/bpf/ips-bench-{tag}-{}",
+        std::process::id()
+    ));
     let _ = loader::remove_pins(&dir);
     std::fs::create_dir_all(&dir).expect("bpffs dir (run through cargo xtask bench, as root)");
     dir
 }
 
 fn take_map(ebpf: &mut aya::Ebpf, name: &str) -> MapData {
-    match ebpf.take_map(name).unwrap_or_else(|| panic!("no map {name}")) {
+    match ebpf
+        .take_map(name)
+        .unwrap_or_else(|| panic!("no map {name}"))
+    {
         aya::maps::Map::LpmTrie(d) | aya::maps::Map::Array(d) | aya::maps::Map::PerCpuArray(d) => d,
         other => panic!("unexpected map type for {name}: {other:?}"),
     }
@@ -75,6 +81,7 @@ fn take_map(ebpf: &mut aya::Ebpf, name: &str) -> MapData {
 
 struct LookupRow {
     entries: usize,
+    ring: u32,
     hybrid_ns: f64,
     lpm_ns: f64,
     hits_agree: bool,
@@ -104,7 +111,7 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
         },
     )
     .expect("load ips_xdp");
-    let maps = KernelMaps::open(&dir).expect("maps");
+    let mut maps = KernelMaps::open(&dir).expect("maps");
     let lpm_map = take_map(&mut ebpf, names::BENCH_LPM_V4);
     let keys_map = take_map(&mut ebpf, names::BENCH_KEYS_V4);
     let state_map = take_map(&mut ebpf, names::BENCH_STATE);
@@ -124,8 +131,7 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
             keys.extend_from_slice(&p.octets());
             values.extend_from_slice(&0u32.to_ne_bytes());
         }
-        sys::update_batch(lpm_map.fd().as_fd(), &keys, &values, 8, 4)
-            .expect("load LPM-only map");
+        sys::update_batch(lpm_map.fd().as_fd(), &keys, &values, 8, 4).expect("load LPM-only map");
         loaded.extend(more);
         // A fresh ring of sources: half inside a ban, half random.
         let mut ring_keys = Vec::with_capacity(capacity::BENCH_KEYS as usize * 4);
@@ -147,24 +153,22 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
             };
             ring_vals.extend_from_slice(&a);
         }
-        sys::update_batch(
-            keys_map.fd().as_fd(),
-            &ring_keys,
-            &ring_vals,
-            4,
-            4,
-        )
-        .expect("load key ring");
-        let mut run = |prog: &str| -> (f64, u64) {
+        sys::update_batch(keys_map.fd().as_fd(), &ring_keys, &ring_vals, 4, 4)
+            .expect("load key ring");
+        let mut run = |prog: &str, ring: u32| -> (f64, u64) {
             // Reset cursor and hit count, then one warm-up pass over the ring.
             let state = state_map.fd().as_fd();
             let cpus = aya::util::nr_cpus().expect("cpus");
             let zeros = vec![0u8; 8 * cpus];
             sys::update(state, &0u32.to_ne_bytes(), &zeros).expect("reset");
             sys::update(state, &1u32.to_ne_bytes(), &zeros).expect("reset");
+            let masks: Vec<u8> = (0..cpus)
+                .flat_map(|_| u64::from(ring - 1).to_ne_bytes())
+                .collect();
+            sys::update(state, &2u32.to_ne_bytes(), &masks).expect("mask");
             let p: &mut Xdp = ebpf.program_mut(prog).expect(prog).try_into().expect("xdp");
             let frame = [0u8; 64];
-            let repeat = capacity::BENCH_KEYS / capacity::BENCH_BATCH; // one pass over the ring
+            let repeat = capacity::BENCH_KEYS / capacity::BENCH_BATCH; // 1M lookups
             let mut opts = TestRunOptions::new();
             opts.data_in = Some(&frame);
             opts.repeat = repeat;
@@ -185,8 +189,12 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
                 .sum();
             (best, hits)
         };
-        let (hybrid_ns, hybrid_hits) = run("ips_bench_hybrid");
-        let (lpm_ns, lpm_hits) = run("ips_bench_lpm");
+        let mut per_ring = Vec::new();
+        for ring in [1 << 16, capacity::BENCH_KEYS] {
+            let (hybrid_ns, hybrid_hits) = run("ips_bench_hybrid", ring);
+            let (lpm_ns, lpm_hits) = run("ips_bench_lpm", ring);
+            per_ring.push((ring, hybrid_ns, lpm_ns, hybrid_hits == lpm_hits));
+        }
         // Whole program on one clean IPv4 packet (parse + lookups + counter), hot in cache.
         let mut pkt = vec![0xffu8; 12];
         pkt.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
@@ -197,13 +205,16 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
         opts.data_in = Some(&pkt);
         opts.repeat = 1_000_000;
         let program_ns = prog.test_run(opts).expect("run").duration.as_nanos() as f64;
-        rows.push(LookupRow {
-            entries: n,
-            hybrid_ns,
-            lpm_ns,
-            hits_agree: hybrid_hits == lpm_hits,
-            program_ns,
-        });
+        for (ring, hybrid_ns, lpm_ns, hits_agree) in per_ring {
+            rows.push(LookupRow {
+                entries: n,
+                ring,
+                hybrid_ns,
+                lpm_ns,
+                hits_agree,
+                program_ns,
+            });
+        }
     }
     drop(real);
     drop(ebpf);
@@ -230,7 +241,7 @@ fn load_costs(n: usize) -> LoadRow {
     // Batched, through the enforcer's own apply.
     let dir = bench_dir("load");
     let ebpf = loader::load(&dir, cap).expect("load");
-    let maps = KernelMaps::open(&dir).expect("maps");
+    let mut maps = KernelMaps::open(&dir).expect("maps");
     let t = Instant::now();
     maps.apply(&diff).expect("apply");
     let batched = t.elapsed();
@@ -325,7 +336,9 @@ fn daemon_memory(n: usize) -> DaemonRow {
     let ifb = format!("ipsb{}b", id % 1_000_000);
     let pin = bench_dir("daemon");
     sh(&["ip", "netns", "add", &ns]);
-    sh(&["ip", "link", "add", &ifa, "netns", &ns, "type", "veth", "peer", "name", &ifb, "netns", &ns]);
+    sh(&[
+        "ip", "link", "add", &ifa, "netns", &ns, "type", "veth", "peer", "name", &ifb, "netns", &ns,
+    ]);
     sh(&["ip", "-n", &ns, "link", "set", &ifa, "up"]);
     sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
     let config = tmp.join("ips.toml");
@@ -374,7 +387,11 @@ fn daemon_memory(n: usize) -> DaemonRow {
     let _ = child.wait();
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     let _ = std::fs::remove_dir_all(pin.join("links"));
-    for e in std::fs::read_dir(pin.join("links")).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(pin.join("links"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let _ = std::fs::remove_file(e.path());
     }
     let _ = loader::remove_pins(&pin);
@@ -396,17 +413,34 @@ fn main() {
         return; // `cargo test --benches` asks for a list; there are no test cases here.
     }
     assert!(Path::new("/sys/fs/bpf").exists(), "no /sys/fs/bpf");
-    println!("ips bench (kernel {})", std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim());
-    println!();
-    println!("1. Per-lookup cost in the kernel (BPF_PROG_RUN; 1M-address ring, half banned)");
     println!(
-        "{:>9}  {:>17}  {:>14}  {:>8}  {:>7}  {:>22}",
-        "bans", "hash+LPM (ips)", "LPM only", "speedup", "agree", "whole prog, 1 hot pkt"
+        "ips bench (kernel {})",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!();
+    println!("1. Per-lookup cost in the kernel (BPF_PROG_RUN, 1M lookups per figure, best of 3)");
+    println!("   sources: a ring of random addresses, half inside a ban, walked in order");
+    println!(
+        "{:>9}  {:>6}  {:>17}  {:>12}  {:>8}  {:>6}  {:>22}",
+        "bans",
+        "ring",
+        "ips (summary+hash+LPM)",
+        "LPM only",
+        "speedup",
+        "agree",
+        "whole prog, 1 hot pkt"
     );
     for r in lookup_costs(&[0, 10_000, 100_000, 1_000_000]) {
         println!(
-            "{:>9}  {:>14.1} ns  {:>11.1} ns  {:>7.2}x  {:>7}  {:>19.1} ns",
+            "{:>9}  {:>6}  {:>19.1} ns  {:>9.1} ns  {:>7.2}x  {:>6}  {:>19.1} ns",
             r.entries,
+            if r.ring >= 1 << 20 {
+                "1M".to_owned()
+            } else {
+                format!("{}k", r.ring >> 10)
+            },
             r.hybrid_ns,
             r.lpm_ns,
             r.lpm_ns / r.hybrid_ns.max(0.001),
@@ -427,14 +461,32 @@ fn main() {
         ms(l.per_entry),
         l.per_entry.as_secs_f64() / l.batched.as_secs_f64()
     );
-    println!("{:<38} {:>12}", "apply a 10k diff (5k out, 5k in)", ms(l.diff_10k));
+    println!(
+        "{:<38} {:>12}",
+        "apply a 10k diff (5k out, 5k in)",
+        ms(l.diff_10k)
+    );
     println!("   goals: load <= 1000 ms, 10k diff <= 50 ms");
     println!();
     let d = daemon_memory(n);
     println!("3. `ips run` with {n} decisions in its store");
-    println!("{:<38} {:>12}", "fill the SQLite store (10 x 100k tx)", ms(d.store_fill));
-    println!("{:<38} {:>12}", "start to ready (load, reconcile)", ms(d.ready));
-    println!("{:<38} {:>9.1} MB", "resident memory when ready (VmRSS)", d.rss_mb);
-    println!("{:<38} {:>9.1} MB", "peak resident memory (VmHWM)", d.hwm_mb);
+    println!(
+        "{:<38} {:>12}",
+        "fill the SQLite store (10 x 100k tx)",
+        ms(d.store_fill)
+    );
+    println!(
+        "{:<38} {:>12}",
+        "start to ready (load, reconcile)",
+        ms(d.ready)
+    );
+    println!(
+        "{:<38} {:>9.1} MB",
+        "resident memory when ready (VmRSS)", d.rss_mb
+    );
+    println!(
+        "{:<38} {:>9.1} MB",
+        "peak resident memory (VmHWM)", d.hwm_mb
+    );
     println!("   goal: <= 150 MB");
 }

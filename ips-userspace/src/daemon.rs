@@ -108,11 +108,13 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         return Err(DaemonError::NoInterface);
     }
     let dir = config.enforcer.pin_dir.clone();
+    loader::require_root()?;
+    for iface in &interfaces {
+        loader::require_interface(iface)?;
+    }
     let store = SqliteStore::open(&config.store.path)?;
-    let attachment = loader::attach(
+    let ebpf = loader::load(
         &dir,
-        &interfaces,
-        config.enforcer.mode,
         loader::Capacity {
             hosts: config.enforcer.max_hosts,
             nets: config.enforcer.max_prefixes,
@@ -120,14 +122,16 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
     )?;
     let maps = KernelMaps::open(&dir)?;
     let mut enforcer = Enforcer::new(Box::new(store), maps);
+    // Maps first, then attach: a freshly attached program starts with every ban in place.
+    enforcer.sync_config_allowlist(&config.allowlist.entries, now_ms())?;
+    enforcer.reconcile(now_ms())?;
+    let attachment = loader::attach(ebpf, &dir, &interfaces, config.enforcer.mode)?;
     for (name, mode) in &attachment.interfaces {
         // A reused link keeps the mode recorded when it was first attached.
         if mode != "reused" {
             enforcer.store_mut().set_interface(name, Some(mode))?;
         }
     }
-    enforcer.sync_config_allowlist(&config.allowlist.entries, now_ms())?;
-    enforcer.reconcile(now_ms())?;
 
     let (tx, rx) = mpsc::channel();
     let expiry = config.enforcer.expiry_interval;

@@ -224,7 +224,7 @@ fn killed_daemon_keeps_dropping_and_restart_reconciles() {
                 ips::daemon::now_ms(),
             )
             .unwrap();
-        let maps = ips::enforcer::KernelMaps::open(&lab.pin_dir).unwrap();
+        let mut maps = ips::enforcer::KernelMaps::open(&lab.pin_dir).unwrap();
         let mut stray = ips::enforcer::Diff::default();
         stray.upsert.push(("192.0.2.200".parse().unwrap(), 0));
         maps.apply(&stray).unwrap();

@@ -31,7 +31,7 @@ impl Harness {
             },
         )
         .unwrap();
-        let maps = KernelMaps::open(&dir).unwrap();
+        let mut maps = KernelMaps::open(&dir).unwrap();
         let mut diff = Diff::default();
         for v in [
             "203.0.113.7",
@@ -234,6 +234,58 @@ fn allowlist_wins_over_bans() {
     h.expect(
         "neighbour still banned",
         &Frame::udp("198.51.100.10", 3).build(),
+        XDP_DROP,
+        "v4_dropped",
+    );
+}
+
+#[test]
+fn summary_bits_never_hide_a_ban_and_stale_bits_never_drop() {
+    let mut h = Harness::new("summary");
+    // A ban added after load sets its /24 bit before the entry lands.
+    let mut add = Diff::default();
+    add.upsert.push(("192.0.2.77".parse().unwrap(), 3));
+    add.upsert.push(("10.20.0.0/16".parse().unwrap(), 3));
+    h.maps.apply(&add).unwrap();
+    h.expect(
+        "new host ban",
+        &Frame::udp("192.0.2.77", 1).build(),
+        XDP_DROP,
+        "v4_dropped",
+    );
+    h.expect(
+        "inside new /16",
+        &Frame::udp("10.20.255.1", 2).build(),
+        XDP_DROP,
+        "v4_dropped",
+    );
+    h.expect(
+        "same /24, clean",
+        &Frame::udp("192.0.2.78", 3).build(),
+        XDP_PASS,
+        "v4_passed",
+    );
+    // Deleting leaves the bits set until a rebuild; the packet passes all the same.
+    let mut del = Diff::default();
+    del.delete.push("192.0.2.77".parse().unwrap());
+    del.delete.push("10.20.0.0/16".parse().unwrap());
+    h.maps.apply(&del).unwrap();
+    h.expect(
+        "deleted host",
+        &Frame::udp("192.0.2.77", 4).build(),
+        XDP_PASS,
+        "v4_passed",
+    );
+    h.maps.rebuild_summary().unwrap();
+    h.expect(
+        "after rebuild",
+        &Frame::udp("10.20.0.1", 5).build(),
+        XDP_PASS,
+        "v4_passed",
+    );
+    h.expect(
+        "old bans intact",
+        &Frame::udp("203.0.113.7", 6).build(),
         XDP_DROP,
         "v4_dropped",
     );

@@ -2,6 +2,8 @@
 //! addresses taken in turn from a ring of random keys, so the cost measured is that of lookups
 //! spread over a large set, not of one hot packet.
 //!
+//! `BENCH_STATE` slot 0 is the cursor, 1 the hit count, 2 the ring mask.
+//!
 //! `ips_bench_hybrid` calls the very lookup the real program uses (hash for single addresses,
 //! LPM trie for prefixes); `ips_bench_lpm` is the baseline with every ban in one LPM trie.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -24,7 +26,7 @@ mod program {
     #[map(name = "BENCH_KEYS_V4")]
     static BENCH_KEYS_V4: Array<[u8; 4]> = Array::with_max_entries(capacity::BENCH_KEYS, 0);
     #[map(name = "BENCH_STATE")]
-    static BENCH_STATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+    static BENCH_STATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
 
     #[inline(always)]
     fn run(check: fn([u8; 4]) -> bool) -> u32 {
@@ -33,9 +35,13 @@ mod program {
         };
         // SAFETY: per-CPU slot.
         let start = unsafe { *cursor } as u32;
+        // Slot 2 holds the ring mask, so one ring can be walked as 64k or 1M sources.
+        let mask = BENCH_STATE
+            .get(2)
+            .map_or(capacity::BENCH_KEYS - 1, |m| *m as u32);
         let mut hits = 0u64;
         for i in 0..capacity::BENCH_BATCH {
-            let index = (start + i) & (capacity::BENCH_KEYS - 1);
+            let index = (start + i) & mask & (capacity::BENCH_KEYS - 1);
             if let Some(addr) = BENCH_KEYS_V4.get(index)
                 && check(*addr)
             {

@@ -138,20 +138,20 @@ fn link_path(dir: &Path, iface: &str) -> PathBuf {
     dir.join("links").join(iface)
 }
 
-/// Loads the program (reusing maps already pinned in `dir`) and attaches it to each interface.
-/// An interface that already has a pinned link gets the new program swapped in atomically.
+/// Attaches a program loaded by [`load`] to each interface and pins the links in `dir`. An
+/// interface that already has a pinned link gets the new program swapped in atomically.
+///
+/// Reconcile the maps before calling this, so that a newly attached program never passes a
+/// packet that the store bans.
 pub fn attach(
+    mut ebpf: Ebpf,
     dir: &Path,
     interfaces: &[String],
     mode: AttachMode,
-    capacity: Capacity,
 ) -> Result<Attachment, EnforcerError> {
-    require_root()?;
-    require_bpffs(dir)?;
     for iface in interfaces {
         require_interface(iface)?;
     }
-    let mut ebpf = load(dir, capacity)?;
     let program = xdp_program(&mut ebpf)?;
     let mut attached = Vec::new();
     let mut links = Vec::new();

@@ -9,7 +9,7 @@ use aya::maps::{Map, MapData, PerCpuArray};
 use ips_common::{counters, maps as names, origin, origin_drop_index};
 use serde::{Deserialize, Serialize};
 
-use super::{EnforcerError, sys};
+use super::{EnforcerError, summary::Summary, sys};
 use crate::prefix::Prefix;
 
 /// Changes to make in the kernel.
@@ -92,9 +92,17 @@ fn from_lpm_key(key: &[u8]) -> Option<Prefix> {
     Prefix::from_octets(&key[4..], u8::try_from(len).ok()?).ok()
 }
 
+/// IPv4 deletions after which the summary is rebuilt to clear bits nothing covers any more.
+const SUMMARY_REBUILD_AFTER: usize = 65_536;
+
 /// The pinned maps, opened from the pin directory.
 pub struct KernelMaps {
     dir: PathBuf,
+    summary: MapData,
+    /// What the kernel's summary holds; read on first write.
+    mirror: Option<Summary>,
+    /// IPv4 bans deleted since the summary was last rebuilt.
+    stale: usize,
     host_v4: MapData,
     host_v6: MapData,
     net_v4: MapData,
@@ -132,6 +140,9 @@ impl KernelMaps {
         };
         Ok(Self {
             dir: dir.to_owned(),
+            summary: open(names::SUMMARY_V4)?,
+            mirror: None,
+            stale: 0,
             host_v4: open(names::HOST_V4)?,
             host_v6: open(names::HOST_V6)?,
             net_v4: open(names::NET_V4)?,
@@ -157,8 +168,82 @@ impl KernelMaps {
         }
     }
 
-    /// Applies a diff: deletes first, then upserts, each map in batches.
-    pub fn apply(&self, diff: &Diff) -> Result<(), EnforcerError> {
+    fn mirror(&mut self) -> Result<&mut Summary, EnforcerError> {
+        if self.mirror.is_none() {
+            let mut words = vec![0u64; ips_common::capacity::SUMMARY_V4_WORDS as usize];
+            sys::for_each(self.summary.fd().as_fd(), 4, 8, &mut |k, v| {
+                let i = u32::from_ne_bytes([k[0], k[1], k[2], k[3]]) as usize;
+                if let (Some(w), Ok(bytes)) = (words.get_mut(i), v.try_into()) {
+                    *w = u64::from_ne_bytes(bytes);
+                }
+            })
+            .map_err(|source| EnforcerError::MapRead {
+                map: names::SUMMARY_V4,
+                source,
+            })?;
+            self.mirror = Some(Summary::from_words(words));
+        }
+        Ok(self.mirror.get_or_insert_with(Summary::new))
+    }
+
+    fn write_summary_words(&mut self, mut words: Vec<u32>) -> Result<(), EnforcerError> {
+        words.sort_unstable();
+        words.dedup();
+        if words.is_empty() {
+            return Ok(());
+        }
+        let mirror = self.mirror()?;
+        let mut keys = Vec::with_capacity(words.len() * 4);
+        let mut values = Vec::with_capacity(words.len() * 8);
+        for w in words {
+            keys.extend_from_slice(&w.to_ne_bytes());
+            values.extend_from_slice(&mirror.word(w).to_ne_bytes());
+        }
+        sys::update_batch(self.summary.fd().as_fd(), &keys, &values, 4, 8).map_err(|source| {
+            EnforcerError::MapWrite {
+                map: names::SUMMARY_V4,
+                source,
+            }
+        })
+    }
+
+    /// Recomputes the IPv4 summary from the bans in the kernel, clearing bits that no ban
+    /// covers any more.
+    pub fn rebuild_summary(&mut self) -> Result<(), EnforcerError> {
+        let mut fresh = Summary::new();
+        let mut ignored = Vec::new();
+        for (map, key_size, name) in [
+            (&self.host_v4, 4, names::HOST_V4),
+            (&self.net_v4, 8, names::NET_V4),
+        ] {
+            sys::for_each(map.fd().as_fd(), key_size, 4, &mut |k, _| {
+                let p = if key_size == 4 {
+                    Prefix::from_octets(k, 32).ok()
+                } else {
+                    from_lpm_key(k)
+                };
+                if let Some(p) = p {
+                    fresh.mark(&p, &mut ignored);
+                }
+            })
+            .map_err(|source| EnforcerError::MapRead { map: name, source })?;
+        }
+        self.mirror = Some(fresh);
+        self.stale = 0;
+        self.write_summary_words((0..ips_common::capacity::SUMMARY_V4_WORDS).collect())
+    }
+
+    /// Applies a diff: summary bits first (so no ban is ever skipped), then deletes, then
+    /// upserts, each map in batches.
+    pub fn apply(&mut self, diff: &Diff) -> Result<(), EnforcerError> {
+        let mut changed = Vec::new();
+        if diff.upsert.iter().any(|(p, _)| p.is_v4()) {
+            let mirror = self.mirror()?;
+            for (p, _) in &diff.upsert {
+                mirror.mark(p, &mut changed);
+            }
+        }
+        self.write_summary_words(changed)?;
         let mut batches: [Batch; 4] = Default::default();
         let index = |s: &Slot| match s {
             Slot::HostV4 => 0,
@@ -197,6 +282,10 @@ impl KernelMaps {
             if !b.keys.is_empty() {
                 sys::update_batch(fd, &b.keys, &b.values, key_size, 4).map_err(err)?;
             }
+        }
+        self.stale += diff.delete.iter().filter(|p| p.is_v4()).count();
+        if self.stale >= SUMMARY_REBUILD_AFTER {
+            self.rebuild_summary()?;
         }
         Ok(())
     }

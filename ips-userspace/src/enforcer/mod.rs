@@ -16,6 +16,7 @@ use crate::{
 
 pub mod loader;
 pub mod maps;
+pub mod summary;
 #[doc(hidden)]
 pub mod sys;
 
@@ -102,6 +103,18 @@ pub enum EnforcerError {
     Store(#[from] StoreError),
 }
 
+/// Upserts sent to the kernel at a time during a reconcile.
+const RECONCILE_BATCH: usize = 65_536;
+
+/// Hands memory freed after a large reconcile back to the OS (glibc keeps it otherwise).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// What a reconcile did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReconcileReport {
@@ -152,24 +165,40 @@ impl Enforcer {
             .map(|a| a.value)
             .collect();
         self.maps.set_allowlist(&allow)?;
-        let mut want: HashMap<Prefix, u32> = HashMap::new();
+        // What the kernel holds now (empty on a fresh boot), then the store streamed against it:
+        // only one of the two sets is ever in memory, and upserts go out in batches.
+        let mut kernel: HashMap<Prefix, u32> = HashMap::new();
+        self.maps.for_each_ban(&mut |p, o| {
+            kernel.insert(p, o);
+        })?;
+        let maps = &mut self.maps;
+        let mut report = ReconcileReport::default();
+        let mut batch = Diff::default();
+        let mut failed = None;
         self.store.for_each_active(now_ms, &mut |p, o| {
-            want.insert(p, o);
+            if kernel.remove(&p) == Some(o) {
+                report.unchanged += 1;
+                return;
+            }
+            batch.upsert.push((p, o));
+            if batch.upsert.len() >= RECONCILE_BATCH && failed.is_none() {
+                report.upserted += batch.upsert.len();
+                if let Err(e) = maps.apply(&batch) {
+                    failed = Some(e);
+                }
+                batch.upsert.clear();
+            }
         })?;
-        let mut diff = Diff::default();
-        let mut unchanged = 0;
-        self.maps.for_each_ban(&mut |p, o| match want.remove(&p) {
-            Some(w) if w == o => unchanged += 1,
-            Some(w) => diff.upsert.push((p, w)),
-            None => diff.delete.push(p),
-        })?;
-        diff.upsert.extend(want);
-        self.maps.apply(&diff)?;
-        let report = ReconcileReport {
-            upserted: diff.upsert.len(),
-            deleted: diff.delete.len(),
-            unchanged,
-        };
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        report.upserted += batch.upsert.len();
+        batch.delete = kernel.into_keys().collect();
+        report.deleted = batch.delete.len();
+        self.maps.apply(&batch)?;
+        drop(batch);
+        self.maps.rebuild_summary()?;
+        release_freed_memory();
         info!(
             upserted = report.upserted,
             deleted = report.deleted,
