@@ -38,7 +38,7 @@ pub fn v4(addr: [u8; 4]) -> Verdict {
         return Verdict::Clean;
     }
     // SAFETY: the value is a plain `u32` that the program only reads.
-    if let Some(ban) = unsafe { IPS_HOST_V4.get(&addr) } {
+    if let Some(ban) = unsafe { IPS_HOST_V4.get(addr) } {
         return banned(ban);
     }
     match IPS_NET_V4.get(&key) {
@@ -55,7 +55,7 @@ pub fn v6(addr: [u8; 16]) -> Verdict {
         return Verdict::Allowed;
     }
     // SAFETY: as in `v4`.
-    if let Some(ban) = unsafe { IPS_HOST_V6.get(&addr) } {
+    if let Some(ban) = unsafe { IPS_HOST_V6.get(addr) } {
         return banned(ban);
     }
     match IPS_NET_V6.get(&key) {

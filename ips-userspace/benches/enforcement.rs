@@ -121,13 +121,15 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
     for &n in sizes {
         // Grow the ban set to n entries, in both layouts.
         let more = bans(n - loaded.len(), &mut rng);
-        let mut diff = Diff::default();
-        diff.upsert = more.iter().map(|p| (*p, 0)).collect();
+        let diff = Diff {
+            upsert: more.iter().map(|p| (*p, 0)).collect(),
+            ..Diff::default()
+        };
         maps.apply(&diff).expect("load hybrid maps");
         let mut keys = Vec::new();
         let mut values = Vec::new();
         for p in &more {
-            keys.extend_from_slice(&u32::from(p.len()).to_ne_bytes());
+            keys.extend_from_slice(&u32::from(p.prefix_len()).to_ne_bytes());
             keys.extend_from_slice(&p.octets());
             values.extend_from_slice(&0u32.to_ne_bytes());
         }
@@ -141,7 +143,7 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
             let a = if i % 2 == 0 && !loaded.is_empty() {
                 let p = loaded[(rng.next() % loaded.len() as u64) as usize];
                 let mut o = p.octets();
-                let host_bits = 32 - u32::from(p.len());
+                let host_bits = 32 - u32::from(p.prefix_len());
                 if host_bits > 0 {
                     let r = (rng.next() as u32) & ((1u32 << host_bits) - 1);
                     let v = u32::from_be_bytes([o[0], o[1], o[2], o[3]]) | r;
@@ -231,8 +233,10 @@ struct LoadRow {
 fn load_costs(n: usize) -> LoadRow {
     let mut rng = Rng(0xfeed_beef_cafe_f00d);
     let entries = bans(n, &mut rng);
-    let mut diff = Diff::default();
-    diff.upsert = entries.iter().map(|p| (*p, 0)).collect();
+    let diff = Diff {
+        upsert: entries.iter().map(|p| (*p, 0)).collect(),
+        ..Diff::default()
+    };
     let cap = loader::Capacity {
         hosts: n as u32 + 10_000,
         nets: n as u32 / 10 + 10_000,
@@ -246,9 +250,10 @@ fn load_costs(n: usize) -> LoadRow {
     maps.apply(&diff).expect("apply");
     let batched = t.elapsed();
     // A 10k diff on top: 5k removed, 5k added.
-    let mut d10 = Diff::default();
-    d10.delete = entries[..5000].to_vec();
-    d10.upsert = bans(5000, &mut rng).into_iter().map(|p| (p, 0)).collect();
+    let d10 = Diff {
+        delete: entries[..5000].to_vec(),
+        upsert: bans(5000, &mut rng).into_iter().map(|p| (p, 0)).collect(),
+    };
     let t = Instant::now();
     maps.apply(&d10).expect("apply diff");
     let diff_10k = t.elapsed();
@@ -266,7 +271,7 @@ fn load_costs(n: usize) -> LoadRow {
         if p.is_host() {
             sys::update(host.fd().as_fd(), &p.octets(), &0u32.to_ne_bytes()).expect("update");
         } else {
-            let mut k = u32::from(p.len()).to_ne_bytes().to_vec();
+            let mut k = u32::from(p.prefix_len()).to_ne_bytes().to_vec();
             k.extend_from_slice(&p.octets());
             sys::update(net.fd().as_fd(), &k, &0u32.to_ne_bytes()).expect("update");
         }

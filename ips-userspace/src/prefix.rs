@@ -66,7 +66,7 @@ impl Prefix {
     }
 
     /// The prefix length.
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.0.prefix_len()
     }
 
@@ -187,7 +187,7 @@ mod tests {
     fn host_bits_are_cleared() {
         assert_eq!(p("203.0.113.7/24").to_string(), "203.0.113.0/24");
         assert_eq!(p("2001:db8:1:2:3::9/64").to_string(), "2001:db8:1:2::/64");
-        assert_eq!(p("0.0.0.0/0").len(), 0);
+        assert_eq!(p("0.0.0.0/0").prefix_len(), 0);
     }
 
     #[test]
@@ -216,7 +216,7 @@ mod tests {
     fn octets_round_trip() {
         for s in ["10.1.2.0/24", "2001:db8::/32", "192.0.2.1"] {
             let a = p(s);
-            assert_eq!(Prefix::from_octets(&a.octets(), a.len()).unwrap(), a);
+            assert_eq!(Prefix::from_octets(&a.octets(), a.prefix_len()).unwrap(), a);
         }
     }
 

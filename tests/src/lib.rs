@@ -4,6 +4,10 @@
 //!
 //! Everything a [`Lab`] creates (namespaces, veth, pins, daemon, temp files) is removed when it
 //! is dropped, also when the test panics.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking"
+)]
 use std::{
     ffi::CString,
     fs::File,
@@ -141,7 +145,7 @@ impl PacketSocket {
                     &mut len,
                 )
             };
-            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             if let Some(id) = packet::find_id(&buf[..n as usize]) {

@@ -1,5 +1,9 @@
 //! The verdict of the real XDP program on crafted and malformed input, through the kernel's
 //! `BPF_PROG_RUN` (no interface needed), with the counters checked after each case.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking"
+)]
 use std::path::PathBuf;
 
 use aya::programs::{TestRun, TestRunOptions};

@@ -310,7 +310,7 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
     );
     println!();
     let rows = traffic(&lab, 20)?;
-    println!("{:<18} {:>5} {:>9}  {}", "SOURCE", "SENT", "RECEIVED", "");
+    println!("{:<18} {:>5} {:>9}", "SOURCE", "SENT", "RECEIVED");
     for (src, sent, got) in rows {
         let note = if got == 0 { "dropped at XDP" } else { "passed" };
         println!("{src:<18} {sent:>5} {got:>9}  {note}");

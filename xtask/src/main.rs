@@ -41,6 +41,8 @@ enum Cmd {
     Test,
     /// Benchmarks: per-packet cost, map loads, daemon memory. Prints a table.
     Bench,
+    /// rustfmt check and clippy in two passes: host crates, then the eBPF crate for BPF.
+    Lint,
 }
 
 fn main() {
@@ -73,6 +75,7 @@ fn run() -> Result<()> {
         }
         Cmd::Test => test(),
         Cmd::Bench => bench(),
+        Cmd::Lint => lint(),
     }
 }
 
@@ -128,6 +131,49 @@ fn test() -> Result<()> {
         &["test", "-p", "ips-tests", "--", "--test-threads=1"],
         &[("IPS_BIN", bin)],
     )
+}
+
+fn lint() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--exclude",
+            "ips-ebpf",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    let status = Command::new("rustup")
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--lib",
+            "--bins",
+            "--",
+            "-D",
+            "warnings",
+            "-C",
+            "panic=abort",
+        ])
+        .current_dir(workspace().join("ips-ebpf"))
+        .status()
+        .context("cannot run clippy for the eBPF crate")?;
+    if !status.success() {
+        bail!("clippy on ips-ebpf (BPF target) failed ({status})");
+    }
+    Ok(())
 }
 
 fn bench() -> Result<()> {

@@ -220,7 +220,7 @@ impl Store for SqliteStore {
                     params![
                         value,
                         d.value.octets(),
-                        d.value.len(),
+                        d.value.prefix_len(),
                         origin_id,
                         d.reason,
                         now_ms,

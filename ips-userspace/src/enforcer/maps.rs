@@ -83,7 +83,7 @@ fn slot(p: &Prefix) -> Slot {
 
 /// LPM trie key: prefix length (host order `u32`) then the address bytes.
 fn lpm_key(p: &Prefix, out: &mut Vec<u8>) {
-    out.extend_from_slice(&u32::from(p.len()).to_ne_bytes());
+    out.extend_from_slice(&u32::from(p.prefix_len()).to_ne_bytes());
     out.extend_from_slice(&p.octets());
 }
 

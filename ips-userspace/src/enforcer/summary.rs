@@ -24,7 +24,7 @@ impl Default for Summary {
 fn slash24s(p: &Prefix) -> (u32, u32) {
     let o = p.octets();
     let first = u32::from_be_bytes([o[0], o[1], o[2], o[3]]) >> 8;
-    let len = u32::from(p.len());
+    let len = u32::from(p.prefix_len());
     let count = if len >= 24 { 1 } else { 1u32 << (24 - len) };
     (first, count)
 }
