@@ -56,7 +56,7 @@ pub mod maps {
 /// Default capacities; the loader can raise them from the config.
 pub mod capacity {
     /// Single-address bans per family.
-    pub const HOSTS: u32 = 2_000_000;
+    pub const HOSTS: u32 = 1_000_000;
     /// Prefix bans per family.
     pub const NETS: u32 = 500_000;
     /// Allowlist entries per family.

@@ -17,12 +17,10 @@ pub static IPS_ALLOW_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(capacity::ALLOW
 pub static IPS_ALLOW_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(capacity::ALLOW, 0);
 /// Banned single IPv4 addresses.
 #[map(name = "IPS_HOST_V4")]
-pub static IPS_HOST_V4: HashMap<[u8; 4], Ban> =
-    HashMap::pinned(capacity::HOSTS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+pub static IPS_HOST_V4: HashMap<[u8; 4], Ban> = HashMap::pinned(capacity::HOSTS, 0);
 /// Banned single IPv6 addresses.
 #[map(name = "IPS_HOST_V6")]
-pub static IPS_HOST_V6: HashMap<[u8; 16], Ban> =
-    HashMap::pinned(capacity::HOSTS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+pub static IPS_HOST_V6: HashMap<[u8; 16], Ban> = HashMap::pinned(capacity::HOSTS, 0);
 /// Banned IPv4 prefixes.
 #[map(name = "IPS_NET_V4")]
 pub static IPS_NET_V4: LpmTrie<[u8; 4], Ban> = LpmTrie::pinned(capacity::NETS, 0);

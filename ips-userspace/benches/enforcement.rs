@@ -367,7 +367,11 @@ fn daemon_memory(n: usize) -> DaemonRow {
         .arg(&config)
         .args(["run", "--iface", &ifa])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("IPS_BENCH_VERBOSE").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("ips run");
     let ready = loop {
@@ -386,6 +390,13 @@ fn daemon_memory(n: usize) -> DaemonRow {
         assert!(t.elapsed() < Duration::from_secs(300), "ips run not ready");
         std::thread::sleep(Duration::from_millis(100));
     };
+    if std::env::var_os("IPS_BENCH_VERBOSE").is_some() {
+        eprintln!(
+            "{}",
+            std::fs::read_to_string(format!("/proc/{}/smaps_rollup", child.id()))
+                .unwrap_or_default()
+        );
+    }
     let rss_mb = status_kb(child.id(), "VmRSS:") / 1024.0;
     let hwm_mb = status_kb(child.id(), "VmHWM:") / 1024.0;
     let _ = child.kill();
@@ -425,6 +436,22 @@ fn main() {
             .trim()
     );
     println!();
+    // IPS_BENCH_ONLY=lookup|load|daemon runs one section.
+    let only = std::env::var("IPS_BENCH_ONLY").ok();
+    let want = |s: &str| only.as_deref().is_none_or(|o| o == s);
+    if want("lookup") {
+        lookup_table();
+    }
+    let n = 1_000_000;
+    if want("load") {
+        load_table(n);
+    }
+    if want("daemon") {
+        daemon_table(n);
+    }
+}
+
+fn lookup_table() {
     println!("1. Per-lookup cost in the kernel (BPF_PROG_RUN, 1M lookups per figure, best of 3)");
     println!("   sources: a ring of random addresses, half inside a ban, walked in order");
     println!(
@@ -455,7 +482,9 @@ fn main() {
     }
     println!("   goal at 1M: <= 100 ns per lookup and >= 4x faster than LPM only");
     println!();
-    let n = 1_000_000;
+}
+
+fn load_table(n: usize) {
     let l = load_costs(n);
     println!("2. Loading bans into the kernel maps ({n} entries, 90% /32)");
     println!("{:<38} {:>12} {:>12}", "", "ips", "baseline");
@@ -473,6 +502,9 @@ fn main() {
     );
     println!("   goals: load <= 1000 ms, 10k diff <= 50 ms");
     println!();
+}
+
+fn daemon_table(n: usize) {
     let d = daemon_memory(n);
     println!("3. `ips run` with {n} decisions in its store");
     println!(

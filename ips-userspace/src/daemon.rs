@@ -308,7 +308,7 @@ pub fn status_from(
         pin_dir: maps.dir().display().to_string(),
         interfaces,
         maps: maps.fill()?,
-        decisions: store.list(now, None)?.len() as u64,
+        decisions: store.count_active(now)?,
         allowlist: store.allow_list()?.len() as u64,
         counters: counters.packets.into_iter().collect(),
         origins,

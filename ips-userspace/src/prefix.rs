@@ -98,6 +98,14 @@ impl Prefix {
         }
     }
 
+    /// The last address's bytes in network order.
+    pub fn last_octets(&self) -> Vec<u8> {
+        match self.0 {
+            IpNet::V4(n) => n.broadcast().octets().to_vec(),
+            IpNet::V6(n) => n.broadcast().octets().to_vec(),
+        }
+    }
+
     /// Rebuilds a prefix from the bytes [`Prefix::octets`] gives and a length.
     pub fn from_octets(bytes: &[u8], len: u8) -> Result<Self, &'static str> {
         let addr = match bytes.len() {
@@ -218,6 +226,13 @@ mod tests {
             let a = p(s);
             assert_eq!(Prefix::from_octets(&a.octets(), a.prefix_len()).unwrap(), a);
         }
+    }
+
+    #[test]
+    fn last_address() {
+        assert_eq!(p("10.1.2.0/23").last_octets(), vec![10, 1, 3, 255]);
+        assert_eq!(p("10.1.2.3").last_octets(), vec![10, 1, 2, 3]);
+        assert_eq!(p("2001:db8::/127").last_octets()[15], 1);
     }
 
     #[test]

@@ -128,7 +128,14 @@ fn test() -> Result<()> {
     let bin = workspace().join("target/debug/ips");
     let bin = bin.to_str().context("non-UTF-8 workspace path")?;
     cargo(
-        &["test", "-p", "ips-tests", "--", "--test-threads=1"],
+        &[
+            "test",
+            "-p",
+            "ips-tests",
+            "--tests",
+            "--",
+            "--test-threads=1",
+        ],
         &[("IPS_BIN", bin)],
     )
 }

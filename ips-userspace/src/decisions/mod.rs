@@ -125,6 +125,8 @@ pub trait Store: Send {
     fn delete(&mut self, value: &Prefix, origin: Option<&str>) -> Result<usize, StoreError>;
     /// Decisions not yet expired, optionally only those on one value.
     fn list(&self, now_ms: i64, value: Option<&Prefix>) -> Result<Vec<Decision>, StoreError>;
+    /// How many decisions are not yet expired.
+    fn count_active(&self, now_ms: i64) -> Result<u64, StoreError>;
     /// What the kernel should hold for each of `values`.
     fn effective(&self, values: &[Prefix], now_ms: i64) -> Result<Vec<Effective>, StoreError>;
     /// Calls `each` with every value that should be in the kernel and the origin to attribute it

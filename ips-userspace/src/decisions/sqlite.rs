@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     UNIQUE (value, origin_id)
 );
 CREATE INDEX IF NOT EXISTS decisions_expires ON decisions (expires_ms);
+CREATE INDEX IF NOT EXISTS decisions_addr ON decisions (addr);
 CREATE TABLE IF NOT EXISTS allowlist (
     value TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
@@ -279,6 +280,14 @@ impl Store for SqliteStore {
         finish(rows)
     }
 
+    fn count_active(&self, now_ms: i64) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM decisions WHERE expires_ms > ?1",
+            [now_ms],
+            |r| r.get(0),
+        )?)
+    }
+
     fn effective(&self, values: &[Prefix], now_ms: i64) -> Result<Vec<Effective>, StoreError> {
         // The origin of the decision that lasts longest is the one drops are attributed to.
         let mut stmt = self.conn.prepare_cached(
@@ -350,18 +359,23 @@ impl Store for SqliteStore {
         )?;
         // Decisions inside the new entry can never drop anything again: remove them.
         let covered: Vec<Prefix> = {
-            let mut stmt = tx.prepare("SELECT DISTINCT value FROM decisions")?;
-            let all = stmt
-                .query_map([], |r| r.get::<_, String>(0))?
+            // Addresses are stored as big-endian blobs, which SQLite compares byte by byte: the
+            // decisions inside `value` are a range scan of the addr index.
+            let first = value.octets();
+            let last = value.last_octets();
+            let mut stmt = tx.prepare(
+                "SELECT DISTINCT value FROM decisions
+                 WHERE addr >= ?1 AND addr <= ?2 AND length(addr) = ?3 AND plen >= ?4",
+            )?;
+            let inside = stmt
+                .query_map(params![first, last, first.len(), value.prefix_len()], |r| {
+                    r.get::<_, String>(0)
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut covered = Vec::new();
-            for v in all {
-                let p = parse_value(v)?;
-                if value.contains(&p) {
-                    covered.push(p);
-                }
-            }
-            covered
+            inside
+                .into_iter()
+                .map(parse_value)
+                .collect::<Result<Vec<_>, _>>()?
         };
         for p in &covered {
             tx.execute("DELETE FROM decisions WHERE value = ?1", [p.to_string()])?;
@@ -463,6 +477,8 @@ mod tests {
         let c = s.upsert(&[ban("203.0.113.7", "manual", 1)], 3_000).unwrap();
         assert_eq!(c[0].expires_ms, 2_000 + 600_000);
         assert_eq!(s.list(3_000, None).unwrap().len(), 1);
+        assert_eq!(s.count_active(3_000).unwrap(), 1);
+        assert_eq!(s.count_active(3_000_000).unwrap(), 0);
     }
 
     #[test]
