@@ -21,18 +21,21 @@ pub mod maps {
     pub const NET_V4: &str = "IPS_NET_V4";
     /// `LpmTrie<[u8; 16], Ban>`: banned IPv6 prefixes shorter than /128.
     pub const NET_V6: &str = "IPS_NET_V6";
-    /// `Array<u64>`: one bit per IPv4 /24 (bit `n % 64` of word `n / 64` for the /24 whose first
-    /// address is `n << 8`), set when a ban may cover part of that /24. A clean bit lets the
-    /// program skip both ban lookups; the summary may over-approximate, never under.
+    /// `Array<Summary24>`: three bits per IPv4 /24 (see [`crate::Summary24`]), read before any
+    /// other IPv4 ban lookup.
     pub const SUMMARY_V4: &str = "IPS_SUMMARY_V4";
+    /// `Array<u64>`: the origin (one byte, little-endian position `n % 8` of word `n / 8`) of
+    /// the longest ban of /24 or shorter covering /24 number `n`.
+    pub const COVER_V4: &str = "IPS_COVER_V4";
     /// `PerCpuArray<u64>` indexed by [`crate::counters`].
     pub const COUNTERS: &str = "IPS_COUNTERS";
     /// `PerCpuArray<u64>` indexed by [`crate::origin_drop_index`]: drops per origin and family.
     pub const ORIGIN_DROPS: &str = "IPS_ORIGIN_DROP";
 
     /// Every map that the daemon pins, in one list for the loader and `ips detach`.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         SUMMARY_V4,
+        COVER_V4,
         ALLOW_V4,
         ALLOW_V6,
         HOST_V4,
@@ -61,13 +64,32 @@ pub mod capacity {
     pub const NETS: u32 = 500_000;
     /// Allowlist entries per family.
     pub const ALLOW: u32 = 65_536;
-    /// Words of the IPv4 /24 summary bitmap: 2^24 bits.
+    /// Entries of the IPv4 summary: 64 /24s each.
     pub const SUMMARY_V4_WORDS: u32 = 1 << 18;
+    /// Entries of the IPv4 cover-origin array: 8 /24s each.
+    pub const COVER_V4_WORDS: u32 = 1 << 21;
     /// Keys in the bench program's lookup ring (a power of two).
     pub const BENCH_KEYS: u32 = 1 << 20;
     /// Lookups a bench program makes per run.
     pub const BENCH_BATCH: u32 = 128;
 }
+
+/// Three bits for each of 64 consecutive IPv4 /24s: /24 number `n` is bit `n % 64` of entry
+/// `n / 64` of [`maps::SUMMARY_V4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary24 {
+    /// A single-address ban may lie in the /24: look in the host hash.
+    pub hosts: u64,
+    /// A ban of /24 or shorter covers the whole /24: drop (origin in [`maps::COVER_V4`]).
+    pub cover: u64,
+    /// A /25 to /31 ban may touch the /24: look in the prefix trie.
+    pub part: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, three `u64`, no padding.
+unsafe impl aya::Pod for Summary24 {}
 
 /// The value stored with each ban: which origin put it there, so drops can be attributed.
 #[repr(C)]

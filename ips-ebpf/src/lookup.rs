@@ -1,11 +1,16 @@
 //! The decision for one source address: allowlist first, then single-address bans (a hash
-//! lookup), then prefix bans (an LPM trie). For IPv4 a bitmap with one bit per /24 comes before
-//! both: most clean sources stop at one read of a 2 MiB array that stays in cache.
+//! lookup), then prefix bans (an LPM trie).
+//!
+//! For IPv4 the /24 summary comes before both and decides which of them to make: none for most
+//! clean sources, the host hash only where a single-address ban lies in the /24, the trie only
+//! where a /25 to /31 ban touches it; a /24 wholly inside a ban of /24 or shorter is dropped
+//! from the summary alone, with the origin from the cover array.
 use aya_ebpf::maps::lpm_trie::Key;
 use ips_common::Ban;
 
 use crate::maps::{
-    IPS_ALLOW_V4, IPS_ALLOW_V6, IPS_HOST_V4, IPS_HOST_V6, IPS_NET_V4, IPS_NET_V6, IPS_SUMMARY_V4,
+    IPS_ALLOW_V4, IPS_ALLOW_V6, IPS_COVER_V4, IPS_HOST_V4, IPS_HOST_V6, IPS_NET_V4, IPS_NET_V6,
+    IPS_SUMMARY_V4,
 };
 
 /// What the maps say about a source address.
@@ -31,17 +36,40 @@ pub fn v4(addr: [u8; 4]) -> Verdict {
     if IPS_ALLOW_V4.get(&key).is_some() {
         return Verdict::Allowed;
     }
-    let slash24 = u32::from_be_bytes(addr) >> 8;
-    if let Some(word) = IPS_SUMMARY_V4.get(slash24 >> 6)
-        && (*word >> (slash24 & 63)) & 1 == 0
-    {
-        return Verdict::Clean;
+    let n = u32::from_be_bytes(addr) >> 8;
+    let bit = 1u64 << (n & 63);
+    let Some(summary) = IPS_SUMMARY_V4.get(n >> 6) else {
+        // Cannot happen (the index is in range); look everything up rather than guess.
+        return v4_full(addr, &key);
+    };
+    if summary.hosts & bit != 0 {
+        // SAFETY: the value is a plain `u32` that the program only reads.
+        if let Some(ban) = unsafe { IPS_HOST_V4.get(addr) } {
+            return banned(ban);
+        }
     }
-    // SAFETY: the value is a plain `u32` that the program only reads.
+    // A /25 to /31 ban is more specific than any covering one: ask the trie first.
+    if summary.part & bit != 0
+        && let Some(ban) = IPS_NET_V4.get(&key)
+    {
+        return banned(ban);
+    }
+    if summary.cover & bit != 0 {
+        let origin = IPS_COVER_V4
+            .get(n >> 3)
+            .map_or(0, |w| (*w >> ((n & 7) * 8)) as u32 & 0xff);
+        return Verdict::Banned(origin);
+    }
+    Verdict::Clean
+}
+
+#[inline(always)]
+fn v4_full(addr: [u8; 4], key: &Key<[u8; 4]>) -> Verdict {
+    // SAFETY: as above.
     if let Some(ban) = unsafe { IPS_HOST_V4.get(addr) } {
         return banned(ban);
     }
-    match IPS_NET_V4.get(&key) {
+    match IPS_NET_V4.get(key) {
         Some(ban) => banned(ban),
         None => Verdict::Clean,
     }

@@ -79,8 +79,33 @@ fn take_map(ebpf: &mut aya::Ebpf, name: &str) -> MapData {
     }
 }
 
+/// A ring of `BENCH_KEYS` source addresses: `banned_pct`% inside a ban (a random address of a
+/// random ban), the rest random.
+fn ring_of_sources(loaded: &[Prefix], banned_pct: u64, rng: &mut Rng) -> Vec<u8> {
+    let mut vals = Vec::with_capacity(capacity::BENCH_KEYS as usize * 4);
+    for _ in 0..capacity::BENCH_KEYS {
+        let a = if !loaded.is_empty() && rng.next() % 100 < banned_pct {
+            let p = loaded[(rng.next() % loaded.len() as u64) as usize];
+            let o = p.octets();
+            let base = u32::from_be_bytes([o[0], o[1], o[2], o[3]]);
+            let host_bits = 32 - u32::from(p.prefix_len());
+            let r = if host_bits > 0 {
+                (rng.next() as u32) & (u32::MAX >> (32 - host_bits))
+            } else {
+                0
+            };
+            (base | r).to_be_bytes()
+        } else {
+            rng.addr()
+        };
+        vals.extend_from_slice(&a);
+    }
+    vals
+}
+
 struct LookupRow {
     entries: usize,
+    banned_pct: u64,
     ring: u32,
     hybrid_ns: f64,
     lpm_ns: f64,
@@ -135,28 +160,6 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
         }
         sys::update_batch(lpm_map.fd().as_fd(), &keys, &values, 8, 4).expect("load LPM-only map");
         loaded.extend(more);
-        // A fresh ring of sources: half inside a ban, half random.
-        let mut ring_keys = Vec::with_capacity(capacity::BENCH_KEYS as usize * 4);
-        let mut ring_vals = Vec::with_capacity(capacity::BENCH_KEYS as usize * 4);
-        for i in 0..capacity::BENCH_KEYS {
-            ring_keys.extend_from_slice(&i.to_ne_bytes());
-            let a = if i % 2 == 0 && !loaded.is_empty() {
-                let p = loaded[(rng.next() % loaded.len() as u64) as usize];
-                let mut o = p.octets();
-                let host_bits = 32 - u32::from(p.prefix_len());
-                if host_bits > 0 {
-                    let r = (rng.next() as u32) & ((1u32 << host_bits) - 1);
-                    let v = u32::from_be_bytes([o[0], o[1], o[2], o[3]]) | r;
-                    o = v.to_be_bytes().to_vec();
-                }
-                [o[0], o[1], o[2], o[3]]
-            } else {
-                rng.addr()
-            };
-            ring_vals.extend_from_slice(&a);
-        }
-        sys::update_batch(keys_map.fd().as_fd(), &ring_keys, &ring_vals, 4, 4)
-            .expect("load key ring");
         let mut run = |prog: &str, ring: u32| -> (f64, u64) {
             // Reset cursor and hit count, then one warm-up pass over the ring.
             let state = state_map.fd().as_fd();
@@ -192,10 +195,19 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
             (best, hits)
         };
         let mut per_ring = Vec::new();
-        for ring in [1 << 16, capacity::BENCH_KEYS] {
+        let mut cases = vec![(50, 1 << 16), (50, capacity::BENCH_KEYS)];
+        if n == *sizes.last().unwrap_or(&0) {
+            cases.extend([(0, capacity::BENCH_KEYS), (100, capacity::BENCH_KEYS)]);
+        }
+        for (banned_pct, ring) in cases {
+            let vals = ring_of_sources(&loaded, banned_pct, &mut rng);
+            let idx: Vec<u8> = (0..capacity::BENCH_KEYS)
+                .flat_map(u32::to_ne_bytes)
+                .collect();
+            sys::update_batch(keys_map.fd().as_fd(), &idx, &vals, 4, 4).expect("load key ring");
             let (hybrid_ns, hybrid_hits) = run("ips_bench_hybrid", ring);
             let (lpm_ns, lpm_hits) = run("ips_bench_lpm", ring);
-            per_ring.push((ring, hybrid_ns, lpm_ns, hybrid_hits == lpm_hits));
+            per_ring.push((banned_pct, ring, hybrid_ns, lpm_ns, hybrid_hits == lpm_hits));
         }
         // Whole program on one clean IPv4 packet (parse + lookups + counter), hot in cache.
         let mut pkt = vec![0xffu8; 12];
@@ -207,9 +219,10 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
         opts.data_in = Some(&pkt);
         opts.repeat = 1_000_000;
         let program_ns = prog.test_run(opts).expect("run").duration.as_nanos() as f64;
-        for (ring, hybrid_ns, lpm_ns, hits_agree) in per_ring {
+        for (banned_pct, ring, hybrid_ns, lpm_ns, hits_agree) in per_ring {
             rows.push(LookupRow {
                 entries: n,
+                banned_pct,
                 ring,
                 hybrid_ns,
                 lpm_ns,
@@ -453,12 +466,15 @@ fn main() {
 
 fn lookup_table() {
     println!("1. Per-lookup cost in the kernel (BPF_PROG_RUN, 1M lookups per figure, best of 3)");
-    println!("   sources: a ring of random addresses, half inside a ban, walked in order");
     println!(
-        "{:>9}  {:>6}  {:>17}  {:>12}  {:>8}  {:>6}  {:>22}",
+        "   sources: a ring of random addresses, the given share inside a ban, walked in order"
+    );
+    println!(
+        "{:>9}  {:>5}  {:>6}  {:>20}  {:>12}  {:>8}  {:>5}  {:>21}",
         "bans",
         "ring",
-        "ips (summary+hash+LPM)",
+        "banned",
+        "ips (/24 index+hash)",
         "LPM only",
         "speedup",
         "agree",
@@ -466,13 +482,14 @@ fn lookup_table() {
     );
     for r in lookup_costs(&[0, 10_000, 100_000, 1_000_000]) {
         println!(
-            "{:>9}  {:>6}  {:>19.1} ns  {:>9.1} ns  {:>7.2}x  {:>6}  {:>19.1} ns",
+            "{:>9}  {:>5}  {:>5}%  {:>17.1} ns  {:>9.1} ns  {:>7.2}x  {:>5}  {:>18.1} ns",
             r.entries,
             if r.ring >= 1 << 20 {
                 "1M".to_owned()
             } else {
                 format!("{}k", r.ring >> 10)
             },
+            r.banned_pct,
             r.hybrid_ns,
             r.lpm_ns,
             r.lpm_ns / r.hybrid_ns.max(0.001),

@@ -294,3 +294,59 @@ fn summary_bits_never_hide_a_ban_and_stale_bits_never_drop() {
         "v4_dropped",
     );
 }
+
+#[test]
+fn nested_prefixes_drop_with_the_most_specific_origin() {
+    let mut h = Harness::new("nested");
+    let mut add = Diff::default();
+    add.upsert.push(("10.0.0.0/8".parse().unwrap(), 20));
+    add.upsert.push(("10.1.2.0/24".parse().unwrap(), 21));
+    add.upsert.push(("10.1.3.128/25".parse().unwrap(), 22));
+    add.upsert.push(("10.1.3.1".parse().unwrap(), 23));
+    h.maps.apply(&add).unwrap();
+    for (src, origin) in [
+        ("10.1.2.9", 21),
+        ("10.9.9.9", 20),
+        ("10.1.3.200", 22),
+        ("10.1.3.1", 23),
+    ] {
+        let before = h.maps.counters().unwrap().origin_drops;
+        h.expect(src, &Frame::udp(src, 1).build(), XDP_DROP, "v4_dropped");
+        let after = h.maps.counters().unwrap().origin_drops;
+        let count =
+            |v: &[(u32, u64, u64)]| v.iter().find(|(o, _, _)| *o == origin).map_or(0, |e| e.1);
+        assert_eq!(
+            count(&after),
+            count(&before) + 1,
+            "{src} not attributed to origin {origin}"
+        );
+    }
+    // Lifting the /8 keeps the /24 and the /25 and frees the rest.
+    let mut del = Diff::default();
+    del.delete.push("10.0.0.0/8".parse().unwrap());
+    h.maps.apply(&del).unwrap();
+    h.expect(
+        "freed",
+        &Frame::udp("10.9.9.9", 2).build(),
+        XDP_PASS,
+        "v4_passed",
+    );
+    h.expect(
+        "/24 kept",
+        &Frame::udp("10.1.2.9", 3).build(),
+        XDP_DROP,
+        "v4_dropped",
+    );
+    h.expect(
+        "/25 kept",
+        &Frame::udp("10.1.3.129", 4).build(),
+        XDP_DROP,
+        "v4_dropped",
+    );
+    h.expect(
+        "beside the /25",
+        &Frame::udp("10.1.3.2", 5).build(),
+        XDP_PASS,
+        "v4_passed",
+    );
+}

@@ -9,7 +9,11 @@ use aya::maps::{Map, MapData, PerCpuArray};
 use ips_common::{counters, maps as names, origin, origin_drop_index};
 use serde::{Deserialize, Serialize};
 
-use super::{EnforcerError, summary::Summary, sys};
+use super::{
+    EnforcerError,
+    summary::{Changed, Slash24Index},
+    sys,
+};
 use crate::prefix::Prefix;
 
 /// Changes to make in the kernel.
@@ -92,15 +96,17 @@ fn from_lpm_key(key: &[u8]) -> Option<Prefix> {
     Prefix::from_octets(&key[4..], u8::try_from(len).ok()?).ok()
 }
 
-/// IPv4 deletions after which the summary is rebuilt to clear bits nothing covers any more.
+/// IPv4 deletions after which the summary is rebuilt to clear `hosts` and `part` bits that
+/// nothing needs any more.
 const SUMMARY_REBUILD_AFTER: usize = 65_536;
 
 /// The pinned maps, opened from the pin directory.
 pub struct KernelMaps {
     dir: PathBuf,
     summary: MapData,
-    /// What the kernel's summary holds; read on first write.
-    mirror: Option<Summary>,
+    cover: MapData,
+    /// Mirror of the kernel's /24 index; built from the maps on first write.
+    index: Option<Slash24Index>,
     /// IPv4 bans deleted since the summary was last rebuilt.
     stale: usize,
     host_v4: MapData,
@@ -141,7 +147,8 @@ impl KernelMaps {
         Ok(Self {
             dir: dir.to_owned(),
             summary: open(names::SUMMARY_V4)?,
-            mirror: None,
+            cover: open(names::COVER_V4)?,
+            index: None,
             stale: 0,
             host_v4: open(names::HOST_V4)?,
             host_v6: open(names::HOST_V6)?,
@@ -168,82 +175,120 @@ impl KernelMaps {
         }
     }
 
-    fn mirror(&mut self) -> Result<&mut Summary, EnforcerError> {
-        if self.mirror.is_none() {
-            let mut words = vec![0u64; ips_common::capacity::SUMMARY_V4_WORDS as usize];
-            sys::for_each(self.summary.fd().as_fd(), 4, 8, &mut |k, v| {
-                let i = u32::from_ne_bytes([k[0], k[1], k[2], k[3]]) as usize;
-                if let (Some(w), Ok(bytes)) = (words.get_mut(i), v.try_into()) {
-                    *w = u64::from_ne_bytes(bytes);
-                }
-            })
-            .map_err(|source| EnforcerError::MapRead {
-                map: names::SUMMARY_V4,
-                source,
-            })?;
-            self.mirror = Some(Summary::from_words(words));
-        }
-        Ok(self.mirror.get_or_insert_with(Summary::new))
-    }
-
-    fn write_summary_words(&mut self, mut words: Vec<u32>) -> Result<(), EnforcerError> {
-        words.sort_unstable();
-        words.dedup();
-        if words.is_empty() {
-            return Ok(());
-        }
-        let mirror = self.mirror()?;
-        let mut keys = Vec::with_capacity(words.len() * 4);
-        let mut values = Vec::with_capacity(words.len() * 8);
-        for w in words {
-            keys.extend_from_slice(&w.to_ne_bytes());
-            values.extend_from_slice(&mirror.word(w).to_ne_bytes());
-        }
-        sys::update_batch(self.summary.fd().as_fd(), &keys, &values, 4, 8).map_err(|source| {
-            EnforcerError::MapWrite {
-                map: names::SUMMARY_V4,
-                source,
-            }
-        })
-    }
-
-    /// Recomputes the IPv4 summary from the bans in the kernel, clearing bits that no ban
-    /// covers any more.
-    pub fn rebuild_summary(&mut self) -> Result<(), EnforcerError> {
-        let mut fresh = Summary::new();
-        let mut ignored = Vec::new();
+    /// All IPv4 bans in the kernel.
+    fn v4_bans(&self) -> Result<Vec<(Prefix, u32)>, EnforcerError> {
+        let mut bans = Vec::new();
         for (map, key_size, name) in [
             (&self.host_v4, 4, names::HOST_V4),
             (&self.net_v4, 8, names::NET_V4),
         ] {
-            sys::for_each(map.fd().as_fd(), key_size, 4, &mut |k, _| {
+            sys::for_each(map.fd().as_fd(), key_size, 4, &mut |k, v| {
                 let p = if key_size == 4 {
                     Prefix::from_octets(k, 32).ok()
                 } else {
                     from_lpm_key(k)
                 };
                 if let Some(p) = p {
-                    fresh.mark(&p, &mut ignored);
+                    bans.push((p, u32::from_ne_bytes([v[0], v[1], v[2], v[3]])));
                 }
             })
             .map_err(|source| EnforcerError::MapRead { map: name, source })?;
         }
-        self.mirror = Some(fresh);
-        self.stale = 0;
-        self.write_summary_words((0..ips_common::capacity::SUMMARY_V4_WORDS).collect())
+        Ok(bans)
     }
 
-    /// Applies a diff: summary bits first (so no ban is ever skipped), then deletes, then
-    /// upserts, each map in batches.
-    pub fn apply(&mut self, diff: &Diff) -> Result<(), EnforcerError> {
-        let mut changed = Vec::new();
-        if diff.upsert.iter().any(|(p, _)| p.is_v4()) {
-            let mirror = self.mirror()?;
-            for (p, _) in &diff.upsert {
-                mirror.mark(p, &mut changed);
-            }
+    fn index(&mut self) -> Result<&mut Slash24Index, EnforcerError> {
+        if self.index.is_none() {
+            self.rebuild_summary()?;
         }
-        self.write_summary_words(changed)?;
+        Ok(self.index.get_or_insert_with(Slash24Index::new))
+    }
+
+    /// Writes changed words: origins first, then summary bits, because a `cover` bit drops
+    /// with whatever origin byte is there.
+    fn write_index(&mut self, mut changed: Changed) -> Result<(), EnforcerError> {
+        changed.dedup();
+        let Some(index) = self.index.as_ref() else {
+            return Ok(());
+        };
+        let err = |map| move |source| EnforcerError::MapWrite { map, source };
+        if !changed.origins.is_empty() {
+            let mut keys = Vec::with_capacity(changed.origins.len() * 4);
+            let mut values = Vec::with_capacity(changed.origins.len() * 8);
+            for w in &changed.origins {
+                keys.extend_from_slice(&w.to_ne_bytes());
+                values.extend_from_slice(&index.origin_word(*w).to_ne_bytes());
+            }
+            sys::update_batch(self.cover.fd().as_fd(), &keys, &values, 4, 8)
+                .map_err(err(names::COVER_V4))?;
+        }
+        if !changed.summary.is_empty() {
+            let mut keys = Vec::with_capacity(changed.summary.len() * 4);
+            let mut values = Vec::with_capacity(changed.summary.len() * 24);
+            for w in &changed.summary {
+                keys.extend_from_slice(&w.to_ne_bytes());
+                let s = index.word(*w);
+                for part in [s.hosts, s.cover, s.part] {
+                    values.extend_from_slice(&part.to_ne_bytes());
+                }
+            }
+            sys::update_batch(self.summary.fd().as_fd(), &keys, &values, 4, 24)
+                .map_err(err(names::SUMMARY_V4))?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes the IPv4 /24 index from the bans in the kernel and writes all of it, clearing
+    /// `hosts` and `part` bits that no ban needs any more.
+    pub fn rebuild_summary(&mut self) -> Result<(), EnforcerError> {
+        let bans = self.v4_bans()?;
+        self.index = Some(Slash24Index::rebuild(bans));
+        self.stale = 0;
+        self.write_index(Changed {
+            summary: (0..ips_common::capacity::SUMMARY_V4_WORDS).collect(),
+            origins: (0..ips_common::capacity::COVER_V4_WORDS).collect(),
+        })
+    }
+
+    /// Applies a diff. Deletes go first: the /24 index stops dropping them, then the entries
+    /// go. Then upserts: the index learns them first (so no ban is ever skipped), then the
+    /// entries land. Each map is written in batches.
+    pub fn apply(&mut self, diff: &Diff) -> Result<(), EnforcerError> {
+        if diff
+            .delete
+            .iter()
+            .chain(diff.upsert.iter().map(|(p, _)| p))
+            .any(Prefix::is_v4)
+        {
+            let index = self.index()?;
+            let mut changed = Changed::default();
+            for p in &diff.delete {
+                index.remove(p, &mut changed);
+            }
+            self.write_index(changed)?;
+        }
+        self.write_entries(&[], &diff.delete)?;
+        if diff.upsert.iter().any(|(p, _)| p.is_v4()) {
+            let index = self.index()?;
+            let mut changed = Changed::default();
+            for (p, o) in &diff.upsert {
+                index.add(p, *o, &mut changed);
+            }
+            self.write_index(changed)?;
+        }
+        self.write_entries(&diff.upsert, &[])?;
+        self.stale += diff.delete.iter().filter(|p| p.is_v4()).count();
+        if self.stale >= SUMMARY_REBUILD_AFTER {
+            self.rebuild_summary()?;
+        }
+        Ok(())
+    }
+
+    fn write_entries(
+        &self,
+        upsert: &[(Prefix, u32)],
+        delete: &[Prefix],
+    ) -> Result<(), EnforcerError> {
         let mut batches: [Batch; 4] = Default::default();
         let index = |s: &Slot| match s {
             Slot::HostV4 => 0,
@@ -251,7 +296,7 @@ impl KernelMaps {
             Slot::NetV4 => 2,
             Slot::NetV6 => 3,
         };
-        for p in &diff.delete {
+        for p in delete {
             let s = slot(p);
             let b = &mut batches[index(&s)];
             match s {
@@ -259,7 +304,7 @@ impl KernelMaps {
                 Slot::NetV4 | Slot::NetV6 => lpm_key(p, &mut b.dels),
             }
         }
-        for (p, origin_id) in &diff.upsert {
+        for (p, origin_id) in upsert {
             let s = slot(p);
             let b = &mut batches[index(&s)];
             match s {
@@ -282,10 +327,6 @@ impl KernelMaps {
             if !b.keys.is_empty() {
                 sys::update_batch(fd, &b.keys, &b.values, key_size, 4).map_err(err)?;
             }
-        }
-        self.stale += diff.delete.iter().filter(|p| p.is_v4()).count();
-        if self.stale >= SUMMARY_REBUILD_AFTER {
-            self.rebuild_summary()?;
         }
         Ok(())
     }
