@@ -21,10 +21,10 @@ pub mod maps {
     pub const NET_V4: &str = "IPS_NET_V4";
     /// `LpmTrie<[u8; 16], Ban>`: banned IPv6 prefixes shorter than /128.
     pub const NET_V6: &str = "IPS_NET_V6";
-    /// `Array<Summary24>`: three bits per IPv4 /24 (see [`crate::Summary24`]), read before any
-    /// other IPv4 ban lookup.
+    /// `Array<Summary24>` (mmapable): three bits per IPv4 /24 (see [`crate::Summary24`]), read
+    /// before any other IPv4 ban lookup.
     pub const SUMMARY_V4: &str = "IPS_SUMMARY_V4";
-    /// `Array<u64>`: the origin (one byte, little-endian position `n % 8` of word `n / 8`) of
+    /// `Array<[u8; 8]>` (mmapable): byte `n` (byte `n % 8` of entry `n / 8`) is the origin of
     /// the longest ban of /24 or shorter covering /24 number `n`.
     pub const COVER_V4: &str = "IPS_COVER_V4";
     /// `PerCpuArray<u64>` indexed by [`crate::counters`].

@@ -57,7 +57,7 @@ pub fn v4(addr: [u8; 4]) -> Verdict {
     if summary.cover & bit != 0 {
         let origin = IPS_COVER_V4
             .get(n >> 3)
-            .map_or(0, |w| (*w >> ((n & 7) * 8)) as u32 & 0xff);
+            .map_or(0, |w| u32::from(w[(n & 7) as usize]));
         return Verdict::Banned(origin);
     }
     Verdict::Clean

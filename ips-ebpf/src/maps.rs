@@ -8,11 +8,15 @@ use ips_common::{Ban, Summary24, capacity, counters, origin};
 
 /// Three bits per IPv4 /24, see [`ips_common::Summary24`].
 #[map(name = "IPS_SUMMARY_V4")]
-pub static IPS_SUMMARY_V4: Array<Summary24> = Array::pinned(capacity::SUMMARY_V4_WORDS, 0);
+pub static IPS_SUMMARY_V4: Array<Summary24> = Array::pinned(
+    capacity::SUMMARY_V4_WORDS,
+    aya_ebpf::bindings::BPF_F_MMAPABLE,
+);
 /// Origin byte per IPv4 /24 covered by a ban of /24 or shorter, see
 /// [`ips_common::maps::COVER_V4`].
 #[map(name = "IPS_COVER_V4")]
-pub static IPS_COVER_V4: Array<u64> = Array::pinned(capacity::COVER_V4_WORDS, 0);
+pub static IPS_COVER_V4: Array<[u8; 8]> =
+    Array::pinned(capacity::COVER_V4_WORDS, aya_ebpf::bindings::BPF_F_MMAPABLE);
 /// Allowlisted IPv4 prefixes.
 #[map(name = "IPS_ALLOW_V4")]
 pub static IPS_ALLOW_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(capacity::ALLOW, 0);

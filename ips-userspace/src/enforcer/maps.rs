@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     EnforcerError,
-    summary::{Changed, Slash24Index},
+    summary::{COVER_BYTES, Region, SUMMARY_BYTES, Slash24Index},
     sys,
 };
 use crate::prefix::Prefix;
@@ -199,82 +199,52 @@ impl KernelMaps {
 
     fn index(&mut self) -> Result<&mut Slash24Index, EnforcerError> {
         if self.index.is_none() {
-            self.rebuild_summary()?;
+            let region = |map: &MapData, len, name| {
+                Region::map(map.fd().as_fd(), len)
+                    .map_err(|source| EnforcerError::MapWrite { map: name, source })
+            };
+            let summary = region(&self.summary, SUMMARY_BYTES, names::SUMMARY_V4)?;
+            let origins = region(&self.cover, COVER_BYTES, names::COVER_V4)?;
+            let bans = self.v4_bans()?;
+            self.stale = 0;
+            return Ok(self.index.insert(Slash24Index::new(summary, origins, bans)));
         }
-        Ok(self.index.get_or_insert_with(Slash24Index::new))
+        match self.index.as_mut() {
+            Some(index) => Ok(index),
+            None => unreachable!("set above"),
+        }
     }
 
-    /// Writes changed words: origins first, then summary bits, because a `cover` bit drops
-    /// with whatever origin byte is there.
-    fn write_index(&mut self, mut changed: Changed) -> Result<(), EnforcerError> {
-        changed.dedup();
-        let Some(index) = self.index.as_ref() else {
-            return Ok(());
-        };
-        let err = |map| move |source| EnforcerError::MapWrite { map, source };
-        if !changed.origins.is_empty() {
-            let mut keys = Vec::with_capacity(changed.origins.len() * 4);
-            let mut values = Vec::with_capacity(changed.origins.len() * 8);
-            for w in &changed.origins {
-                keys.extend_from_slice(&w.to_ne_bytes());
-                values.extend_from_slice(&index.origin_word(*w).to_ne_bytes());
-            }
-            sys::update_batch(self.cover.fd().as_fd(), &keys, &values, 4, 8)
-                .map_err(err(names::COVER_V4))?;
-        }
-        if !changed.summary.is_empty() {
-            let mut keys = Vec::with_capacity(changed.summary.len() * 4);
-            let mut values = Vec::with_capacity(changed.summary.len() * 24);
-            for w in &changed.summary {
-                keys.extend_from_slice(&w.to_ne_bytes());
-                let s = index.word(*w);
-                for part in [s.hosts, s.cover, s.part] {
-                    values.extend_from_slice(&part.to_ne_bytes());
-                }
-            }
-            sys::update_batch(self.summary.fd().as_fd(), &keys, &values, 4, 24)
-                .map_err(err(names::SUMMARY_V4))?;
-        }
-        Ok(())
-    }
-
-    /// Recomputes the IPv4 /24 index from the bans in the kernel and writes all of it, clearing
-    /// `hosts` and `part` bits that no ban needs any more.
+    /// Recomputes the IPv4 /24 index from the bans in the kernel, clearing `hosts` and `part`
+    /// bits that no ban needs any more. Only words that differ are written.
     pub fn rebuild_summary(&mut self) -> Result<(), EnforcerError> {
+        if self.index.is_none() {
+            return self.index().map(|_| ());
+        }
         let bans = self.v4_bans()?;
-        self.index = Some(Slash24Index::rebuild(bans));
+        if let Some(index) = self.index.as_mut() {
+            index.rebuild(bans);
+        }
         self.stale = 0;
-        self.write_index(Changed {
-            summary: (0..ips_common::capacity::SUMMARY_V4_WORDS).collect(),
-            origins: (0..ips_common::capacity::COVER_V4_WORDS).collect(),
-        })
+        Ok(())
     }
 
     /// Applies a diff. Deletes go first: the /24 index stops dropping them, then the entries
     /// go. Then upserts: the index learns them first (so no ban is ever skipped), then the
     /// entries land. Each map is written in batches.
     pub fn apply(&mut self, diff: &Diff) -> Result<(), EnforcerError> {
-        if diff
-            .delete
-            .iter()
-            .chain(diff.upsert.iter().map(|(p, _)| p))
-            .any(Prefix::is_v4)
-        {
+        if diff.delete.iter().any(Prefix::is_v4) {
             let index = self.index()?;
-            let mut changed = Changed::default();
             for p in &diff.delete {
-                index.remove(p, &mut changed);
+                index.remove(p);
             }
-            self.write_index(changed)?;
         }
         self.write_entries(&[], &diff.delete)?;
         if diff.upsert.iter().any(|(p, _)| p.is_v4()) {
             let index = self.index()?;
-            let mut changed = Changed::default();
             for (p, o) in &diff.upsert {
-                index.add(p, *o, &mut changed);
+                index.add(p, *o);
             }
-            self.write_index(changed)?;
         }
         self.write_entries(&diff.upsert, &[])?;
         self.stale += diff.delete.iter().filter(|p| p.is_v4()).count();
