@@ -12,4 +12,5 @@ pub mod daemon;
 pub mod decisions;
 pub mod duration;
 pub mod enforcer;
+pub mod parsers;
 pub mod prefix;
