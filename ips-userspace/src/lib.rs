@@ -14,3 +14,4 @@ pub mod duration;
 pub mod enforcer;
 pub mod parsers;
 pub mod prefix;
+pub mod scenarios;

@@ -1,0 +1,485 @@
+//! The bucket engine.
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::definition::{BucketType, Distinct, GroupBy, Scenario};
+use crate::{parsers::Event, prefix::Prefix};
+
+/// Evidence lines kept per bucket.
+const EVIDENCE: usize = 5;
+
+/// A scenario overflowed for a source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Scenario name.
+    pub scenario: String,
+    /// The address of the event that overflowed the bucket.
+    pub source: IpAddr,
+    /// What the bucket was keyed by: the address, or its /64 for IPv6.
+    pub group: Prefix,
+    /// Time of the bucket's first event (Unix ms).
+    pub first_ms: i64,
+    /// Time of the overflowing event.
+    pub last_ms: i64,
+    /// Events poured into the bucket.
+    pub events: u32,
+    /// A sample of the lines (bounded).
+    pub evidence: Vec<String>,
+    /// The scenario's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Counters for `ips status` and the bench.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    /// Events seen.
+    pub events: u64,
+    /// Events poured into at least one bucket.
+    pub matched: u64,
+    /// Overflows reported.
+    pub overflows: u64,
+    /// Events dropped because their source was in a blackhole.
+    pub blackholed: u64,
+    /// Buckets evicted to stay within the limit.
+    pub evicted: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    group: [u64; 2],
+    /// Scenario index in the low 16 bits; a user-name hash above for `source+user`.
+    tag: u64,
+}
+
+/// Rarely needed parts of a bucket, allocated on demand.
+#[derive(Default)]
+struct Extra {
+    distinct: Vec<u64>,
+    evidence: Vec<Box<str>>,
+}
+
+struct Bucket {
+    level: f32,
+    count: u32,
+    first_ms: i64,
+    last_ms: i64,
+    extra: Option<Box<Extra>>,
+}
+
+/// FNV-1a: a cheap hash for distinct values and user names.
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The bucket group of an address: itself for IPv4, its /64 for IPv6.
+fn group_of(addr: IpAddr) -> ([u64; 2], Prefix) {
+    match addr {
+        IpAddr::V4(a) => ([0, u64::from(u32::from(a))], Prefix::host(addr)),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => ([0, u64::from(u32::from(v4))], Prefix::host(IpAddr::V4(v4))),
+            None => {
+                let hi = (u128::from(a) >> 64) as u64;
+                let p = Prefix::new(addr, 64).unwrap_or_else(|_| Prefix::host(addr));
+                ([hi, u64::MAX], p)
+            }
+        },
+    }
+}
+
+/// The leaky bucket engine.
+pub struct Engine {
+    scenarios: Vec<Scenario>,
+    buckets: HashMap<Key, Bucket>,
+    blackholes: HashMap<Key, i64>,
+    max_buckets: usize,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// An engine for these scenarios, holding at most `max_buckets` buckets.
+    pub fn new(scenarios: Vec<Scenario>, max_buckets: usize) -> Self {
+        Self {
+            scenarios,
+            buckets: HashMap::new(),
+            blackholes: HashMap::new(),
+            max_buckets: max_buckets.max(16),
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// The scenarios.
+    pub fn scenarios(&self) -> &[Scenario] {
+        &self.scenarios
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Buckets in memory.
+    pub fn buckets(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Pours one event; overflows are appended to `out`. `line` is kept as evidence.
+    pub fn pour(&mut self, e: &Event<'_>, line: &str, out: &mut Vec<Alert>) {
+        self.stats.events += 1;
+        let now = e.time_ms;
+        let (group, group_prefix) = group_of(e.source);
+        let mut matched = false;
+        for (i, s) in self.scenarios.iter().enumerate() {
+            if !s.matches(e) {
+                continue;
+            }
+            matched = true;
+            let mut tag = i as u64;
+            if s.groupby == GroupBy::SourceUser {
+                tag |= fnv(e.user.unwrap_or("").as_bytes()) << 16;
+            }
+            let key = Key { group, tag };
+            if let Some(until) = self.blackholes.get(&key) {
+                if now < *until {
+                    self.stats.blackholed += 1;
+                    continue;
+                }
+                self.blackholes.remove(&key);
+            }
+            let distinct = s.distinct.map(|d| match d {
+                Distinct::User => fnv(e.user.unwrap_or("").as_bytes()),
+                Distinct::Path => fnv(e.path.unwrap_or("").as_bytes()),
+                Distinct::Port => u64::from(e.port.unwrap_or(0)),
+            });
+            if self.buckets.len() >= self.max_buckets && !self.buckets.contains_key(&key) {
+                Self::evict(
+                    &mut self.buckets,
+                    &self.scenarios,
+                    now,
+                    self.max_buckets,
+                    &mut self.stats,
+                );
+            }
+            let b = self.buckets.entry(key).or_insert(Bucket {
+                level: 0.0,
+                count: 0,
+                first_ms: now,
+                last_ms: now,
+                extra: None,
+            });
+            // Leak what has leaked since the last event.
+            if s.bucket == BucketType::Leaky {
+                let elapsed = (now - b.last_ms).max(0) as f64;
+                let leaked = (elapsed / s.leak_ms as f64) as f32;
+                b.level = (b.level - leaked).max(0.0);
+                if b.level == 0.0 && b.count > 0 {
+                    // Empty again: a new burst starts.
+                    b.first_ms = now;
+                    b.count = 0;
+                    if let Some(x) = b.extra.as_mut() {
+                        x.distinct.clear();
+                        x.evidence.clear();
+                    }
+                }
+            } else if s.bucket == BucketType::Counter && now - b.first_ms >= s.leak_ms {
+                b.first_ms = now;
+                b.count = 0;
+                b.level = 0.0;
+                b.extra = None;
+            }
+            b.last_ms = b.last_ms.max(now);
+            if let Some(v) = distinct {
+                let x = b.extra.get_or_insert_with(Box::default);
+                if x.distinct.contains(&v) {
+                    continue;
+                }
+                x.distinct.push(v);
+            }
+            b.count += 1;
+            b.level += 1.0;
+            if b.count >= 2 || s.bucket == BucketType::Trigger {
+                let x = b.extra.get_or_insert_with(Box::default);
+                if x.evidence.len() < EVIDENCE {
+                    x.evidence.push(line.into());
+                }
+            }
+            let overflow = match s.bucket {
+                BucketType::Leaky => b.level > s.capacity as f32,
+                BucketType::Trigger => true,
+                BucketType::Counter => false,
+            };
+            if overflow {
+                let b = self.buckets.remove(&key);
+                if let Some(b) = b {
+                    out.push(Alert {
+                        scenario: s.name.clone(),
+                        source: e.source,
+                        group: group_prefix,
+                        first_ms: b.first_ms,
+                        last_ms: now,
+                        events: b.count,
+                        evidence: b
+                            .extra
+                            .map(|x| x.evidence.into_iter().map(String::from).collect())
+                            .unwrap_or_default(),
+                        labels: s.labels.clone(),
+                    });
+                }
+                self.stats.overflows += 1;
+                if s.blackhole_ms > 0 {
+                    self.blackholes.insert(key, now + s.blackhole_ms);
+                }
+            }
+        }
+        if matched {
+            self.stats.matched += 1;
+        }
+    }
+
+    /// Closes counter windows that ended by `now_ms` (alerting on those over capacity) and
+    /// forgets empty buckets and ended blackholes.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Alert>) {
+        let scenarios = &self.scenarios;
+        let mut done = Vec::new();
+        self.buckets.retain(|k, b| {
+            let s = &scenarios[(k.tag & 0xffff) as usize];
+            match s.bucket {
+                BucketType::Counter if now_ms - b.first_ms >= s.leak_ms => {
+                    if b.count > s.capacity {
+                        done.push((*k, b.first_ms, b.last_ms, b.count));
+                    }
+                    false
+                }
+                BucketType::Leaky => {
+                    let leaked = (now_ms - b.last_ms).max(0) as f32 / s.leak_ms as f32;
+                    b.level - leaked > 0.0
+                }
+                _ => true,
+            }
+        });
+        for (k, first_ms, last_ms, count) in done {
+            let s = &self.scenarios[(k.tag & 0xffff) as usize];
+            let addr = if k.group[1] == u64::MAX {
+                IpAddr::from(std::net::Ipv6Addr::from(u128::from(k.group[0]) << 64))
+            } else {
+                IpAddr::from(std::net::Ipv4Addr::from(k.group[1] as u32))
+            };
+            let (_, group) = group_of(addr);
+            self.stats.overflows += 1;
+            out.push(Alert {
+                scenario: s.name.clone(),
+                source: addr,
+                group,
+                first_ms,
+                last_ms,
+                events: count,
+                evidence: Vec::new(),
+                labels: s.labels.clone(),
+            });
+        }
+        self.blackholes.retain(|_, until| *until > now_ms);
+    }
+
+    /// Makes room: drops empty buckets, then the least recently fed quarter.
+    fn evict(
+        buckets: &mut HashMap<Key, Bucket>,
+        scenarios: &[Scenario],
+        now: i64,
+        max: usize,
+        stats: &mut EngineStats,
+    ) {
+        let before = buckets.len();
+        buckets.retain(|k, b| {
+            let s = &scenarios[(k.tag & 0xffff) as usize];
+            s.bucket != BucketType::Leaky
+                || b.level - (now - b.last_ms).max(0) as f32 / s.leak_ms as f32 > 0.0
+        });
+        if buckets.len() > max * 3 / 4 {
+            let mut ages: Vec<i64> = buckets.values().map(|b| b.last_ms).collect();
+            let cut = buckets.len() - max * 3 / 4;
+            let (_, nth, _) = ages.select_nth_unstable(cut);
+            let threshold = *nth;
+            buckets.retain(|_, b| b.last_ms > threshold);
+        }
+        stats.evicted += (before - buckets.len()) as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        parsers::{Kind, Service},
+        scenarios::definition::parse,
+    };
+
+    fn engine(toml: &str) -> Engine {
+        Engine::new(parse(toml).unwrap(), 1000)
+    }
+
+    const BF: &str = r#"
+        [[scenario]]
+        name = "bf"
+        type = "leaky"
+        filter = { service = "ssh", kind = ["auth_failed"] }
+        capacity = 3
+        leakspeed = "10s"
+        blackhole = "1m"
+    "#;
+
+    fn fail(src: &str, t: i64) -> Event<'static> {
+        Event::new(t, src.parse().unwrap(), Service::Ssh, Kind::AuthFailed)
+    }
+
+    #[test]
+    fn overflows_just_past_capacity_not_at_it() {
+        let mut e = engine(BF);
+        let mut out = Vec::new();
+        for i in 0..3 {
+            e.pour(&fail("192.0.2.1", i * 100), "l", &mut out);
+        }
+        assert!(out.is_empty(), "at capacity: no overflow");
+        e.pour(&fail("192.0.2.1", 400), "l", &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].events, 4);
+        assert_eq!(out[0].scenario, "bf");
+        assert_eq!(
+            out[0].evidence.len(),
+            3,
+            "evidence from the second event on"
+        );
+    }
+
+    #[test]
+    fn leaking_keeps_a_slow_source_under() {
+        let mut e = engine(BF);
+        let mut out = Vec::new();
+        // One event every 10 s leaks as fast as it fills.
+        for i in 0..20 {
+            e.pour(&fail("192.0.2.1", i * 10_000), "l", &mut out);
+        }
+        assert!(out.is_empty());
+        // Four within 10 s: level 1 + 3 > 3 after partial leak? 4 events in 3 s leak 0.3.
+        for i in 0..4 {
+            e.pour(&fail("192.0.2.2", i * 1000), "l", &mut out);
+        }
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn blackhole_silences_then_releases() {
+        let mut e = engine(BF);
+        let mut out = Vec::new();
+        for i in 0..4 {
+            e.pour(&fail("192.0.2.1", i), "l", &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        for i in 0..10 {
+            e.pour(&fail("192.0.2.1", 1000 + i), "l", &mut out);
+        }
+        assert_eq!(out.len(), 1, "silenced for a minute");
+        assert_eq!(e.stats().blackholed, 10);
+        for i in 0..4 {
+            e.pour(&fail("192.0.2.1", 61_000 + i), "l", &mut out);
+        }
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn distinct_counts_only_new_values() {
+        let mut e = engine(
+            r#"[[scenario]]
+            name = "enum"
+            filter = { service = "ssh" }
+            distinct = "user"
+            capacity = 2
+            leakspeed = "10s""#,
+        );
+        let mut out = Vec::new();
+        for (i, user) in ["root", "root", "root", "admin", "admin"]
+            .iter()
+            .enumerate()
+        {
+            let mut ev = fail("192.0.2.1", i as i64);
+            ev.user = Some(user);
+            e.pour(&ev, "l", &mut out);
+        }
+        assert!(out.is_empty(), "two distinct users is at capacity");
+        let mut ev = fail("192.0.2.1", 10);
+        ev.user = Some("oracle");
+        e.pour(&ev, "l", &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn ipv6_sources_group_by_slash64() {
+        let mut e = engine(BF);
+        let mut out = Vec::new();
+        for i in 0..4 {
+            e.pour(&fail(&format!("2001:db8:0:1::{}", i + 1), i), "l", &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].group.to_string(), "2001:db8:0:1::/64");
+        assert_eq!(out[0].source.to_string(), "2001:db8:0:1::4");
+    }
+
+    #[test]
+    fn trigger_and_counter() {
+        let mut e = engine(
+            r#"[[scenario]]
+            name = "t"
+            type = "trigger"
+            filter = { service = "http", user_agent_contains = ["sqlmap"] }
+            [[scenario]]
+            name = "c"
+            type = "counter"
+            filter = { service = "http" }
+            capacity = 2
+            duration = "1m""#,
+        );
+        let mut out = Vec::new();
+        let mut ev = Event::new(
+            0,
+            "192.0.2.9".parse().unwrap(),
+            Service::Http,
+            Kind::HttpRequest,
+        );
+        ev.user_agent = Some("sqlmap/1.7");
+        e.pour(&ev, "l", &mut out);
+        assert_eq!(
+            out.iter().map(|a| a.scenario.as_str()).collect::<Vec<_>>(),
+            ["t"]
+        );
+        ev.user_agent = Some("curl");
+        for t in 1..3 {
+            ev.time_ms = t;
+            e.pour(&ev, "l", &mut out);
+        }
+        e.tick(59_000, &mut out);
+        assert_eq!(out.len(), 1, "window still open");
+        e.tick(60_000, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].scenario, "c");
+        assert_eq!(out[1].events, 3);
+    }
+
+    #[test]
+    fn bucket_memory_is_bounded() {
+        let mut e = Engine::new(parse(BF).unwrap(), 1000);
+        let mut out = Vec::new();
+        for i in 0..10_000u32 {
+            let src = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+            e.pour(&fail(&src, i64::from(i)), "l", &mut out);
+        }
+        assert!(e.buckets() <= 1000);
+        assert!(e.stats().evicted >= 9000);
+    }
+}
