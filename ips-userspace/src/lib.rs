@@ -6,6 +6,7 @@
 //! the kernel maps in step with the store), and [`api`] (the local HTTP API the CLI talks to).
 //! [`daemon`] wires them together for `ips run`; [`config`] reads `ips.toml`.
 
+pub mod acquisition;
 pub mod api;
 pub mod config;
 pub mod daemon;
