@@ -26,7 +26,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{enforcer::loader::AttachMode, prefix::Prefix};
+use crate::{
+    acquisition::SourceConfig, decisions::profiles::ProfilesConfig, enforcer::loader::AttachMode,
+    prefix::Prefix,
+};
 
 /// Where `ips` looks for its config when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/ips/ips.toml";
@@ -45,6 +48,57 @@ pub struct Config {
     pub decisions: DecisionsConfig,
     /// Addresses that are never banned.
     pub allowlist: AllowlistConfig,
+    /// Log sources (`[[acquisition]]`).
+    pub acquisition: Vec<SourceConfig>,
+    /// Scenarios.
+    pub detection: DetectionConfig,
+    /// What alerts turn into.
+    pub profiles: ProfilesConfig,
+}
+
+/// `[detection]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// Extra scenario files (same format as the built-ins).
+    pub scenario_files: Vec<PathBuf>,
+    /// Built-in scenarios to turn off, by name.
+    pub disabled: Vec<String>,
+    /// Most buckets held at once; the least recently fed are evicted past it.
+    pub max_buckets: usize,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        Self {
+            scenario_files: Vec::new(),
+            disabled: Vec::new(),
+            max_buckets: 2_000_000,
+        }
+    }
+}
+
+impl DetectionConfig {
+    /// The scenarios to run: the built-ins not disabled, then those of the extra files.
+    pub fn scenarios(&self) -> Result<Vec<crate::scenarios::Scenario>, ConfigError> {
+        let mut all: Vec<_> = crate::scenarios::builtin()
+            .into_iter()
+            .filter(|s| !self.disabled.contains(&s.name))
+            .collect();
+        for path in &self.scenario_files {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let more =
+                crate::scenarios::definition::parse(&text).map_err(|e| ConfigError::Invalid {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            all.extend(more);
+        }
+        Ok(all)
+    }
 }
 
 /// `[api]`.
@@ -226,7 +280,7 @@ impl Config {
     }
 }
 
-mod human_duration {
+pub(crate) mod human_duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -48,6 +48,9 @@ pub enum DaemonError {
     /// The async runtime failed.
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// The scenarios could not be loaded.
+    #[error("detection: {0}")]
+    Detection(String),
     /// No interface to attach to.
     #[error("no interface to attach to: pass --iface IF or set enforcer.interfaces in the config")]
     NoInterface,
@@ -73,6 +76,19 @@ pub enum Request {
     Status(Reply<Status>),
     /// Detach from an interface.
     Detach(String, Reply<bool>),
+    /// An alert from the detection pipeline.
+    Alert(crate::scenarios::Alert),
+    /// Read positions to save.
+    SaveOffsets(Vec<crate::acquisition::Position>),
+    /// Stored alerts, newest first: (limit, scenario, source).
+    Alerts(
+        usize,
+        Option<String>,
+        Option<String>,
+        Reply<Vec<crate::decisions::StoredAlert>>,
+    ),
+    /// One stored alert.
+    AlertById(i64, Reply<Option<crate::decisions::StoredAlert>>),
 }
 
 /// The handle API handlers use to reach the enforcer thread.
@@ -81,6 +97,8 @@ pub struct Handle {
     tx: mpsc::Sender<Request>,
     /// Default ban duration.
     pub default_duration: Duration,
+    /// Detection counters, updated by the pipeline.
+    pub detection: std::sync::Arc<std::sync::Mutex<crate::pipeline::DetectionStats>>,
 }
 
 impl Handle {
@@ -126,6 +144,15 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
     enforcer.sync_config_allowlist(&config.allowlist.entries, now_ms())?;
     enforcer.reconcile(now_ms())?;
     let attachment = loader::attach(ebpf, &dir, &interfaces, config.enforcer.mode)?;
+    let scenarios = config
+        .detection
+        .scenarios()
+        .map_err(|e| DaemonError::Detection(e.to_string()))?;
+    let profiles = crate::decisions::profiles::Profiles::new(
+        config.profiles.clone(),
+        &crate::decisions::profiles::local_addresses(),
+    );
+    let saved_offsets = enforcer.store().offsets()?;
     for (name, mode) in &attachment.interfaces {
         // A reused link keeps the mode recorded when it was first attached.
         if mode != "reused" {
@@ -137,11 +164,33 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
     let expiry = config.enforcer.expiry_interval;
     let worker = thread::Builder::new()
         .name("ips-enforcer".into())
-        .spawn(move || enforcer_loop(enforcer, rx, expiry, attachment))?;
+        .spawn(move || enforcer_loop(enforcer, rx, expiry, attachment, profiles))?;
+    let stop = crate::acquisition::Stop::default();
+    let detection_stats = std::sync::Arc::new(std::sync::Mutex::new(
+        crate::pipeline::DetectionStats::default(),
+    ));
+    let pipeline = if config.acquisition.is_empty() {
+        None
+    } else {
+        info!(
+            sources = config.acquisition.len(),
+            scenarios = scenarios.len(),
+            "Detection on."
+        );
+        Some(crate::pipeline::spawn(
+            config.acquisition.clone(),
+            crate::scenarios::Engine::new(scenarios, config.detection.max_buckets),
+            saved_offsets,
+            tx.clone(),
+            stop.clone(),
+            detection_stats.clone(),
+        )?)
+    };
 
     let handle = Handle {
         tx,
         default_duration: config.decisions.default_duration,
+        detection: detection_stats,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -161,6 +210,13 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
             .await
             .map_err(DaemonError::Runtime)
     });
+    // Stop the sources; the pipeline saves its read positions and lets go of the enforcer.
+    stop.stop();
+    if let Some(p) = pipeline
+        && p.join().is_err()
+    {
+        error!("The detection thread panicked.");
+    }
     // The router (and with it every Handle) is gone: the enforcer loop ends on its own.
     if worker.join().is_err() {
         error!("The enforcer thread panicked.");
@@ -191,12 +247,13 @@ fn enforcer_loop(
     rx: mpsc::Receiver<Request>,
     expiry: Duration,
     mut attachment: loader::Attachment,
+    profiles: crate::decisions::profiles::Profiles,
 ) {
     let mut next_expiry = Instant::now() + expiry;
     loop {
         let wait = next_expiry.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(req) => handle(&mut enforcer, &mut attachment, req),
+            Ok(req) => handle(&mut enforcer, &mut attachment, &profiles, req),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
@@ -209,7 +266,12 @@ fn enforcer_loop(
     }
 }
 
-fn handle(enforcer: &mut Enforcer, attachment: &mut loader::Attachment, req: Request) {
+fn handle(
+    enforcer: &mut Enforcer,
+    attachment: &mut loader::Attachment,
+    profiles: &crate::decisions::profiles::Profiles,
+    req: Request,
+) {
     let now = now_ms();
     match req {
         Request::Add(batch, reply) => {
@@ -250,6 +312,32 @@ fn handle(enforcer: &mut Enforcer, attachment: &mut loader::Attachment, req: Req
         }
         Request::Status(reply) => {
             let _ = reply.send(status(enforcer, now).map_err(ApiError::from));
+        }
+        Request::Alert(alert) => {
+            if let Err(e) = enforcer.handle_alert(&alert, profiles, now) {
+                error!(error = %e, scenario = %alert.scenario, source = %alert.source, "Cannot act on alert.");
+            }
+        }
+        Request::SaveOffsets(positions) => {
+            if let Err(e) = enforcer.store_mut().save_offsets(&positions) {
+                error!(error = %e, "Cannot save read positions.");
+            }
+        }
+        Request::Alerts(limit, scenario, source, reply) => {
+            let _ = reply.send(
+                enforcer
+                    .store()
+                    .alerts(limit, scenario.as_deref(), source.as_deref())
+                    .map_err(|e| ApiError::from(EnforcerError::from(e))),
+            );
+        }
+        Request::AlertById(id, reply) => {
+            let _ = reply.send(
+                enforcer
+                    .store()
+                    .alert(id)
+                    .map_err(|e| ApiError::from(EnforcerError::from(e))),
+            );
         }
         Request::Detach(iface, reply) => {
             let dir = enforcer.maps().dir().to_owned();
@@ -312,5 +400,6 @@ pub fn status_from(
         allowlist: store.allow_list()?.len() as u64,
         counters: counters.packets.into_iter().collect(),
         origins,
+        detection: crate::pipeline::DetectionStats::default(),
     })
 }

@@ -14,5 +14,7 @@ pub mod decisions;
 pub mod duration;
 pub mod enforcer;
 pub mod parsers;
+pub mod pipeline;
 pub mod prefix;
+pub mod replay;
 pub mod scenarios;

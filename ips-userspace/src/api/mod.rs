@@ -12,6 +12,8 @@
 //! | POST | `/v1/ips/allowlist` | [`AllowRequest`] | `{"removed_decisions":n}` |
 //! | DELETE | `/v1/ips/allowlist` | `?value=` | `{"deleted":bool}` |
 //! | POST | `/v1/ips/detach` | `{"iface":..}` | `{"detached":bool}` |
+//! | GET | `/v1/ips/alerts` | `?limit=&scenario=&source=` | `[StoredAlert]` |
+//! | GET | `/v1/ips/alerts/{id}` | | `StoredAlert` |
 use std::collections::BTreeMap;
 
 use axum::{
@@ -126,6 +128,9 @@ pub struct Status {
     pub counters: BTreeMap<String, u64>,
     /// Drops per origin.
     pub origins: Vec<OriginStatus>,
+    /// Detection pipeline counters (empty without `[[acquisition]]`).
+    #[serde(default)]
+    pub detection: crate::pipeline::DetectionStats,
 }
 
 /// Body of `POST /v1/ips/decisions`.
@@ -197,11 +202,49 @@ pub fn router(handle: Handle) -> Router {
             get(list_allow).post(add_allow).delete(delete_allow),
         )
         .route("/v1/ips/detach", post(detach))
+        .route("/v1/ips/alerts", get(list_alerts))
+        .route("/v1/ips/alerts/{id}", get(get_alert))
         .with_state(handle)
 }
 
 async fn status(State(h): State<Handle>) -> Result<Json<Status>, ApiError> {
-    h.call(Request::Status).await.map(Json)
+    let mut status = h.call(Request::Status).await?;
+    if let Ok(d) = h.detection.lock() {
+        status.detection = d.clone();
+    }
+    Ok(Json(status))
+}
+
+/// `?limit=&scenario=&source=`.
+#[derive(Debug, Default, Deserialize)]
+struct AlertQuery {
+    limit: Option<usize>,
+    scenario: Option<String>,
+    source: Option<String>,
+}
+
+async fn list_alerts(
+    State(h): State<Handle>,
+    Query(q): Query<AlertQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(50).min(10_000);
+    let alerts = h
+        .call(|r| Request::Alerts(limit, q.scenario, q.source, r))
+        .await?;
+    Ok(Json(alerts).into_response())
+}
+
+async fn get_alert(
+    State(h): State<Handle>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Result<Response, ApiError> {
+    match h.call(|r| Request::AlertById(id, r)).await? {
+        Some(a) => Ok(Json(a).into_response()),
+        None => Err(ApiError {
+            status: 404,
+            error: format!("no alert {id}"),
+        }),
+    }
 }
 
 async fn list_decisions(

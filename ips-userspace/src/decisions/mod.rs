@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::prefix::Prefix;
 
+pub mod profiles;
 pub mod sqlite;
 pub use sqlite::SqliteStore;
 
@@ -63,6 +64,37 @@ pub struct AllowEntry {
     pub source: String,
     /// Unix time in milliseconds.
     pub created_ms: i64,
+}
+
+/// An alert as stored, with what was decided about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAlert {
+    /// Row id (0 before it is stored).
+    pub id: i64,
+    /// Scenario name.
+    pub scenario: String,
+    /// The source address of the overflowing event.
+    pub source: String,
+    /// The bucket group (the address, or its /64).
+    pub group: String,
+    /// First event (Unix ms).
+    pub first_ms: i64,
+    /// Overflowing event (Unix ms).
+    pub last_ms: i64,
+    /// Events in the bucket.
+    pub events: u32,
+    /// `ban`, `simulated` or `allowlisted`.
+    pub outcome: String,
+    /// What was (or would have been) banned.
+    pub value: Option<String>,
+    /// For how long.
+    pub duration_ms: Option<i64>,
+    /// Why not banned, for allowlisted alerts.
+    pub reason: Option<String>,
+    /// Sample of the log lines.
+    pub evidence: Vec<String>,
+    /// Scenario labels.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What the kernel should hold for one value: the origin to attribute drops to, or nothing.
@@ -150,6 +182,28 @@ pub trait Store: Send {
     fn allow_delete(&mut self, value: &Prefix) -> Result<bool, StoreError>;
     /// The allowlist.
     fn allow_list(&self) -> Result<Vec<AllowEntry>, StoreError>;
+    /// The allowlist entry that covers `value`, if any.
+    fn allow_covering(&self, value: &Prefix) -> Option<Prefix>;
+    /// Stores an alert; returns its id.
+    fn add_alert(&mut self, alert: &StoredAlert) -> Result<i64, StoreError>;
+    /// The newest alerts first, optionally of one scenario or source.
+    fn alerts(
+        &self,
+        limit: usize,
+        scenario: Option<&str>,
+        source: Option<&str>,
+    ) -> Result<Vec<StoredAlert>, StoreError>;
+    /// One alert.
+    fn alert(&self, id: i64) -> Result<Option<StoredAlert>, StoreError>;
+    /// Bans of `value` decided since `since_ms` (for escalation).
+    fn previous_bans(&self, value: &str, since_ms: i64) -> Result<u32, StoreError>;
+    /// Saves where a followed file was read up to.
+    fn save_offsets(
+        &mut self,
+        positions: &[crate::acquisition::Position],
+    ) -> Result<(), StoreError>;
+    /// Saved read positions.
+    fn offsets(&self) -> Result<Vec<crate::acquisition::Position>, StoreError>;
     /// Records how an interface was attached, for `ips status` after a restart.
     fn set_interface(&mut self, name: &str, mode: Option<&str>) -> Result<(), StoreError>;
     /// Interfaces and their attach modes.

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     AllowEntry, Decision, Effective, NewDecision, ORIGIN_CROWD, ORIGIN_DETECTION, ORIGIN_MANUAL,
-    Store, StoreError,
+    Store, StoreError, StoredAlert,
 };
 use crate::prefix::Prefix;
 
@@ -34,6 +34,28 @@ CREATE TABLE IF NOT EXISTS allowlist (
     reason TEXT NOT NULL,
     source TEXT NOT NULL,
     created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    scenario TEXT NOT NULL,
+    source TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    value TEXT,
+    duration_ms INTEGER,
+    reason TEXT,
+    evidence TEXT NOT NULL,
+    labels TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_value ON alerts (value, last_ms);
+CREATE TABLE IF NOT EXISTS offsets (
+    path TEXT PRIMARY KEY,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    offset INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS interfaces (
     name TEXT PRIMARY KEY,
@@ -168,6 +190,40 @@ fn finish(rows: Vec<(Decision, String)>) -> Result<Vec<Decision>, StoreError> {
             Ok(d)
         })
         .collect()
+}
+
+const SELECT_ALERT: &str = "SELECT id, scenario, source, grp, first_ms, last_ms, events, \
+     outcome, value, duration_ms, reason, evidence, labels FROM alerts";
+
+fn row_to_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAlert> {
+    Ok(StoredAlert {
+        id: r.get(0)?,
+        scenario: r.get(1)?,
+        source: r.get(2)?,
+        group: r.get(3)?,
+        first_ms: r.get(4)?,
+        last_ms: r.get(5)?,
+        events: r.get(6)?,
+        outcome: r.get(7)?,
+        value: r.get(8)?,
+        duration_ms: r.get(9)?,
+        reason: r.get(10)?,
+        evidence: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
+        labels: serde_json::from_str(&r.get::<_, String>(12)?).unwrap_or_default(),
+    })
+}
+
+mod erased {
+    /// JSON text of a serializable value (for the TEXT columns).
+    pub trait Json {
+        fn json(&self) -> String;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_else(|_| "null".into())
+        }
+    }
 }
 
 const SELECT_DECISION: &str = "SELECT d.id, d.value, d.type, o.name, d.reason, d.created_ms, \
@@ -422,6 +478,106 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    fn allow_covering(&self, value: &Prefix) -> Option<Prefix> {
+        self.allowlisted_by(value)
+    }
+
+    fn add_alert(&mut self, a: &StoredAlert) -> Result<i64, StoreError> {
+        let json = |v: &dyn erased::Json| v.json();
+        self.conn.execute(
+            "INSERT INTO alerts (scenario, source, grp, first_ms, last_ms, events, outcome, value,
+                 duration_ms, reason, evidence, labels)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                a.scenario,
+                a.source,
+                a.group,
+                a.first_ms,
+                a.last_ms,
+                a.events,
+                a.outcome,
+                a.value,
+                a.duration_ms,
+                a.reason,
+                json(&a.evidence),
+                json(&a.labels),
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn alerts(
+        &self,
+        limit: usize,
+        scenario: Option<&str>,
+        source: Option<&str>,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "{SELECT_ALERT} WHERE (?1 IS NULL OR scenario = ?1) AND (?2 IS NULL OR source = ?2)
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = stmt
+            .query_map(params![scenario, source, limit as i64], row_to_alert)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn alert(&self, id: i64) -> Result<Option<StoredAlert>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(&format!("{SELECT_ALERT} WHERE id = ?1"), [id], row_to_alert)
+            .optional()?)
+    }
+
+    fn previous_bans(&self, value: &str, since_ms: i64) -> Result<u32, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM alerts WHERE value = ?1 AND outcome = 'ban' AND last_ms >= ?2",
+            params![value, since_ms],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn save_offsets(
+        &mut self,
+        positions: &[crate::acquisition::Position],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO offsets (path, dev, ino, offset) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, ino = excluded.ino,
+                     offset = excluded.offset",
+            )?;
+            for p in positions {
+                stmt.execute(params![
+                    p.path.to_string_lossy(),
+                    p.dev as i64,
+                    p.ino as i64,
+                    p.offset as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn offsets(&self) -> Result<Vec<crate::acquisition::Position>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, dev, ino, offset FROM offsets ORDER BY path")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(crate::acquisition::Position {
+                    path: std::path::PathBuf::from(r.get::<_, String>(0)?),
+                    dev: r.get::<_, i64>(1)? as u64,
+                    ino: r.get::<_, i64>(2)? as u64,
+                    offset: r.get::<_, i64>(3)? as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     fn set_interface(&mut self, name: &str, mode: Option<&str>) -> Result<(), StoreError> {
         match mode {
             Some(mode) => self.conn.execute(
@@ -540,6 +696,56 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.list(1, None).unwrap()[0].value, p("2001:db8::/64"));
         assert_eq!(s.allow_list().unwrap()[0].source, "config");
+    }
+
+    #[test]
+    fn alerts_and_escalation_counts() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let mut a = StoredAlert {
+            id: 0,
+            scenario: "ssh-bf".into(),
+            source: "203.0.113.5".into(),
+            group: "203.0.113.5".into(),
+            first_ms: 1,
+            last_ms: 1000,
+            events: 6,
+            outcome: "ban".into(),
+            value: Some("203.0.113.5".into()),
+            duration_ms: Some(60_000),
+            reason: None,
+            evidence: vec!["line 1".into()],
+            labels: [("ban".to_owned(), "4h".to_owned())].into(),
+        };
+        let id = s.add_alert(&a).unwrap();
+        a.last_ms = 5000;
+        s.add_alert(&a).unwrap();
+        a.outcome = "simulated".into();
+        s.add_alert(&a).unwrap();
+        assert_eq!(s.previous_bans("203.0.113.5", 0).unwrap(), 2);
+        assert_eq!(s.previous_bans("203.0.113.5", 2000).unwrap(), 1);
+        let got = s.alert(id).unwrap().unwrap();
+        assert_eq!(got.evidence, vec!["line 1"]);
+        assert_eq!(got.labels["ban"], "4h");
+        assert_eq!(s.alerts(10, Some("ssh-bf"), None).unwrap().len(), 3);
+        assert_eq!(s.alerts(10, None, Some("192.0.2.1")).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn offsets_round_trip() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let p = crate::acquisition::Position {
+            path: "/var/log/auth.log".into(),
+            dev: 1,
+            ino: 2,
+            offset: 3,
+        };
+        s.save_offsets(&[p.clone()]).unwrap();
+        s.save_offsets(&[crate::acquisition::Position {
+            offset: 9,
+            ..p.clone()
+        }])
+        .unwrap();
+        assert_eq!(s.offsets().unwrap()[0].offset, 9);
     }
 
     #[test]

@@ -10,8 +10,12 @@ use std::{collections::HashMap, path::PathBuf, time::Instant};
 use tracing::{debug, info};
 
 use crate::{
-    decisions::{AllowEntry, Decision, NewDecision, Store, StoreError},
+    decisions::{
+        AllowEntry, Decision, NewDecision, ORIGIN_DETECTION, Store, StoreError, StoredAlert,
+        profiles::{Outcome, Profiles},
+    },
     prefix::Prefix,
+    scenarios::Alert,
 };
 
 pub mod loader;
@@ -279,6 +283,72 @@ impl Enforcer {
             "Expired decisions."
         );
         Ok(expired.len())
+    }
+
+    /// Runs an alert through the profiles: bans (store, then kernel), or records it as simulated
+    /// or allowlisted. The alert is stored with what was decided.
+    pub fn handle_alert(
+        &mut self,
+        alert: &Alert,
+        profiles: &Profiles,
+        now_ms: i64,
+    ) -> Result<StoredAlert, EnforcerError> {
+        let value = profiles.value_for(alert.source);
+        let window = profiles.config().escalation_window.as_millis() as i64;
+        let previous = self
+            .store
+            .previous_bans(&value.to_string(), now_ms.saturating_sub(window))?;
+        let allow = self.store.allow_covering(&Prefix::host(alert.source));
+        let scenario_ban = alert
+            .labels
+            .get("ban")
+            .and_then(|d| crate::duration::parse(d).ok());
+        let outcome = profiles.decide(alert, scenario_ban, previous, allow);
+        let mut stored = StoredAlert {
+            id: 0,
+            scenario: alert.scenario.clone(),
+            source: alert.source.to_string(),
+            group: alert.group.to_string(),
+            first_ms: alert.first_ms,
+            last_ms: alert.last_ms,
+            events: alert.events,
+            outcome: String::new(),
+            value: None,
+            duration_ms: None,
+            reason: None,
+            evidence: alert.evidence.clone(),
+            labels: alert.labels.clone(),
+        };
+        match outcome {
+            Outcome::Ban { value, duration_ms } => {
+                self.add(
+                    &[NewDecision {
+                        value,
+                        origin: ORIGIN_DETECTION.to_owned(),
+                        reason: alert.scenario.clone(),
+                        duration_ms,
+                    }],
+                    now_ms,
+                )?;
+                info!(%value, scenario = %alert.scenario, duration_ms, previous, "Banned by detection.");
+                stored.outcome = "ban".into();
+                stored.value = Some(value.to_string());
+                stored.duration_ms = Some(duration_ms);
+            }
+            Outcome::Simulated { value, duration_ms } => {
+                info!(%value, scenario = %alert.scenario, "Alert in simulation: not banned.");
+                stored.outcome = "simulated".into();
+                stored.value = Some(value.to_string());
+                stored.duration_ms = Some(duration_ms);
+            }
+            Outcome::Allowlisted { reason } => {
+                info!(source = %alert.source, scenario = %alert.scenario, %reason, "Alert on an allowlisted source: not banned.");
+                stored.outcome = "allowlisted".into();
+                stored.reason = Some(reason);
+            }
+        }
+        stored.id = self.store.add_alert(&stored)?;
+        Ok(stored)
     }
 
     /// Adds an allowlist entry; decisions inside it are removed from store and kernel.

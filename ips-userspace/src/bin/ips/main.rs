@@ -4,11 +4,13 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use ips::config::{self, Config};
 
+mod alerts;
 mod allow;
 mod config_cmd;
 mod decisions;
 mod detach;
 mod output;
+mod replay;
 mod run;
 mod status;
 
@@ -49,6 +51,13 @@ enum Command {
     Status,
     /// Remove the XDP program from an interface (and the pins when none is left).
     Detach(detach::Args),
+    /// Alerts raised by the detection scenarios.
+    #[command(subcommand)]
+    Alerts(alerts::Command),
+    /// Run the detection pipeline offline on a log file and print what it would ban.
+    Replay(replay::ReplayArgs),
+    /// Show how one log line parses and which scenarios it feeds.
+    Explain(replay::ExplainArgs),
     /// Check the config file.
     #[command(subcommand)]
     Config(config_cmd::Command),
@@ -93,6 +102,9 @@ fn main() {
             Command::Allow(c) => allow::exec(c, &ctx),
             Command::Status => status::exec(&ctx),
             Command::Detach(args) => detach::exec(args, &ctx),
+            Command::Alerts(c) => alerts::exec(c, &ctx),
+            Command::Replay(args) => replay::replay(args, &ctx),
+            Command::Explain(args) => replay::explain(args, &ctx),
             Command::Config(_) => Ok(()),
         }
     })();

@@ -1,0 +1,106 @@
+//! `ips alerts list|inspect`.
+use ips::decisions::StoredAlert;
+
+use crate::{Ctx, Format, output};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Newest alerts first.
+    List {
+        /// Only this scenario.
+        #[arg(long)]
+        scenario: Option<String>,
+        /// Only this source address.
+        #[arg(long)]
+        source: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One alert with its evidence.
+    Inspect {
+        /// Alert id.
+        id: i64,
+    },
+}
+
+pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
+    let client = ctx.client();
+    match cmd {
+        Command::List {
+            scenario,
+            source,
+            limit,
+        } => {
+            let mut path = format!("/v1/ips/alerts?limit={limit}");
+            if let Some(s) = scenario {
+                path += &format!("&scenario={}", ips::api::client::encode(&s));
+            }
+            if let Some(s) = source {
+                path += &format!("&source={}", ips::api::client::encode(&s));
+            }
+            let list: Vec<StoredAlert> = client.get(&path)?;
+            let rows = list
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.id.to_string(),
+                        output::time(a.last_ms),
+                        a.scenario.clone(),
+                        a.source.clone(),
+                        a.events.to_string(),
+                        a.outcome.clone(),
+                        a.value.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            output::print(
+                ctx.format,
+                &list,
+                &[
+                    "ID",
+                    "TIME (UTC)",
+                    "SCENARIO",
+                    "SOURCE",
+                    "EVENTS",
+                    "OUTCOME",
+                    "VALUE",
+                ],
+                rows,
+            )
+        }
+        Command::Inspect { id } => {
+            let a: StoredAlert = client.get(&format!("/v1/ips/alerts/{id}"))?;
+            if ctx.format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+                return Ok(());
+            }
+            println!("alert {}: {} from {}", a.id, a.scenario, a.source);
+            println!("  group:    {}", a.group);
+            println!("  first:    {} UTC", output::time(a.first_ms));
+            println!("  last:     {} UTC", output::time(a.last_ms));
+            println!("  events:   {}", a.events);
+            println!("  outcome:  {}", a.outcome);
+            if let Some(v) = &a.value {
+                println!("  value:    {v}");
+            }
+            if let Some(d) = a.duration_ms {
+                println!(
+                    "  duration: {}",
+                    ips::duration::format(std::time::Duration::from_millis(d.max(0) as u64))
+                );
+            }
+            if let Some(r) = &a.reason {
+                println!("  reason:   {r}");
+            }
+            for (k, v) in &a.labels {
+                println!("  label:    {k} = {v}");
+            }
+            println!("  evidence:");
+            for l in &a.evidence {
+                println!("    {l}");
+            }
+            Ok(())
+        }
+    }
+}

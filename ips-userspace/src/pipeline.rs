@@ -1,0 +1,201 @@
+//! The detection pipeline of a running daemon: sources -> parsers -> scenario engine, on one
+//! thread fed by the acquisition threads; each alert goes to the enforcer thread, which runs
+//! the profiles and bans. Live mode stamps events with the wall clock.
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::{
+    acquisition::{self, CHANNEL_CHUNKS, Chunk, Position, SourceConfig, Stop, file::FileSource},
+    daemon::{Request, now_ms},
+    parsers::{self, Clock},
+    scenarios::Engine,
+};
+
+/// Line counts of one source.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStats {
+    /// What the source reads.
+    pub name: String,
+    /// Lines read.
+    pub lines: u64,
+    /// Lines that gave an event.
+    pub events: u64,
+    /// Lines that gave none, by reason.
+    pub skipped: BTreeMap<String, u64>,
+}
+
+/// Counters of the pipeline, for `ips status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectionStats {
+    /// Per source.
+    pub sources: Vec<SourceStats>,
+    /// Alerts raised.
+    pub alerts: u64,
+    /// Buckets in memory.
+    pub buckets: u64,
+    /// Buckets evicted to stay within `detection.max_buckets`.
+    pub evicted: u64,
+}
+
+/// How often read positions are saved while lines flow.
+const SAVE_EVERY: Duration = Duration::from_millis(200);
+
+fn source_name(s: &SourceConfig) -> String {
+    match s {
+        SourceConfig::File { paths, .. } => paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        SourceConfig::Journald { args, .. } => format!("journald {}", args.join(" ")),
+        SourceConfig::Stdin { .. } => "stdin".into(),
+    }
+}
+
+/// Starts the sources and the pipeline thread. It ends after `stop`, having saved the read
+/// positions of every line it processed.
+pub fn spawn(
+    sources: Vec<SourceConfig>,
+    mut engine: Engine,
+    saved: Vec<Position>,
+    to_enforcer: mpsc::Sender<Request>,
+    stop: Stop,
+    stats: Arc<Mutex<DetectionStats>>,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    let (tx, rx) = mpsc::sync_channel::<Chunk>(CHANNEL_CHUNKS);
+    let saved: HashMap<PathBuf, Position> =
+        saved.into_iter().map(|p| (p.path.clone(), p)).collect();
+    if let Ok(mut s) = stats.lock() {
+        s.sources = sources
+            .iter()
+            .map(|c| SourceStats {
+                name: source_name(c),
+                ..SourceStats::default()
+            })
+            .collect();
+    }
+    for (i, source) in sources.iter().enumerate() {
+        let (tx, stop) = (tx.clone(), stop.clone());
+        let builder = thread::Builder::new().name(format!("ips-source-{i}"));
+        match source.clone() {
+            SourceConfig::File {
+                paths,
+                from_beginning,
+                ..
+            } => {
+                let fs = FileSource {
+                    source: i,
+                    patterns: paths,
+                    from_beginning,
+                    saved: saved.clone(),
+                };
+                builder.spawn(move || fs.run(tx, stop))?;
+            }
+            SourceConfig::Journald { args, .. } => {
+                builder.spawn(move || acquisition::journal::run(i, args, tx, stop))?;
+            }
+            SourceConfig::Stdin { .. } => {
+                builder.spawn(move || acquisition::run_stdin(i, tx, stop))?;
+            }
+        }
+    }
+    drop(tx);
+    let types: Vec<_> = sources.iter().map(SourceConfig::log_type).collect();
+    thread::Builder::new()
+        .name("ips-detection".into())
+        .spawn(move || {
+            let mut alerts = Vec::new();
+            let mut positions: HashMap<PathBuf, Position> = HashMap::new();
+            let mut last_save = Instant::now();
+            let mut local: Vec<SourceStats> = vec![SourceStats::default(); types.len()];
+            let mut raised = 0u64;
+            let save = |positions: &mut HashMap<PathBuf, Position>| {
+                if !positions.is_empty() {
+                    let batch: Vec<Position> = positions.drain().map(|(_, p)| p).collect();
+                    let _ = to_enforcer.send(Request::SaveOffsets(batch));
+                }
+            };
+            loop {
+                let chunk = match rx.recv_timeout(Duration::from_millis(250)) {
+                    Ok(c) => Some(c),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                let now = now_ms();
+                if let Some(chunk) = chunk {
+                    let clock = Clock::utc(now);
+                    let kind = types.get(chunk.source).copied().unwrap_or_default();
+                    let last = local.len() - 1;
+                    let st = &mut local[chunk.source.min(last)];
+                    for line in chunk.text.lines() {
+                        st.lines += 1;
+                        match parsers::parse(kind, line, &clock) {
+                            Ok(mut e) => {
+                                st.events += 1;
+                                e.time_ms = now;
+                                engine.pour(&e, line, &mut alerts);
+                            }
+                            Err(skip) => {
+                                *st.skipped.entry(skip.name().to_owned()).or_default() += 1;
+                            }
+                        }
+                    }
+                    if let Some(p) = chunk.position {
+                        positions.insert(p.path.clone(), p);
+                    }
+                } else {
+                    engine.tick(now, &mut alerts);
+                }
+                for a in alerts.drain(..) {
+                    raised += 1;
+                    if to_enforcer.send(Request::Alert(a)).is_err() {
+                        warn!("The enforcer has stopped; dropping alert.");
+                    }
+                }
+                if last_save.elapsed() >= SAVE_EVERY || stop.stopped() {
+                    save(&mut positions);
+                    last_save = Instant::now();
+                    if let Ok(mut s) = stats.lock() {
+                        for (dst, src) in s.sources.iter_mut().zip(&local) {
+                            dst.lines = src.lines;
+                            dst.events = src.events;
+                            dst.skipped = src.skipped.clone();
+                        }
+                        s.alerts = raised;
+                        s.buckets = engine.buckets() as u64;
+                        s.evicted = engine.stats().evicted;
+                    }
+                }
+                if stop.stopped() {
+                    // Take what is already queued, then stop.
+                    while let Ok(c) = rx.try_recv() {
+                        let clock = Clock::utc(now);
+                        let kind = types.get(c.source).copied().unwrap_or_default();
+                        for line in c.text.lines() {
+                            if let Ok(mut e) = parsers::parse(kind, line, &clock) {
+                                e.time_ms = now;
+                                engine.pour(&e, line, &mut alerts);
+                            }
+                        }
+                        if let Some(p) = c.position {
+                            positions.insert(p.path.clone(), p);
+                        }
+                    }
+                    for a in alerts.drain(..) {
+                        let _ = to_enforcer.send(Request::Alert(a));
+                    }
+                    save(&mut positions);
+                    break;
+                }
+            }
+            save(&mut positions);
+        })
+}
