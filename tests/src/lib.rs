@@ -376,6 +376,15 @@ impl Lab {
         (tx, rx)
     }
 
+    /// Like [`Lab::exchange`] with a short wait, for polling loops.
+    pub fn exchange_quick(&self, frames: &[Vec<u8>]) -> Vec<u32> {
+        let (tx, rx) = self.sockets();
+        for f in frames {
+            tx.send(f);
+        }
+        rx.received_ids(Duration::from_millis(60))
+    }
+
     /// Sends each frame once and returns the ids that made it through XDP.
     pub fn exchange(&self, frames: &[Vec<u8>]) -> Vec<u32> {
         let (tx, rx) = self.sockets();
