@@ -2,6 +2,7 @@
 //! and its validation into [`Scenario`], the form the engine runs.
 use std::{collections::BTreeMap, time::Duration};
 
+use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
 
 use crate::parsers::{Event, Kind, Service};
@@ -120,8 +121,8 @@ pub struct Scenario {
     service: Option<Service>,
     kinds: Vec<Kind>,
     status: Vec<u16>,
-    path_contains: Vec<String>,
-    user_agent_contains: Vec<String>,
+    path_contains: Option<AhoCorasick>,
+    user_agent_contains: Option<AhoCorasick>,
     ports: Vec<u16>,
     /// Grouping.
     pub groupby: GroupBy,
@@ -181,17 +182,13 @@ impl Scenario {
         if !self.ports.is_empty() && !e.port.is_some_and(|p| self.ports.contains(&p)) {
             return false;
         }
-        if !self.path_contains.is_empty()
-            && !e
-                .path
-                .is_some_and(|p| contains_any_ci(p, &self.path_contains))
+        if let Some(ac) = &self.path_contains
+            && !e.path.is_some_and(|p| ac.is_match(p))
         {
             return false;
         }
-        if !self.user_agent_contains.is_empty()
-            && !e
-                .user_agent
-                .is_some_and(|u| contains_any_ci(u, &self.user_agent_contains))
+        if let Some(ac) = &self.user_agent_contains
+            && !e.user_agent.is_some_and(|u| ac.is_match(u))
         {
             return false;
         }
@@ -206,15 +203,23 @@ impl Scenario {
     }
 }
 
-/// Case-insensitive substring test against lowercase needles, without allocating.
-fn contains_any_ci(hay: &str, needles: &[String]) -> bool {
-    let h = hay.as_bytes();
-    needles.iter().any(|n| {
-        let n = n.as_bytes();
-        n.len() <= h.len()
-            && h.windows(n.len())
-                .any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
-    })
+/// One automaton for a list of substrings, matched case-insensitively in a single pass.
+fn substrings(
+    name: &str,
+    field: &str,
+    needles: &[String],
+) -> Result<Option<AhoCorasick>, ScenarioError> {
+    if needles.is_empty() {
+        return Ok(None);
+    }
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(needles)
+        .map(Some)
+        .map_err(|e| ScenarioError::Invalid {
+            name: name.to_owned(),
+            message: format!("{field}: {e}"),
+        })
 }
 
 /// Parses and validates a scenario file.
@@ -300,7 +305,6 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
         if let Some(ban) = r.labels.get("ban") {
             crate::duration::parse(ban).map_err(|e| invalid(format!("labels.ban: {e}")))?;
         }
-        let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect();
         out.push(Scenario {
             name: r.name.clone(),
             description: r.description.clone(),
@@ -308,8 +312,12 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
             service,
             kinds,
             status: r.filter.status.clone(),
-            path_contains: lower(&r.filter.path_contains),
-            user_agent_contains: lower(&r.filter.user_agent_contains),
+            path_contains: substrings(&r.name, "filter.path_contains", &r.filter.path_contains)?,
+            user_agent_contains: substrings(
+                &r.name,
+                "filter.user_agent_contains",
+                &r.filter.user_agent_contains,
+            )?,
             ports: r.filter.port.clone(),
             groupby,
             distinct,
@@ -371,7 +379,8 @@ mod tests {
 
     #[test]
     fn case_insensitive_contains() {
-        assert!(contains_any_ci("Mozilla SQLMap/1.0", &["sqlmap".into()]));
-        assert!(!contains_any_ci("curl", &["sqlmap".into()]));
+        let ac = substrings("x", "f", &["sqlmap".into()]).unwrap().unwrap();
+        assert!(ac.is_match("Mozilla SQLMap/1.0"));
+        assert!(!ac.is_match("curl"));
     }
 }
