@@ -154,6 +154,38 @@ impl PacketSocket {
         }
     }
 
+    /// Waits up to `wait` for the frame with test id `id`; returns as soon as it is seen.
+    pub fn saw(&self, id: u32, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut buf = vec![0u8; 65_536];
+        while Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
+            if ready <= 0 {
+                continue;
+            }
+            // SAFETY: valid buffer.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 && packet::find_id(&buf[..n as usize]) == Some(id) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Throws away whatever is queued.
     pub fn drain(&self) {
         let _ = self.received_ids(Duration::from_millis(50));

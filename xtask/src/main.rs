@@ -191,5 +191,14 @@ fn bench() -> Result<()> {
     cargo(
         &["bench", "-p", "ips-userspace", "--bench", "enforcement"],
         &[("IPS_BIN", bin)],
+    )?;
+    cargo(
+        &["bench", "-p", "ips-userspace", "--bench", "detection"],
+        &[],
+    )?;
+    // The latency bench drives the debug-free release daemon through the test lab.
+    cargo(
+        &["bench", "-p", "ips-tests", "--bench", "latency"],
+        &[("IPS_BIN", bin)],
     )
 }

@@ -739,7 +739,7 @@ mod tests {
             ino: 2,
             offset: 3,
         };
-        s.save_offsets(&[p.clone()]).unwrap();
+        s.save_offsets(std::slice::from_ref(&p)).unwrap();
         s.save_offsets(&[crate::acquisition::Position {
             offset: 9,
             ..p.clone()
