@@ -1,6 +1,9 @@
 //! Detection end to end: lines appended to a followed log file make the real daemon ban their
 //! source, and packets from it are dropped by the real XDP program on a veth pair.
-#![expect(clippy::unwrap_used, reason = "test helpers fail the test by panicking")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking"
+)]
 use std::{
     io::Write,
     path::Path,
