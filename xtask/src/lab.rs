@@ -67,6 +67,7 @@ impl Lab {
 
     fn create(&self) -> Result<()> {
         std::fs::create_dir_all(&self.dir)?;
+        std::fs::write(self.auth_log(), "")?;
         sh(&["ip", "netns", "add", &self.a])?;
         sh(&["ip", "netns", "add", &self.b])?;
         sh(&[
@@ -118,6 +119,9 @@ impl Lab {
         ])?;
         sh(&["ip", "-n", a, "route", "add", "203.0.113.0/24", "dev", ai])?;
         sh(&["ip", "-n", a, "route", "add", "192.0.2.0/24", "dev", ai])?;
+        // The source the detection demo catches brute-forcing SSH.
+        sh(&["ip", "-n", b, "addr", "add", "198.51.100.99/32", "dev", bi])?;
+        sh(&["ip", "-n", a, "route", "add", "198.51.100.0/24", "dev", ai])?;
         sh(&["ip", "-n", a, "route", "add", "2001:db8::/32", "dev", ai])?;
         // A static neighbour entry: otherwise the neighbour solicitation for fd78::1 may leave
         // from the banned source address, be dropped, and starve the clean flow too.
@@ -135,13 +139,19 @@ impl Lab {
         std::fs::write(
             self.dir.join("ips.toml"),
             format!(
-                "[store]\npath = \"{}\"\n[enforcer]\ninterfaces = [\"{}\"]\npin_dir = \"{}\"\n",
+                "[store]\npath = \"{}\"\n[enforcer]\ninterfaces = [\"{}\"]\npin_dir = \"{}\"\n\
+                 [[acquisition]]\ntype = \"file\"\npaths = [\"{}\"]\nlog_type = \"sshd\"\n",
                 self.dir.join("ips.db").display(),
                 self.a_if,
-                self.pin_dir.display()
+                self.pin_dir.display(),
+                self.auth_log().display()
             ),
         )?;
         Ok(())
+    }
+
+    fn auth_log(&self) -> PathBuf {
+        self.dir.join("auth.log")
     }
 
     fn ips_cmd(&self) -> Command {
@@ -242,7 +252,13 @@ fn traffic(lab: &Lab, count: usize) -> Result<Vec<(String, usize, usize)>> {
         }
         Ok(vec![v4, v6])
     })??;
-    let sources = ["203.0.113.7", "192.0.2.10", "2001:db8:bad::7", "fd78::2"];
+    let sources = [
+        "203.0.113.7",
+        "192.0.2.10",
+        "2001:db8:bad::7",
+        "fd78::2",
+        "198.51.100.99",
+    ];
     in_netns(&lab.b, move || -> std::io::Result<()> {
         for src in sources {
             let v6 = src.contains(':');
@@ -314,6 +330,30 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
     for (src, sent, got) in rows {
         let note = if got == 0 { "dropped at XDP" } else { "passed" };
         println!("{src:<18} {sent:>5} {got:>9}  {note}");
+    }
+    println!();
+    // Detection: an SSH brute force from 198.51.100.99 lands in the followed auth.log.
+    println!(
+        "detection: writing 6 failed SSH logins from 198.51.100.99 to {}",
+        lab.auth_log().display()
+    );
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(lab.auth_log())?;
+        for i in 0..6 {
+            writeln!(
+                f,
+                "Nov 27 10:00:0{i} lab sshd[4242]: Failed password for root from 198.51.100.99 port 5{i}000 ssh2"
+            )?;
+        }
+    }
+    thread::sleep(Duration::from_millis(300));
+    print!("{}", lab.ips(&["alerts", "list"])?);
+    let after = traffic(&lab, 20)?;
+    if let Some((src, sent, got)) = after.iter().find(|(s, _, _)| s == "198.51.100.99") {
+        println!("after the alert: {src} sent {sent}, received {got}");
     }
     println!();
     print!("{}", lab.ips(&["status"])?);
