@@ -48,26 +48,52 @@ pub struct EngineStats {
     pub evicted: u64,
 }
 
+/// A bucket's key: 16 bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
-    group: [u64; 2],
+    /// IPv4: the address (upper half zero). IPv6: the /64 (upper 64 bits). IPv6 sources in
+    /// `::/32` (reserved, unroutable) would share IPv4 groups.
+    group: u64,
     /// Scenario index in the low 16 bits; a user-name hash above for `source+user`.
-    tag: u64,
+    tag: u32,
 }
 
-/// Rarely needed parts of a bucket, allocated on demand.
+/// Rarely needed parts of a bucket, kept aside and only for buckets that need them.
 #[derive(Default)]
 struct Extra {
-    distinct: Vec<u64>,
+    distinct: Vec<u32>,
     evidence: Vec<Box<str>>,
 }
 
+/// A bucket: 24 bytes, so a million sources in three scenarios stay within budget.
 struct Bucket {
+    last_ms: i64,
     level: f32,
     count: u32,
-    first_ms: i64,
-    last_ms: i64,
-    extra: Option<Box<Extra>>,
+    /// `last_ms - first_ms`, saturating.
+    span_ms: u32,
+    /// The first distinct value's hash (0: none yet); later ones go to [`Extra`].
+    distinct0: u32,
+}
+
+impl Bucket {
+    fn first_ms(&self) -> i64 {
+        self.last_ms - i64::from(self.span_ms)
+    }
+
+    fn touch(&mut self, now: i64) {
+        let first = self.first_ms();
+        self.last_ms = self.last_ms.max(now);
+        self.span_ms = u32::try_from(self.last_ms - first).unwrap_or(u32::MAX);
+    }
+
+    fn restart(&mut self, now: i64) {
+        self.last_ms = now;
+        self.span_ms = 0;
+        self.count = 0;
+        self.level = 0.0;
+        self.distinct0 = 0;
+    }
 }
 
 /// FNV-1a: a cheap hash for distinct values and user names.
@@ -80,18 +106,33 @@ fn fnv(bytes: &[u8]) -> u64 {
     h
 }
 
+/// A 32-bit distinct-value hash, never 0 (0 means "none").
+fn distinct_hash(bytes: &[u8]) -> u32 {
+    let h = fnv(bytes);
+    ((h ^ (h >> 32)) as u32).max(1)
+}
+
 /// The bucket group of an address: itself for IPv4, its /64 for IPv6.
-fn group_of(addr: IpAddr) -> ([u64; 2], Prefix) {
+fn group_of(addr: IpAddr) -> (u64, Prefix) {
     match addr {
-        IpAddr::V4(a) => ([0, u64::from(u32::from(a))], Prefix::host(addr)),
+        IpAddr::V4(a) => (u64::from(u32::from(a)), Prefix::host(addr)),
         IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => ([0, u64::from(u32::from(v4))], Prefix::host(IpAddr::V4(v4))),
+            Some(v4) => (u64::from(u32::from(v4)), Prefix::host(IpAddr::V4(v4))),
             None => {
                 let hi = (u128::from(a) >> 64) as u64;
                 let p = Prefix::new(addr, 64).unwrap_or_else(|_| Prefix::host(addr));
-                ([hi, u64::MAX], p)
+                (hi, p)
             }
         },
+    }
+}
+
+/// The first address of a group.
+fn group_addr(group: u64) -> IpAddr {
+    if group >> 32 == 0 {
+        IpAddr::from(std::net::Ipv4Addr::from(group as u32))
+    } else {
+        IpAddr::from(std::net::Ipv6Addr::from(u128::from(group) << 64))
     }
 }
 
@@ -99,6 +140,7 @@ fn group_of(addr: IpAddr) -> ([u64; 2], Prefix) {
 pub struct Engine {
     scenarios: Vec<Scenario>,
     buckets: HashMap<Key, Bucket>,
+    extras: HashMap<Key, Box<Extra>>,
     blackholes: HashMap<Key, i64>,
     max_buckets: usize,
     stats: EngineStats,
@@ -110,6 +152,7 @@ impl Engine {
         Self {
             scenarios,
             buckets: HashMap::new(),
+            extras: HashMap::new(),
             blackholes: HashMap::new(),
             max_buckets: max_buckets.max(16),
             stats: EngineStats::default(),
@@ -142,9 +185,9 @@ impl Engine {
                 continue;
             }
             matched = true;
-            let mut tag = i as u64;
+            let mut tag = i as u32;
             if s.groupby == GroupBy::SourceUser {
-                tag |= fnv(e.user.unwrap_or("").as_bytes()) << 16;
+                tag |= (fnv(e.user.unwrap_or("").as_bytes()) as u32) << 16;
             }
             let key = Key { group, tag };
             if let Some(until) = self.blackholes.get(&key) {
@@ -155,13 +198,14 @@ impl Engine {
                 self.blackholes.remove(&key);
             }
             let distinct = s.distinct.map(|d| match d {
-                Distinct::User => fnv(e.user.unwrap_or("").as_bytes()),
-                Distinct::Path => fnv(e.path.unwrap_or("").as_bytes()),
-                Distinct::Port => u64::from(e.port.unwrap_or(0)),
+                Distinct::User => distinct_hash(e.user.unwrap_or("").as_bytes()),
+                Distinct::Path => distinct_hash(e.path.unwrap_or("").as_bytes()),
+                Distinct::Port => u32::from(e.port.unwrap_or(0)).max(1) | 0x8000_0000,
             });
             if self.buckets.len() >= self.max_buckets && !self.buckets.contains_key(&key) {
                 Self::evict(
                     &mut self.buckets,
+                    &mut self.extras,
                     &self.scenarios,
                     now,
                     self.max_buckets,
@@ -169,11 +213,11 @@ impl Engine {
                 );
             }
             let b = self.buckets.entry(key).or_insert(Bucket {
+                last_ms: now,
                 level: 0.0,
                 count: 0,
-                first_ms: now,
-                last_ms: now,
-                extra: None,
+                span_ms: 0,
+                distinct0: 0,
             });
             // Leak what has leaked since the last event.
             if s.bucket == BucketType::Leaky {
@@ -182,31 +226,31 @@ impl Engine {
                 b.level = (b.level - leaked).max(0.0);
                 if b.level == 0.0 && b.count > 0 {
                     // Empty again: a new burst starts.
-                    b.first_ms = now;
-                    b.count = 0;
-                    if let Some(x) = b.extra.as_mut() {
-                        x.distinct.clear();
-                        x.evidence.clear();
-                    }
+                    b.restart(now);
+                    self.extras.remove(&key);
                 }
-            } else if s.bucket == BucketType::Counter && now - b.first_ms >= s.leak_ms {
-                b.first_ms = now;
-                b.count = 0;
-                b.level = 0.0;
-                b.extra = None;
+            } else if s.bucket == BucketType::Counter && now - b.first_ms() >= s.leak_ms {
+                b.restart(now);
+                self.extras.remove(&key);
             }
-            b.last_ms = b.last_ms.max(now);
+            b.touch(now);
             if let Some(v) = distinct {
-                let x = b.extra.get_or_insert_with(Box::default);
-                if x.distinct.contains(&v) {
+                if b.distinct0 == 0 {
+                    b.distinct0 = v;
+                } else if b.distinct0 == v {
                     continue;
+                } else {
+                    let x = self.extras.entry(key).or_default();
+                    if x.distinct.contains(&v) {
+                        continue;
+                    }
+                    x.distinct.push(v);
                 }
-                x.distinct.push(v);
             }
             b.count += 1;
             b.level += 1.0;
             if b.count >= 2 || s.bucket == BucketType::Trigger {
-                let x = b.extra.get_or_insert_with(Box::default);
+                let x = self.extras.entry(key).or_default();
                 if x.evidence.len() < EVIDENCE {
                     x.evidence.push(line.into());
                 }
@@ -217,22 +261,24 @@ impl Engine {
                 BucketType::Counter => false,
             };
             if overflow {
-                let b = self.buckets.remove(&key);
-                if let Some(b) = b {
-                    out.push(Alert {
-                        scenario: s.name.clone(),
-                        source: e.source,
-                        group: group_prefix,
-                        first_ms: b.first_ms,
-                        last_ms: now,
-                        events: b.count,
-                        evidence: b
-                            .extra
-                            .map(|x| x.evidence.into_iter().map(String::from).collect())
-                            .unwrap_or_default(),
-                        labels: s.labels.clone(),
-                    });
-                }
+                let first_ms = b.first_ms();
+                let count = b.count;
+                self.buckets.remove(&key);
+                let evidence = self
+                    .extras
+                    .remove(&key)
+                    .map(|x| x.evidence.into_iter().map(String::from).collect())
+                    .unwrap_or_default();
+                out.push(Alert {
+                    scenario: s.name.clone(),
+                    source: e.source,
+                    group: group_prefix,
+                    first_ms,
+                    last_ms: now,
+                    events: count,
+                    evidence,
+                    labels: s.labels.clone(),
+                });
                 self.stats.overflows += 1;
                 if s.blackhole_ms > 0 {
                     self.blackholes.insert(key, now + s.blackhole_ms);
@@ -252,9 +298,9 @@ impl Engine {
         self.buckets.retain(|k, b| {
             let s = &scenarios[(k.tag & 0xffff) as usize];
             match s.bucket {
-                BucketType::Counter if now_ms - b.first_ms >= s.leak_ms => {
+                BucketType::Counter if now_ms - b.first_ms() >= s.leak_ms => {
                     if b.count > s.capacity {
-                        done.push((*k, b.first_ms, b.last_ms, b.count));
+                        done.push((*k, b.first_ms(), b.last_ms, b.count));
                     }
                     false
                 }
@@ -267,11 +313,7 @@ impl Engine {
         });
         for (k, first_ms, last_ms, count) in done {
             let s = &self.scenarios[(k.tag & 0xffff) as usize];
-            let addr = if k.group[1] == u64::MAX {
-                IpAddr::from(std::net::Ipv6Addr::from(u128::from(k.group[0]) << 64))
-            } else {
-                IpAddr::from(std::net::Ipv4Addr::from(k.group[1] as u32))
-            };
+            let addr = group_addr(k.group);
             let (_, group) = group_of(addr);
             self.stats.overflows += 1;
             out.push(Alert {
@@ -285,12 +327,15 @@ impl Engine {
                 labels: s.labels.clone(),
             });
         }
+        let buckets = &self.buckets;
+        self.extras.retain(|k, _| buckets.contains_key(k));
         self.blackholes.retain(|_, until| *until > now_ms);
     }
 
     /// Makes room: drops empty buckets, then the least recently fed quarter.
     fn evict(
         buckets: &mut HashMap<Key, Bucket>,
+        extras: &mut HashMap<Key, Box<Extra>>,
         scenarios: &[Scenario],
         now: i64,
         max: usize,
@@ -309,6 +354,7 @@ impl Engine {
             let threshold = *nth;
             buckets.retain(|_, b| b.last_ms > threshold);
         }
+        extras.retain(|k, _| buckets.contains_key(k));
         stats.evicted += (before - buckets.len()) as u64;
     }
 }
