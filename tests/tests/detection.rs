@@ -94,8 +94,11 @@ fn brute_force_in_a_followed_file_is_dropped_at_xdp() {
     let decisions = lab.ips_json(&["decisions", "list", "--value", "203.0.113.50"]);
     assert_eq!(decisions[0]["origin"], "detection");
     assert_eq!(decisions[0]["reason"], "ssh-bf");
-    let status = lab.ips_json(&["status"]);
-    assert_eq!(status["detection"]["sources"][0]["events"], 6);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while lab.ips_json(&["status"])["detection"]["sources"][0]["events"] != 6 {
+        assert!(Instant::now() < deadline, "events never counted");
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -135,6 +138,20 @@ fn restart_resumes_at_the_saved_offset() {
         "lines written while down were not read; daemon log:\n{}",
         lab.daemon_log()
     );
+    // Counters are published every 200 ms: wait for them, then check nothing was read twice.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut lines = 0;
+    while Instant::now() < deadline {
+        lines = lab.ips_json(&["status"])["detection"]["sources"][0]["lines"]
+            .as_u64()
+            .unwrap_or(0);
+        if lines >= 6 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_millis(500));
     let status = lab.ips_json(&["status"]);
+    assert_eq!(lines, 6);
     assert_eq!(status["detection"]["sources"][0]["lines"], 6, "{status}");
 }
