@@ -8,6 +8,7 @@
 
 pub mod acquisition;
 pub mod api;
+pub mod blocklists;
 pub mod config;
 pub mod daemon;
 pub mod decisions;

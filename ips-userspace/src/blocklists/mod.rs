@@ -1,0 +1,46 @@
+//! Blocklists: community lists turned into decisions. [`formats`] reads the common list formats
+//! (skipping bad entries with a counted reason), [`filter`] removes bogon, private and reserved
+//! ranges and allowlisted addresses so that a list can never lock out a private network, and
+//! [`aggregate`] merges contained and adjacent prefixes into the fewest that cover exactly the
+//! same addresses.
+pub mod aggregate;
+pub mod filter;
+pub mod formats;
+
+pub use aggregate::aggregate;
+pub use filter::{FilterReport, filter};
+pub use formats::{Format, Parsed, parse};
+
+use serde::{Deserialize, Serialize};
+
+use crate::prefix::Prefix;
+
+/// A list made ready for the kernel, with what was left out and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepared {
+    /// The format read.
+    pub format: Option<Format>,
+    /// Entries read.
+    pub read: u64,
+    /// Entries rejected by the parser, by reason.
+    pub rejected: std::collections::BTreeMap<String, u64>,
+    /// Entries (or parts) removed by the filter.
+    pub filtered: FilterReport,
+    /// The aggregated prefixes to ban.
+    pub prefixes: Vec<Prefix>,
+}
+
+/// Parse (format given or detected), filter and aggregate a list.
+pub fn prepare(text: &str, format: Option<Format>, allowlist: &[Prefix]) -> Prepared {
+    let format = format.unwrap_or_else(|| formats::detect(text));
+    let parsed = parse(text, format);
+    let read = parsed.entries.len() as u64;
+    let (kept, filtered) = filter(parsed.entries, allowlist);
+    Prepared {
+        format: Some(format),
+        read,
+        rejected: parsed.rejected,
+        filtered,
+        prefixes: aggregate(kept),
+    }
+}
