@@ -89,6 +89,14 @@ pub enum Request {
     ),
     /// One stored alert.
     AlertById(i64, Reply<Option<crate::decisions::StoredAlert>>),
+    /// Replace a blocklist's decisions: (name, text, format, duration ms).
+    Import(
+        String,
+        String,
+        Option<crate::blocklists::Format>,
+        i64,
+        Reply<crate::enforcer::ImportReport>,
+    ),
 }
 
 /// The handle API handlers use to reach the enforcer thread.
@@ -337,6 +345,13 @@ fn handle(
                     .store()
                     .alert(id)
                     .map_err(|e| ApiError::from(EnforcerError::from(e))),
+            );
+        }
+        Request::Import(name, text, format, duration_ms, reply) => {
+            let _ = reply.send(
+                enforcer
+                    .import_list(&name, &text, format, duration_ms, now)
+                    .map_err(ApiError::from),
             );
         }
         Request::Detach(iface, reply) => {

@@ -12,6 +12,7 @@
 //! | POST | `/v1/ips/allowlist` | [`AllowRequest`] | `{"removed_decisions":n}` |
 //! | DELETE | `/v1/ips/allowlist` | `?value=` | `{"deleted":bool}` |
 //! | POST | `/v1/ips/detach` | `{"iface":..}` | `{"detached":bool}` |
+//! | POST | `/v1/ips/blocklists/import` | [`ImportRequest`] | `ImportReport` |
 //! | GET | `/v1/ips/alerts` | `?limit=&scenario=&source=` | `[StoredAlert]` |
 //! | GET | `/v1/ips/alerts/{id}` | | `StoredAlert` |
 use std::collections::BTreeMap;
@@ -202,6 +203,10 @@ pub fn router(handle: Handle) -> Router {
             get(list_allow).post(add_allow).delete(delete_allow),
         )
         .route("/v1/ips/detach", post(detach))
+        .route(
+            "/v1/ips/blocklists/import",
+            post(import_list).layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
+        )
         .route("/v1/ips/alerts", get(list_alerts))
         .route("/v1/ips/alerts/{id}", get(get_alert))
         .with_state(handle)
@@ -213,6 +218,55 @@ async fn status(State(h): State<Handle>) -> Result<Json<Status>, ApiError> {
         status.detection = d.clone();
     }
     Ok(Json(status))
+}
+
+/// Body of `POST /v1/ips/blocklists/import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportRequest {
+    /// List name; its decisions have origin `list:<name>`.
+    pub name: String,
+    /// The list's text.
+    pub text: String,
+    /// Format; detected when absent.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// How long the entries last unless the list is imported again (default 24h).
+    #[serde(default)]
+    pub duration: Option<String>,
+}
+
+async fn import_list(
+    State(h): State<Handle>,
+    b: Result<Json<ImportRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(b)?;
+    if req.name.is_empty()
+        || req.name.len() > 48
+        || !req
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ApiError::bad_request(
+            "list name: 1 to 48 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    let format = req
+        .format
+        .as_deref()
+        .map(str::parse::<crate::blocklists::Format>)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let duration = crate::duration::parse(req.duration.as_deref().unwrap_or("24h"))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if duration.is_zero() {
+        return Err(ApiError::bad_request("duration must be above 0"));
+    }
+    let ms = duration.as_millis().min(i64::MAX as u128) as i64;
+    let report = h
+        .call(|r| Request::Import(req.name, req.text, format, ms, r))
+        .await?;
+    Ok(Json(report).into_response())
 }
 
 /// `?limit=&scenario=&source=`.

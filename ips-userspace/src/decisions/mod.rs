@@ -153,6 +153,16 @@ pub trait Store: Send {
     /// Adds or extends decisions in one transaction. Refuses the whole batch if one value is
     /// allowlisted.
     fn upsert(&mut self, batch: &[NewDecision], now_ms: i64) -> Result<Vec<Decision>, StoreError>;
+    /// Makes `origin`'s decisions exactly `values`, each lasting `duration_ms` from now (kept
+    /// ones are renewed), in one transaction without reading rows back. Returns the values
+    /// added and removed. For blocklists: no allowlist check here; filter before.
+    fn replace_origin(
+        &mut self,
+        origin: &str,
+        values: &[Prefix],
+        duration_ms: i64,
+        now_ms: i64,
+    ) -> Result<(Vec<Prefix>, Vec<Prefix>), StoreError>;
     /// Removes every decision on `value` (of any origin, or of one). Returns how many.
     fn delete(&mut self, value: &Prefix, origin: Option<&str>) -> Result<usize, StoreError>;
     /// Decisions not yet expired, optionally only those on one value.

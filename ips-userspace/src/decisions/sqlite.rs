@@ -301,6 +301,73 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn replace_origin(
+        &mut self,
+        origin: &str,
+        values: &[Prefix],
+        duration_ms: i64,
+        now_ms: i64,
+    ) -> Result<(Vec<Prefix>, Vec<Prefix>), StoreError> {
+        if duration_ms <= 0 {
+            return Err(StoreError::BadDuration(duration_ms));
+        }
+        let origin_id = Self::origin_id_in(&self.conn, origin)?;
+        let expires = now_ms.saturating_add(duration_ms);
+        let tx = self.conn.transaction()?;
+        let existing: std::collections::HashSet<(Vec<u8>, u8)> = {
+            let mut stmt = tx.prepare("SELECT addr, plen FROM decisions WHERE origin_id = ?1")?;
+            stmt.query_map([origin_id], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?))
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        let mut wanted = std::collections::HashSet::with_capacity(values.len());
+        let mut added = Vec::new();
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO decisions (value, addr, plen, origin_id, reason, created_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (value, origin_id) DO UPDATE SET expires_ms = excluded.expires_ms",
+            )?;
+            for v in values {
+                let key = (v.octets(), v.prefix_len());
+                if !wanted.insert(key.clone()) {
+                    continue;
+                }
+                if !existing.contains(&key) {
+                    insert.execute(params![
+                        v.to_string(),
+                        key.0,
+                        key.1,
+                        origin_id,
+                        origin,
+                        now_ms,
+                        expires
+                    ])?;
+                    added.push(*v);
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE decisions SET expires_ms = ?1 WHERE origin_id = ?2",
+            params![expires, origin_id],
+        )?;
+        let mut removed = Vec::new();
+        {
+            let mut delete = tx.prepare(
+                "DELETE FROM decisions WHERE origin_id = ?1 AND addr = ?2 AND plen = ?3",
+            )?;
+            for (addr, plen) in existing.iter().filter(|k| !wanted.contains(*k)) {
+                delete.execute(params![origin_id, addr, plen])?;
+                if let Ok(p) = Prefix::from_octets(addr, *plen) {
+                    removed.push(p);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok((added, removed))
+    }
+
     fn delete(&mut self, value: &Prefix, origin: Option<&str>) -> Result<usize, StoreError> {
         let n = match origin {
             None => self.conn.execute(
@@ -728,6 +795,35 @@ mod tests {
         assert_eq!(got.labels["ban"], "4h");
         assert_eq!(s.alerts(10, Some("ssh-bf"), None).unwrap().len(), 3);
         assert_eq!(s.alerts(10, None, Some("192.0.2.1")).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn replacing_a_list_adds_renews_and_removes() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let (a, r) = s
+            .replace_origin(
+                "list:x",
+                &[p("1.2.3.4"), p("5.6.0.0/16"), p("1.2.3.4")],
+                1000,
+                0,
+            )
+            .unwrap();
+        assert_eq!((a.len(), r.len()), (2, 0));
+        let (a, r) = s
+            .replace_origin("list:x", &[p("5.6.0.0/16"), p("9.9.9.9")], 5000, 100)
+            .unwrap();
+        assert_eq!(a, vec![p("9.9.9.9")]);
+        assert_eq!(r, vec![p("1.2.3.4")]);
+        let list = s.list(200, None).unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(
+            list.iter()
+                .all(|d| d.expires_ms == 5100 && d.origin == "list:x")
+        );
+        // Another origin's decision on the same value is untouched.
+        s.upsert(&[ban("9.9.9.9", "manual", 60)], 0).unwrap();
+        s.replace_origin("list:x", &[], 1000, 300).unwrap();
+        assert_eq!(s.list(400, None).unwrap().len(), 1);
     }
 
     #[test]

@@ -130,6 +130,21 @@ pub struct ReconcileReport {
     pub unchanged: usize,
 }
 
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImportReport {
+    /// List name (origin `list:<name>`).
+    pub name: String,
+    /// Parse and filter counts (prefixes left out).
+    pub prepared: crate::blocklists::Prepared,
+    /// Prefixes after aggregation.
+    pub entries: u64,
+    /// Values newly banned.
+    pub added: u64,
+    /// Values no longer on the list.
+    pub removed: u64,
+}
+
 /// The store and the kernel maps, kept in step.
 pub struct Enforcer {
     store: Box<dyn Store>,
@@ -349,6 +364,54 @@ impl Enforcer {
         }
         stored.id = self.store.add_alert(&stored)?;
         Ok(stored)
+    }
+
+    /// Replaces blocklist `name`'s decisions with `text` parsed, filtered (bogons, private
+    /// ranges, the allowlist) and aggregated; applies the difference to the kernel in batches.
+    pub fn import_list(
+        &mut self,
+        name: &str,
+        text: &str,
+        format: Option<crate::blocklists::Format>,
+        duration_ms: i64,
+        now_ms: i64,
+    ) -> Result<ImportReport, EnforcerError> {
+        let allow: Vec<Prefix> = self
+            .store
+            .allow_list()?
+            .into_iter()
+            .map(|a| a.value)
+            .collect();
+        let prepared = crate::blocklists::prepare(text, format, &allow);
+        let origin = format!("list:{name}");
+        let (added, removed) =
+            self.store
+                .replace_origin(&origin, &prepared.prefixes, duration_ms, now_ms)?;
+        let origin_id = self.store.origin_id(&origin)?;
+        let diff = Diff {
+            upsert: added.iter().map(|p| (*p, origin_id)).collect(),
+            delete: Vec::new(),
+        };
+        self.maps.apply(&diff)?;
+        // A removed value may still be banned by another origin.
+        self.sync_values(&removed, now_ms)?;
+        info!(
+            list = name,
+            entries = prepared.prefixes.len(),
+            added = added.len(),
+            removed = removed.len(),
+            "Imported blocklist."
+        );
+        Ok(ImportReport {
+            name: name.to_owned(),
+            prepared: crate::blocklists::Prepared {
+                prefixes: Vec::new(),
+                ..prepared.clone()
+            },
+            entries: prepared.prefixes.len() as u64,
+            added: added.len() as u64,
+            removed: removed.len() as u64,
+        })
     }
 
     /// Adds an allowlist entry; decisions inside it are removed from store and kernel.

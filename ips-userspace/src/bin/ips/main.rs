@@ -6,6 +6,7 @@ use ips::config::{self, Config};
 
 mod alerts;
 mod allow;
+mod blocklist;
 mod config_cmd;
 mod decisions;
 mod detach;
@@ -51,6 +52,9 @@ enum Command {
     Status,
     /// Remove the XDP program from an interface (and the pins when none is left).
     Detach(detach::Args),
+    /// Import blocklists.
+    #[command(subcommand)]
+    Blocklist(blocklist::Command),
     /// Alerts raised by the detection scenarios.
     #[command(subcommand)]
     Alerts(alerts::Command),
@@ -103,6 +107,7 @@ fn main() {
             Command::Status => status::exec(&ctx),
             Command::Detach(args) => detach::exec(args, &ctx),
             Command::Alerts(c) => alerts::exec(c, &ctx),
+            Command::Blocklist(c) => blocklist::exec(c, &ctx),
             Command::Replay(args) => replay::replay(args, &ctx),
             Command::Explain(args) => replay::explain(args, &ctx),
             Command::Config(_) => Ok(()),
