@@ -462,6 +462,129 @@ fn main() {
     if want("daemon") {
         daemon_table(n);
     }
+    if want("import") {
+        import_table(n);
+    }
+}
+
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills a zeroed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn import_table(n: usize) {
+    use ips::enforcer::Enforcer;
+    let mut rng = Rng(0x5eed_1234_abcd_0042);
+    let list = bans(n, &mut rng);
+    let text: String = list.iter().map(|p| format!("{p}\n")).collect();
+    let id = std::process::id();
+    let tmp = std::env::temp_dir().join(format!("ips-bench-import-{id}"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let dir = bench_dir("import");
+    let cap = loader::Capacity {
+        hosts: n as u32 + 10_000,
+        nets: n as u32 / 10 + 10_000,
+    };
+    let ebpf = loader::load(&dir, cap).expect("load");
+    let maps = KernelMaps::open(&dir).expect("maps");
+    let store = SqliteStore::open(&tmp.join("ips.db")).expect("store");
+    let mut enforcer = Enforcer::new(Box::new(store), maps);
+    let now = ips::daemon::now_ms();
+    let t = Instant::now();
+    let report = enforcer
+        .import_list("bench", &text, None, 86_400_000, now)
+        .expect("import");
+    let first = t.elapsed();
+    // Refresh with 1% of the entries replaced.
+    let mut changed: Vec<Prefix> = list.clone();
+    let k = n / 100;
+    changed.truncate(n - k);
+    changed.extend(bans(k, &mut rng));
+    let text2: String = changed.iter().map(|p| format!("{p}\n")).collect();
+    let cpu0 = cpu_time();
+    let t = Instant::now();
+    let refresh = enforcer
+        .import_list("bench", &text2, None, 86_400_000, now + 1000)
+        .expect("refresh");
+    let refresh_wall = t.elapsed();
+    let refresh_cpu = cpu_time() - cpu0;
+    let in_store = enforcer.store().count_active(now + 2000).unwrap_or(0);
+    drop(enforcer);
+    drop(ebpf);
+    let _ = loader::remove_pins(&dir);
+
+    // Baseline: nft -f of the same list into an interval set, in a namespace of its own.
+    let nft_time = nft_baseline(&list, &tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!("7. Importing a {n}-entry list end to end (parse, filter, aggregate, store, kernel)");
+    println!(
+        "   read {}, filtered out {} private / {} reserved, {} after aggregation, {} in the store",
+        report.prepared.read,
+        report.prepared.filtered.private,
+        report.prepared.filtered.reserved,
+        report.entries,
+        in_store
+    );
+    println!("{:<38} {:>12} {:>16}", "", "ips", "nft -f (set)");
+    println!(
+        "{:<38} {:>12} {:>16}",
+        "import 1M entries (wall)",
+        ms(first),
+        nft_time.map_or_else(|| "n/a".to_owned(), ms)
+    );
+    println!(
+        "{:<38} {:>12}   ({} added, {} removed; wall {})",
+        "refresh with 1% changed (CPU)",
+        ms(refresh_cpu),
+        refresh.added,
+        refresh.removed,
+        ms(refresh_wall)
+    );
+    println!("   goals: import <= 2000 ms; refresh <= 200 ms of CPU");
+}
+
+fn nft_baseline(list: &[Prefix], tmp: &Path) -> Option<Duration> {
+    if Command::new("nft").arg("--version").output().is_err() {
+        return None;
+    }
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for p in list {
+        if p.is_v4() {
+            v4.push(p.to_string());
+        } else {
+            v6.push(p.to_string());
+        }
+    }
+    let mut text = String::from("table inet ipsbench {\n");
+    text += &format!(
+        "  set bl4 {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {} }} }}\n",
+        v4.join(", ")
+    );
+    if !v6.is_empty() {
+        text += &format!(
+            "  set bl6 {{ type ipv6_addr; flags interval; auto-merge; elements = {{ {} }} }}\n",
+            v6.join(", ")
+        );
+    }
+    text += "}\n";
+    let file = tmp.join("list.nft");
+    std::fs::write(&file, text).ok()?;
+    let ns = format!("ipsnft{}", std::process::id());
+    sh(&["ip", "netns", "add", &ns]);
+    let t = Instant::now();
+    let ok = Command::new("ip")
+        .args(["netns", "exec", &ns, "nft", "-f"])
+        .arg(&file)
+        .status()
+        .is_ok_and(|s| s.success());
+    let took = t.elapsed();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    ok.then_some(took)
 }
 
 fn lookup_table() {
