@@ -185,6 +185,7 @@ fn lint() -> Result<()> {
 
 fn bench() -> Result<()> {
     setup::require_root("the benches load XDP programs")?;
+    setup::bench_tools()?;
     build(true)?;
     let bin = workspace().join("target/release/ips");
     let bin = bin.to_str().context("non-UTF-8 workspace path")?;

@@ -114,6 +114,20 @@ pub fn setup() -> Result<()> {
     Ok(())
 }
 
+/// Installs nftables for the bench's `nft -f` baseline, if missing.
+pub fn bench_tools() -> Result<()> {
+    if !ok(Command::new("sh").args(["-c", "command -v nft"])) {
+        require_root("installing nftables with apt-get")?;
+        step(
+            "installing nftables (the bench compares with nft -f)",
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "nftables"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    Ok(())
+}
+
 fn bpffs_mounted() -> bool {
     std::fs::read_to_string("/proc/self/mounts")
         .map(|m| {
