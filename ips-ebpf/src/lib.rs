@@ -8,3 +8,17 @@
 pub mod lookup;
 pub mod maps;
 pub mod parse;
+
+/// Both programs' panic handler: the verifier rejects any path that could reach it.
+#[cfg(all(target_arch = "bpf", not(test)))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// The licence section the kernel reads (GPL-compatible, for GPL-only helpers).
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+#[used]
+pub static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

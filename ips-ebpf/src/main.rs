@@ -65,15 +65,6 @@ mod program {
             }
         }
     }
-
-    #[panic_handler]
-    fn panic(_info: &core::panic::PanicInfo) -> ! {
-        loop {}
-    }
-
-    #[unsafe(link_section = "license")]
-    #[unsafe(no_mangle)]
-    static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 }
 
 #[cfg(not(target_arch = "bpf"))]

@@ -81,15 +81,6 @@ mod program {
     pub fn ips_bench_lpm(_ctx: XdpContext) -> u32 {
         run(lpm_only)
     }
-
-    #[panic_handler]
-    fn panic(_info: &core::panic::PanicInfo) -> ! {
-        loop {}
-    }
-
-    #[unsafe(link_section = "license")]
-    #[unsafe(no_mangle)]
-    static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 }
 
 #[cfg(not(target_arch = "bpf"))]

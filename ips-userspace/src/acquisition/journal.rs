@@ -28,18 +28,6 @@ pub fn to_syslog_line(json: &str) -> Option<String> {
         _ => return None,
     };
     let micros: i64 = text("__REALTIME_TIMESTAMP")?.parse().ok()?;
-    let secs = micros.div_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
     let ident = text("SYSLOG_IDENTIFIER")
         .or(text("_COMM"))
         .unwrap_or("unknown");
@@ -50,11 +38,8 @@ pub fn to_syslog_line(json: &str) -> Option<String> {
         None => ident.to_owned(),
     };
     Some(format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z {host} {tag}: {}\n",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        micros.rem_euclid(1_000_000),
+        "{}Z {host} {tag}: {}\n",
+        crate::calendar::format(micros, 1_000_000, 'T', 6),
         message.replace('\n', " ")
     ))
 }

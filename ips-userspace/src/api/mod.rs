@@ -179,6 +179,14 @@ fn parse_prefix(s: &str) -> Result<Prefix, ApiError> {
         .map_err(|e: crate::prefix::PrefixError| ApiError::bad_request(e.to_string()))
 }
 
+fn required_value(q: &ValueQuery) -> Result<Prefix, ApiError> {
+    parse_prefix(
+        q.value
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_request("?value= is required"))?,
+    )
+}
+
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     b.map(|Json(t)| t)
         .map_err(|e| ApiError::bad_request(format!("bad request body: {}", e.body_text())))
@@ -351,11 +359,7 @@ async fn delete_decision(
     State(h): State<Handle>,
     Query(q): Query<ValueQuery>,
 ) -> Result<Response, ApiError> {
-    let value = parse_prefix(
-        q.value
-            .as_deref()
-            .ok_or_else(|| ApiError::bad_request("?value= is required"))?,
-    )?;
+    let value = required_value(&q)?;
     let n = h.call(|r| Request::Delete(value, q.origin, r)).await?;
     Ok(Json(serde_json::json!({ "deleted": n })).into_response())
 }
@@ -383,11 +387,7 @@ async fn delete_allow(
     State(h): State<Handle>,
     Query(q): Query<ValueQuery>,
 ) -> Result<Response, ApiError> {
-    let value = parse_prefix(
-        q.value
-            .as_deref()
-            .ok_or_else(|| ApiError::bad_request("?value= is required"))?,
-    )?;
+    let value = required_value(&q)?;
     let existed = h.call(|r| Request::AllowDelete(value, r)).await?;
     Ok(Json(serde_json::json!({ "deleted": existed })).into_response())
 }

@@ -20,18 +20,6 @@ pub struct FilterReport {
     pub split: u64,
 }
 
-const PRIVATE: &[&str] = &[
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "169.254.0.0/16",
-    "127.0.0.0/8",
-    "fc00::/7",
-    "fe80::/10",
-    "::1/128",
-];
-
 const RESERVED: &[&str] = &[
     "0.0.0.0/8",
     "192.0.0.0/24",
@@ -81,7 +69,10 @@ fn subtract(p: &Prefix, hole: &Prefix, out: &mut Vec<Prefix>) {
 /// Filters entries; returns what is left and what was removed.
 pub fn filter(entries: Vec<Prefix>, allowlist: &[Prefix]) -> (Vec<Prefix>, FilterReport) {
     let mut holes: Vec<(Prefix, Why)> = Vec::new();
-    for (list, why) in [(PRIVATE, Why::Private), (RESERVED, Why::Reserved)] {
+    for (list, why) in [
+        (crate::prefix::PRIVATE_RANGES, Why::Private),
+        (RESERVED, Why::Reserved),
+    ] {
         holes.extend(list.iter().filter_map(|s| s.parse().ok()).map(|p| (p, why)));
     }
     holes.extend(allowlist.iter().map(|p| (*p, Why::Allow)));

@@ -73,18 +73,6 @@ pub enum Outcome {
     },
 }
 
-const PRIVATE: [&str; 9] = [
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "169.254.0.0/16",
-    "127.0.0.0/8",
-    "fc00::/7",
-    "fe80::/10",
-    "::1",
-];
-
 /// The decision rules, with the addresses that are never banned.
 #[derive(Clone, Debug)]
 pub struct Profiles {
@@ -106,7 +94,7 @@ impl Profiles {
         }
         if config.allow_private {
             never.extend(
-                PRIVATE
+                crate::prefix::PRIVATE_RANGES
                     .iter()
                     .filter_map(|p| p.parse().ok())
                     .map(|p| (p, "a private range (profiles.allow_private)")),

@@ -177,12 +177,7 @@ impl Enforcer {
     pub fn reconcile(&mut self, now_ms: i64) -> Result<ReconcileReport, EnforcerError> {
         let started = Instant::now();
         self.store.take_expired(now_ms)?;
-        let allow: Vec<Prefix> = self
-            .store
-            .allow_list()?
-            .into_iter()
-            .map(|a| a.value)
-            .collect();
+        let allow: Vec<Prefix> = self.allow_values()?;
         self.maps.set_allowlist(&allow)?;
         // What the kernel holds now (empty on a fresh boot), then the store streamed against it:
         // only one of the two sets is ever in memory, and upserts go out in batches.
@@ -376,12 +371,7 @@ impl Enforcer {
         duration_ms: i64,
         now_ms: i64,
     ) -> Result<ImportReport, EnforcerError> {
-        let allow: Vec<Prefix> = self
-            .store
-            .allow_list()?
-            .into_iter()
-            .map(|a| a.value)
-            .collect();
+        let allow: Vec<Prefix> = self.allow_values()?;
         let prepared = crate::blocklists::prepare(text, format, &allow);
         let origin = format!("list:{name}");
         let (added, removed) =
@@ -456,13 +446,17 @@ impl Enforcer {
         self.push_allowlist()
     }
 
-    fn push_allowlist(&mut self) -> Result<(), EnforcerError> {
-        let allow: Vec<Prefix> = self
+    fn allow_values(&self) -> Result<Vec<Prefix>, EnforcerError> {
+        Ok(self
             .store
             .allow_list()?
             .into_iter()
             .map(|a| a.value)
-            .collect();
+            .collect())
+    }
+
+    fn push_allowlist(&mut self) -> Result<(), EnforcerError> {
+        let allow: Vec<Prefix> = self.allow_values()?;
         self.maps.set_allowlist(&allow)
     }
 }

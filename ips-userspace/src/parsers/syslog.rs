@@ -22,30 +22,7 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil year of Unix milliseconds.
-pub fn year_of(ms: i64) -> i64 {
-    let days = ms.div_euclid(86_400_000);
-    // Inverse of days_from_civil, year only.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    yoe + era * 400 + i64::from(m <= 2)
-}
+pub use crate::calendar::{days_from_civil, year_of};
 
 fn num<T: std::str::FromStr>(s: &str) -> Result<T, Skip> {
     s.parse().map_err(|_| Skip::BadTime)
@@ -131,7 +108,7 @@ pub fn parse<'a>(line: &'a str, clock: &Clock) -> Result<Header<'a>, Skip> {
         return Err(Skip::BadFormat);
     }
     let t = hms(&s[7..15])?;
-    let mut year = super::syslog::year_of(clock.now_ms);
+    let mut year = year_of(clock.now_ms);
     let offset = i64::from(clock.utc_offset_s) * 1000;
     let mut time_ms = ms_of(year, month, day, t) - offset;
     // No year in the line: a date more than two days ahead of now is last year's.
@@ -224,14 +201,6 @@ mod tests {
 
     // 2026-11-27 00:00:00 UTC
     const NOW: i64 = 1_795_737_600_000;
-
-    #[test]
-    fn civil_days() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(year_of(NOW), 2026);
-        assert_eq!(year_of(0), 1970);
-    }
 
     #[test]
     fn rfc3164_with_inferred_year() {
