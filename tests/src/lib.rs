@@ -111,15 +111,15 @@ impl PacketSocket {
         );
     }
 
-    /// Receives incoming frames for `wait`, returning the test ids found in them.
-    pub fn received_ids(&self, wait: Duration) -> Vec<u32> {
+    /// Calls `each` with the test id of every incoming frame for up to `wait`; stops early when
+    /// `each` returns true.
+    fn recv_ids(&self, wait: Duration, mut each: impl FnMut(u32) -> bool) {
         let deadline = Instant::now() + wait;
-        let mut ids = Vec::new();
         let mut buf = vec![0u8; 65_536];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return ids;
+                return;
             }
             let mut pfd = libc::pollfd {
                 fd: self.fd.as_raw_fd(),
@@ -148,42 +148,32 @@ impl PacketSocket {
             if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
-            if let Some(id) = packet::find_id(&buf[..n as usize]) {
-                ids.push(id);
+            if let Some(id) = packet::find_id(&buf[..n as usize])
+                && each(id)
+            {
+                return;
             }
         }
     }
 
+    /// Receives incoming frames for `wait`, returning the test ids found in them.
+    pub fn received_ids(&self, wait: Duration) -> Vec<u32> {
+        let mut ids = Vec::new();
+        self.recv_ids(wait, |id| {
+            ids.push(id);
+            false
+        });
+        ids
+    }
+
     /// Waits up to `wait` for the frame with test id `id`; returns as soon as it is seen.
     pub fn saw(&self, id: u32, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
-        let mut buf = vec![0u8; 65_536];
-        while Instant::now() < deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
-            if ready <= 0 {
-                continue;
-            }
-            // SAFETY: valid buffer.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n > 0 && packet::find_id(&buf[..n as usize]) == Some(id) {
-                return true;
-            }
-        }
-        false
+        let mut seen = false;
+        self.recv_ids(wait, |got| {
+            seen = got == id;
+            seen
+        });
+        seen
     }
 
     /// Throws away whatever is queued.
