@@ -54,6 +54,8 @@ pub struct Config {
     pub detection: DetectionConfig,
     /// What alerts turn into.
     pub profiles: ProfilesConfig,
+    /// Blocklist sources (`[[blocklist]]`).
+    pub blocklist: Vec<crate::blocklists::source::SourceConfig>,
 }
 
 /// `[detection]`.
@@ -270,6 +272,13 @@ impl Config {
         if self.decisions.default_duration.is_zero() {
             return Err(invalid("decisions.default_duration must be above 0".into()));
         }
+        let mut names = std::collections::HashSet::new();
+        for b in &self.blocklist {
+            b.validate().map_err(&invalid)?;
+            if !names.insert(&b.name) {
+                return Err(invalid(format!("blocklist {} is defined twice", b.name)));
+            }
+        }
         if !self.api.listen.ip().is_loopback() {
             return Err(invalid(format!(
                 "api.listen = {} is not a loopback address: the API has no authentication yet",
@@ -353,6 +362,18 @@ mod tests {
         let e =
             Config::from_toml("[api]\nlisten = \"0.0.0.0:8080\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("loopback"), "{e}");
+    }
+
+    #[test]
+    fn blocklist_sources() {
+        let c = Config::from_toml(
+            "[[blocklist]]\nname = \"f1\"\nurl = \"https://example.org/l.netset\"\nrefresh = \"30m\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.blocklist[0].refresh, Duration::from_secs(1800));
+        let e = Config::from_toml("[[blocklist]]\nname = \"f1\"\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("f1"), "{e}");
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub struct Handle {
     pub default_duration: Duration,
     /// Detection counters, updated by the pipeline.
     pub detection: std::sync::Arc<std::sync::Mutex<crate::pipeline::DetectionStats>>,
+    /// Blocklist source status, updated by their thread.
+    pub lists: std::sync::Arc<std::sync::Mutex<Vec<crate::blocklists::source::SourceStatus>>>,
 }
 
 impl Handle {
@@ -195,10 +197,22 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         )?)
     };
 
+    let list_status = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lists = if config.blocklist.is_empty() {
+        None
+    } else {
+        Some(crate::blocklists::source::spawn(
+            config.blocklist.clone(),
+            tx.clone(),
+            stop.clone(),
+            list_status.clone(),
+        )?)
+    };
     let handle = Handle {
         tx,
         default_duration: config.decisions.default_duration,
         detection: detection_stats,
+        lists: list_status,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -224,6 +238,11 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         && p.join().is_err()
     {
         error!("The detection thread panicked.");
+    }
+    if let Some(l) = lists
+        && l.join().is_err()
+    {
+        error!("The blocklist thread panicked.");
     }
     // The router (and with it every Handle) is gone: the enforcer loop ends on its own.
     if worker.join().is_err() {

@@ -55,3 +55,131 @@ fn import_filters_aggregates_and_replaces() {
     let got = lab.exchange(&frames(&[("1.2.3.9", 6), ("9.9.9.9", 7), ("5.6.7.8", 8)]));
     assert_eq!(got, vec![6]);
 }
+
+mod http_source {
+    use std::{
+        io::{Read, Write},
+        net::TcpListener,
+        sync::{Arc, Mutex},
+        thread,
+        time::{Duration, Instant},
+    };
+
+    use ips_tests::{Lab, in_netns, packet::Frame};
+
+    /// What the test server answers: (status, etag, body).
+    type Reply = Arc<Mutex<(u16, String, String)>>;
+    /// Requests seen: (sent If-None-Match, answered status).
+    type Log = Arc<Mutex<Vec<(bool, u16)>>>;
+
+    /// A tiny HTTP server on 127.0.0.1 inside the lab's namespace, honouring ETag.
+    fn serve(lab: &Lab, reply: Reply, log: Log) -> u16 {
+        let listener = in_netns(&lab.a, || TcpListener::bind("127.0.0.1:0").expect("bind"));
+        let port = listener.local_addr().expect("addr").port();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let req = String::from_utf8_lossy(&req).to_ascii_lowercase();
+                let inm = req
+                    .lines()
+                    .find_map(|l| l.strip_prefix("if-none-match:"))
+                    .map(|v| v.trim().to_owned());
+                let (status, etag, body) = reply.lock().expect("reply").clone();
+                let answer = if status == 200
+                    && inm.as_deref() == Some(etag.to_ascii_lowercase().as_str())
+                {
+                    log.lock().expect("log").push((true, 304));
+                    "HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n".to_owned()
+                } else {
+                    log.lock().expect("log").push((inm.is_some(), status));
+                    format!(
+                        "HTTP/1.1 {status} X\r\nETag: {etag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        port
+    }
+
+    fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + within;
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn dropped(lab: &Lab, src: &str, id: u32) -> bool {
+        lab.exchange_quick(&[Frame::udp(src, id).build()])
+            .is_empty()
+    }
+
+    #[test]
+    fn http_source_with_etag_keeps_the_last_good_list() {
+        let mut lab = Lab::new("http");
+        let reply: Reply = Arc::new(Mutex::new((
+            200,
+            "\"v1\"".into(),
+            "1.2.3.0/24\n10.0.0.0/8\n".into(),
+        )));
+        let log: Log = Arc::default();
+        let port = serve(&lab, reply.clone(), log.clone());
+        lab.write_config(&format!(
+            "[[blocklist]]\nname = \"hub\"\nurl = \"http://127.0.0.1:{port}/list\"\nrefresh = \"1s\"\n"
+        ));
+        lab.start_daemon();
+        until("list v1 enforced", Duration::from_secs(10), || {
+            dropped(&lab, "1.2.3.9", 1)
+        });
+        assert!(
+            !dropped(&lab, "10.0.0.5", 2),
+            "a private range from a list must not be banned"
+        );
+        // Refreshes send the ETag back and get 304s.
+        until(
+            "a conditional request answered 304",
+            Duration::from_secs(10),
+            || {
+                log.lock()
+                    .expect("log")
+                    .iter()
+                    .any(|(c, s)| *c && *s == 304)
+            },
+        );
+        // The list changes.
+        *reply.lock().expect("reply") = (200, "\"v2\"".into(), "9.9.9.0/24\n".into());
+        until("list v2 enforced", Duration::from_secs(10), || {
+            dropped(&lab, "9.9.9.9", 3) && !dropped(&lab, "1.2.3.9", 4)
+        });
+        // The mirror fails, then serves an error page as 200: the last good list stays.
+        *reply.lock().expect("reply") = (500, "\"e\"".into(), "oops".into());
+        until("a failed fetch recorded", Duration::from_secs(10), || {
+            lab.ips_json(&["blocklist", "status"])[0]["last_error"].is_string()
+        });
+        assert!(dropped(&lab, "9.9.9.9", 5));
+        *reply.lock().expect("reply") = (
+            200,
+            "\"v3\"".into(),
+            "<html><body>maintenance</body></html>\n".into(),
+        );
+        until("a garbled fetch recorded", Duration::from_secs(10), || {
+            lab.ips_json(&["blocklist", "status"])[0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("garbled"))
+        });
+        assert!(dropped(&lab, "9.9.9.9", 6));
+        let status = lab.ips_json(&["blocklist", "status"]);
+        assert_eq!(status[0]["entries"], 1);
+        assert!(status[0]["dropped"].as_u64().unwrap_or(0) >= 3, "{status}");
+    }
+}

@@ -13,6 +13,7 @@
 //! | DELETE | `/v1/ips/allowlist` | `?value=` | `{"deleted":bool}` |
 //! | POST | `/v1/ips/detach` | `{"iface":..}` | `{"detached":bool}` |
 //! | POST | `/v1/ips/blocklists/import` | [`ImportRequest`] | `ImportReport` |
+//! | GET | `/v1/ips/blocklists` | | `[SourceStatus]` |
 //! | GET | `/v1/ips/alerts` | `?limit=&scenario=&source=` | `[StoredAlert]` |
 //! | GET | `/v1/ips/alerts/{id}` | | `StoredAlert` |
 use std::collections::BTreeMap;
@@ -215,6 +216,7 @@ pub fn router(handle: Handle) -> Router {
             "/v1/ips/blocklists/import",
             post(import_list).layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
         )
+        .route("/v1/ips/blocklists", get(list_status))
         .route("/v1/ips/alerts", get(list_alerts))
         .route("/v1/ips/alerts/{id}", get(get_alert))
         .with_state(handle)
@@ -275,6 +277,21 @@ async fn import_list(
         .call(|r| Request::Import(req.name, req.text, format, ms, r))
         .await?;
     Ok(Json(report).into_response())
+}
+
+async fn list_status(State(h): State<Handle>) -> Result<Response, ApiError> {
+    let status = h.call(Request::Status).await?;
+    let mut lists = h.lists.lock().map(|l| l.clone()).unwrap_or_default();
+    for l in &mut lists {
+        let origin = format!("list:{}", l.name);
+        l.dropped = status
+            .origins
+            .iter()
+            .filter(|o| o.name == origin)
+            .map(|o| o.dropped_v4 + o.dropped_v6)
+            .sum();
+    }
+    Ok(Json(lists).into_response())
 }
 
 /// `?limit=&scenario=&source=`.

@@ -22,15 +22,20 @@ pub enum Command {
         #[arg(long, default_value = "24h")]
         duration: String,
     },
+    /// The configured sources: entries, last success, last error, drops.
+    Status,
 }
 
 pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
-    let Command::Import {
-        file,
-        name,
-        format,
-        duration,
-    } = cmd;
+    let (file, name, format, duration) = match cmd {
+        Command::Import {
+            file,
+            name,
+            format,
+            duration,
+        } => (file, name, format, duration),
+        Command::Status => return status(ctx),
+    };
     ips::duration::parse(&duration)?;
     if let Some(f) = &format {
         f.parse::<ips::blocklists::Format>()
@@ -79,4 +84,36 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
         println!("rejected {n} entries: {why}");
     }
     Ok(())
+}
+
+fn status(ctx: &Ctx) -> anyhow::Result<()> {
+    let list: Vec<ips::blocklists::source::SourceStatus> =
+        ctx.client().get("/v1/ips/blocklists")?;
+    let rows = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.entries.to_string(),
+                s.last_success_ms
+                    .map_or_else(|| "never".to_owned(), crate::output::time),
+                s.last_error.clone().unwrap_or_else(|| "-".into()),
+                s.dropped.to_string(),
+                s.from.clone(),
+            ]
+        })
+        .collect();
+    crate::output::print(
+        ctx.format,
+        &list,
+        &[
+            "NAME",
+            "ENTRIES",
+            "LAST SUCCESS (UTC)",
+            "LAST ERROR",
+            "DROPPED",
+            "FROM",
+        ],
+        rows,
+    )
 }

@@ -1,0 +1,369 @@
+//! Blocklist sources in `ips.toml`: a URL or a file, refreshed on an interval with conditional
+//! requests (ETag, If-Modified-Since). A failed or garbled fetch keeps the last good list (and
+//! renews it), so enforcement never empties because a mirror is down.
+use std::{path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Format, formats};
+
+/// `[[blocklist]]` in `ips.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Name; decisions get origin `list:<name>`.
+    pub name: String,
+    /// `http://` or `https://` URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Or a local file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Format (detected when absent).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// How often to fetch.
+    #[serde(default = "hour", with = "crate::config::human_duration")]
+    pub refresh: Duration,
+}
+
+fn hour() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl SourceConfig {
+    /// How long imported entries last: three refreshes, so one or two missed fetches never
+    /// lift a ban, while a list that disappears for good does expire.
+    pub fn entry_duration(&self) -> Duration {
+        self.refresh.saturating_mul(3).max(Duration::from_secs(60))
+    }
+
+    /// Checks the entry; the message names the list.
+    pub fn validate(&self) -> Result<Option<Format>, String> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "blocklist name {:?}: letters, digits, '-', '_', '.'",
+                self.name
+            ));
+        }
+        match (&self.url, &self.path) {
+            (Some(u), None) if u.starts_with("http://") || u.starts_with("https://") => {}
+            (Some(u), None) => {
+                return Err(format!("blocklist {}: url {u:?} is not http(s)", self.name));
+            }
+            (None, Some(_)) => {}
+            _ => {
+                return Err(format!(
+                    "blocklist {}: give exactly one of url and path",
+                    self.name
+                ));
+            }
+        }
+        if self.refresh < Duration::from_secs(1) {
+            return Err(format!(
+                "blocklist {}: refresh must be at least 1s",
+                self.name
+            ));
+        }
+        self.format
+            .as_deref()
+            .map(str::parse::<Format>)
+            .transpose()
+            .map_err(|e| format!("blocklist {}: {e}", self.name))
+    }
+}
+
+/// What one fetch gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// New content to import.
+    New(String),
+    /// Unchanged since the last fetch (304, or the same bytes).
+    Unchanged,
+}
+
+/// Why a fetch gave nothing usable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FetchError {
+    /// Network or HTTP error.
+    #[error("fetch failed: {0}")]
+    Failed(String),
+    /// The body does not look like the list (an error page, a truncated file...).
+    #[error("garbled list: {0}")]
+    Garbled(String),
+}
+
+/// Fetch state of one source: validators for conditional requests and the last good body.
+#[derive(Debug, Default)]
+pub struct Fetcher {
+    etag: Option<String>,
+    last_modified: Option<String>,
+    /// The last list that passed the sanity check.
+    pub last_good: Option<String>,
+    /// Number of fetches that sent a conditional request and got 304.
+    pub not_modified: u64,
+}
+
+/// A body is garbled if most of its meaningful lines are rejected, or it has no entry at all
+/// while the last good list had some.
+fn sanity(text: &str, format: Option<Format>, had_entries: bool) -> Result<(), FetchError> {
+    let format = format.unwrap_or_else(|| formats::detect(text));
+    let parsed = formats::parse(text, format);
+    let rejected: u64 = parsed.rejected.values().sum();
+    let good = parsed.entries.len() as u64;
+    if good == 0 && (had_entries || rejected > 0) {
+        return Err(FetchError::Garbled(format!(
+            "no valid entry ({rejected} rejected lines)"
+        )));
+    }
+    if rejected > good {
+        return Err(FetchError::Garbled(format!(
+            "{rejected} rejected lines against {good} valid entries"
+        )));
+    }
+    Ok(())
+}
+
+impl Fetcher {
+    /// Fetches `source` once.
+    pub fn fetch(
+        &mut self,
+        source: &SourceConfig,
+        format: Option<Format>,
+    ) -> Result<Fetched, FetchError> {
+        let body = match (&source.url, &source.path) {
+            (Some(url), _) => {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(120)))
+                    .build()
+                    .into();
+                let mut req = agent.get(url);
+                if let Some(e) = &self.etag {
+                    req = req.header("If-None-Match", e);
+                }
+                if let Some(m) = &self.last_modified {
+                    req = req.header("If-Modified-Since", m);
+                }
+                let mut resp = req.call().map_err(|e| FetchError::Failed(e.to_string()))?;
+                let status = resp.status().as_u16();
+                if status == 304 {
+                    self.not_modified += 1;
+                    return Ok(Fetched::Unchanged);
+                }
+                if status != 200 {
+                    return Err(FetchError::Failed(format!("HTTP {status}")));
+                }
+                let header = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let (etag, modified) = (header("etag"), header("last-modified"));
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(1 << 30)
+                    .read_to_string()
+                    .map_err(|e| FetchError::Failed(e.to_string()))?;
+                sanity(&body, format, self.has_entries(format))?;
+                self.etag = etag;
+                self.last_modified = modified;
+                body
+            }
+            (None, Some(path)) => {
+                let body = std::fs::read_to_string(path)
+                    .map_err(|e| FetchError::Failed(format!("{}: {e}", path.display())))?;
+                sanity(&body, format, self.has_entries(format))?;
+                body
+            }
+            (None, None) => return Err(FetchError::Failed("no url or path".into())),
+        };
+        if self.last_good.as_deref() == Some(body.as_str()) {
+            return Ok(Fetched::Unchanged);
+        }
+        self.last_good = Some(body.clone());
+        Ok(Fetched::New(body))
+    }
+
+    fn has_entries(&self, format: Option<Format>) -> bool {
+        self.last_good.as_deref().is_some_and(|t| {
+            let f = format.unwrap_or_else(|| formats::detect(t));
+            !formats::parse(t, f).entries.is_empty()
+        })
+    }
+}
+
+/// Status of one source for `ips blocklist status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// Name.
+    pub name: String,
+    /// Where from.
+    pub from: String,
+    /// Prefixes banned after filtering and aggregation.
+    pub entries: u64,
+    /// Last successful fetch (Unix ms), if any.
+    pub last_success_ms: Option<i64>,
+    /// Last error, if the last fetch failed.
+    pub last_error: Option<String>,
+    /// Fetches answered 304 Not Modified.
+    pub not_modified: u64,
+    /// Packets dropped under this list's origin (IPv4 + IPv6).
+    pub dropped: u64,
+}
+
+/// Runs every source on one thread until `stop`: fetch when due, import new content through the
+/// enforcer, renew the last good list when a fetch fails or nothing changed.
+pub fn spawn(
+    sources: Vec<SourceConfig>,
+    to_enforcer: std::sync::mpsc::Sender<crate::daemon::Request>,
+    stop: crate::acquisition::Stop,
+    status: std::sync::Arc<std::sync::Mutex<Vec<SourceStatus>>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use std::time::Instant;
+
+    use tracing::{info, warn};
+
+    if let Ok(mut s) = status.lock() {
+        *s = sources
+            .iter()
+            .map(|c| SourceStatus {
+                name: c.name.clone(),
+                from: c
+                    .url
+                    .clone()
+                    .or_else(|| c.path.as_ref().map(|p| p.display().to_string()))
+                    .unwrap_or_default(),
+                ..SourceStatus::default()
+            })
+            .collect();
+    }
+    std::thread::Builder::new()
+        .name("ips-blocklists".into())
+        .spawn(move || {
+            let mut fetchers: Vec<Fetcher> = sources.iter().map(|_| Fetcher::default()).collect();
+            let mut due: Vec<Instant> = sources.iter().map(|_| Instant::now()).collect();
+            while !stop.stopped() {
+                for (i, src) in sources.iter().enumerate() {
+                    if Instant::now() < due[i] {
+                        continue;
+                    }
+                    due[i] = Instant::now() + src.refresh;
+                    let format = src.validate().ok().flatten();
+                    let result = fetchers[i].fetch(src, format);
+                    let (text, error) = match result {
+                        Ok(Fetched::New(text)) => (Some(text), None),
+                        // Renew what is listed, so entries do not expire while listed.
+                        Ok(Fetched::Unchanged) => (fetchers[i].last_good.clone(), None),
+                        Err(e) => {
+                            warn!(list = %src.name, error = %e, "Blocklist fetch failed; keeping the last good list.");
+                            (fetchers[i].last_good.clone(), Some(e.to_string()))
+                        }
+                    };
+                    let mut entries = None;
+                    if let Some(text) = text {
+                        let (reply, rx) = tokio::sync::oneshot::channel();
+                        let ms = src.entry_duration().as_millis() as i64;
+                        if to_enforcer
+                            .send(crate::daemon::Request::Import(
+                                src.name.clone(),
+                                text,
+                                format,
+                                ms,
+                                reply,
+                            ))
+                            .is_err()
+                        {
+                            return;
+                        }
+                        match rx.blocking_recv() {
+                            Ok(Ok(r)) => {
+                                info!(list = %src.name, entries = r.entries, added = r.added, removed = r.removed, "Blocklist refreshed.");
+                                entries = Some(r.entries);
+                            }
+                            Ok(Err(e)) => warn!(list = %src.name, error = %e.error, "Blocklist import failed."),
+                            Err(_) => return,
+                        }
+                    }
+                    if let Ok(mut st) = status.lock()
+                        && let Some(s) = st.get_mut(i)
+                    {
+                        if let Some(n) = entries {
+                            s.entries = n;
+                        }
+                        if error.is_none() {
+                            s.last_success_ms = Some(crate::daemon::now_ms());
+                        }
+                        s.last_error = error;
+                        s.not_modified = fetchers[i].not_modified;
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanity_rejects_error_pages_and_empty_replacements() {
+        assert!(sanity("1.2.3.4\n5.6.7.0/24\n", None, false).is_ok());
+        assert!(matches!(
+            sanity("<html><body>502 Bad Gateway</body></html>\n", None, true),
+            Err(FetchError::Garbled(_))
+        ));
+        assert!(matches!(
+            sanity("# empty\n", None, true),
+            Err(FetchError::Garbled(_))
+        ));
+        assert!(sanity("# empty\n", None, false).is_ok());
+    }
+
+    #[test]
+    fn config_validation_names_the_list() {
+        let mut c = SourceConfig {
+            name: "x".into(),
+            url: Some("ftp://x".into()),
+            path: None,
+            format: None,
+            refresh: Duration::from_secs(60),
+        };
+        assert!(c.validate().unwrap_err().contains("ftp"));
+        c.url = Some("https://example.org/list.txt".into());
+        assert_eq!(c.validate(), Ok(None));
+        c.format = Some("nope".into());
+        assert!(c.validate().unwrap_err().contains("nope"));
+        assert_eq!(c.entry_duration(), Duration::from_secs(180));
+    }
+
+    #[test]
+    fn a_failed_file_read_keeps_the_last_good_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.txt");
+        std::fs::write(&path, "1.2.3.4\n").unwrap();
+        let src = SourceConfig {
+            name: "f".into(),
+            url: None,
+            path: Some(path.clone()),
+            format: None,
+            refresh: Duration::from_secs(60),
+        };
+        let mut f = Fetcher::default();
+        assert_eq!(f.fetch(&src, None), Ok(Fetched::New("1.2.3.4\n".into())));
+        assert_eq!(f.fetch(&src, None), Ok(Fetched::Unchanged));
+        std::fs::write(&path, "garbage\nmore garbage\n").unwrap();
+        assert!(matches!(f.fetch(&src, None), Err(FetchError::Garbled(_))));
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(f.fetch(&src, None), Err(FetchError::Failed(_))));
+        assert_eq!(f.last_good.as_deref(), Some("1.2.3.4\n"));
+    }
+}
