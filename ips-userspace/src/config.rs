@@ -56,6 +56,8 @@ pub struct Config {
     pub profiles: ProfilesConfig,
     /// Blocklist sources (`[[blocklist]]`).
     pub blocklist: Vec<crate::blocklists::source::SourceConfig>,
+    /// CrowdSec LAPIs to pull decisions from (`[[crowdsec]]`).
+    pub crowdsec: Vec<crate::blocklists::lapi::LapiConfig>,
 }
 
 /// `[detection]`.

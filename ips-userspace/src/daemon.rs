@@ -89,6 +89,22 @@ pub enum Request {
     ),
     /// One stored alert.
     AlertById(i64, Reply<Option<crate::decisions::StoredAlert>>),
+    /// The bouncer with this API key hash.
+    BouncerByKey(String, Reply<Option<String>>),
+    /// A bouncer's stream: (name, startup) -> (new, deleted); records the pull.
+    Stream(
+        String,
+        bool,
+        Reply<(Vec<Decision>, Vec<crate::decisions::Tombstone>)>,
+    ),
+    /// Active decisions whose value covers a prefix.
+    Covering(Prefix, Reply<Vec<Decision>>),
+    /// Register a bouncer: (name, key hash).
+    AddBouncer(String, String, Reply<()>),
+    /// Bouncers.
+    Bouncers(Reply<Vec<crate::decisions::Bouncer>>),
+    /// Remove a bouncer.
+    DeleteBouncer(String, Reply<bool>),
     /// Replace a blocklist's decisions: (name, text, format, duration ms).
     Import(
         String,
@@ -208,6 +224,15 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
             list_status.clone(),
         )?)
     };
+    let lapis = if config.crowdsec.is_empty() {
+        None
+    } else {
+        Some(crate::blocklists::lapi::spawn(
+            config.crowdsec.clone(),
+            tx.clone(),
+            stop.clone(),
+        )?)
+    };
     let handle = Handle {
         tx,
         default_duration: config.decisions.default_duration,
@@ -239,10 +264,12 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
     {
         error!("The detection thread panicked.");
     }
-    if let Some(l) = lists
-        && l.join().is_err()
-    {
-        error!("The blocklist thread panicked.");
+    for (what, t) in [("blocklist", lists), ("LAPI", lapis)] {
+        if let Some(t) = t
+            && t.join().is_err()
+        {
+            error!(what, "A source thread panicked.");
+        }
     }
     // The router (and with it every Handle) is gone: the enforcer loop ends on its own.
     if worker.join().is_err() {
@@ -288,6 +315,10 @@ fn enforcer_loop(
             if let Err(e) = enforcer.expire(now_ms()) {
                 error!(error = %e, "Expiry failed; will retry.");
             }
+            // Bouncers that have not pulled for a week start over with startup=true anyway.
+            let _ = enforcer
+                .store_mut()
+                .prune_tombstones(now_ms() - 7 * 86_400_000);
             next_expiry = Instant::now() + expiry;
         }
     }
@@ -365,6 +396,56 @@ fn handle(
                     .alert(id)
                     .map_err(|e| ApiError::from(EnforcerError::from(e))),
             );
+        }
+        Request::BouncerByKey(hash, reply) => {
+            let r = enforcer
+                .store()
+                .bouncer_by_key(&hash)
+                .map(|b| b.map(|b| b.name));
+            let _ = reply.send(r.map_err(|e| ApiError::from(EnforcerError::from(e))));
+        }
+        Request::Stream(name, startup, reply) => {
+            let r = (|| {
+                let store = enforcer.store_mut();
+                let last = store
+                    .bouncers()?
+                    .into_iter()
+                    .find(|b| b.name == name)
+                    .map_or(0, |b| b.last_pull_ms);
+                let (new, deleted) = if startup || last == 0 {
+                    (store.list(now, None)?, Vec::new())
+                } else {
+                    (store.created_since(last, now)?, store.deleted_since(last)?)
+                };
+                store.set_bouncer_pull(&name, now)?;
+                Ok::<_, crate::decisions::StoreError>((new, deleted))
+            })();
+            let _ = reply.send(r.map_err(|e| ApiError::from(EnforcerError::from(e))));
+        }
+        Request::Covering(p, reply) => {
+            let r = (|| {
+                let max = if p.is_v4() { 32 } else { 128 };
+                let mut out = Vec::new();
+                for len in 0..=p.prefix_len().min(max) {
+                    if let Ok(wider) = Prefix::new(p.addr(), len) {
+                        out.extend(enforcer.store().list(now, Some(&wider))?);
+                    }
+                }
+                Ok::<_, crate::decisions::StoreError>(out)
+            })();
+            let _ = reply.send(r.map_err(|e| ApiError::from(EnforcerError::from(e))));
+        }
+        Request::AddBouncer(name, hash, reply) => {
+            let r = enforcer.store_mut().add_bouncer(&name, &hash, now);
+            let _ = reply.send(r.map_err(|e| ApiError::from(EnforcerError::from(e))));
+        }
+        Request::Bouncers(reply) => {
+            let r = enforcer.store().bouncers();
+            let _ = reply.send(r.map_err(|e| ApiError::from(EnforcerError::from(e))));
+        }
+        Request::DeleteBouncer(name, reply) => {
+            let r = enforcer.store_mut().delete_bouncer(&name);
+            let _ = reply.send(r.map_err(|e| ApiError::from(EnforcerError::from(e))));
         }
         Request::Import(name, text, format, duration_ms, reply) => {
             let _ = reply.send(

@@ -446,3 +446,43 @@ pub fn ensure_bpffs() {
         sh(&["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"]);
     }
 }
+
+/// A tiny HTTP server on 127.0.0.1 inside a namespace, for sources the daemon fetches from.
+/// `answer` gets the request head (lowercased) and returns status, extra headers and body.
+pub fn http_stub(
+    ns: &str,
+    answer: impl Fn(&str) -> (u16, Vec<(String, String)>, String) + Send + 'static,
+) -> u16 {
+    use std::{
+        io::{Read, Write},
+        net::TcpListener,
+    };
+    let listener = in_netns(ns, || TcpListener::bind("127.0.0.1:0").expect("bind"));
+    let port = listener.local_addr().expect("addr").port();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let (status, headers, body) = answer(&head);
+            let mut out = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            for (k, v) in headers {
+                out += &format!("{k}: {v}\r\n");
+            }
+            out += "\r\n";
+            out += &body;
+            let _ = conn.write_all(out.as_bytes());
+        }
+    });
+    port
+}

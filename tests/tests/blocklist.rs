@@ -58,57 +58,33 @@ fn import_filters_aggregates_and_replaces() {
 
 mod http_source {
     use std::{
-        io::{Read, Write},
-        net::TcpListener,
         sync::{Arc, Mutex},
         thread,
         time::{Duration, Instant},
     };
 
-    use ips_tests::{Lab, in_netns, packet::Frame};
+    use ips_tests::{Lab, packet::Frame};
 
     /// What the test server answers: (status, etag, body).
     type Reply = Arc<Mutex<(u16, String, String)>>;
     /// Requests seen: (sent If-None-Match, answered status).
     type Log = Arc<Mutex<Vec<(bool, u16)>>>;
 
-    /// A tiny HTTP server on 127.0.0.1 inside the lab's namespace, honouring ETag.
+    /// A list server honouring ETag.
     fn serve(lab: &Lab, reply: Reply, log: Log) -> u16 {
-        let listener = in_netns(&lab.a, || TcpListener::bind("127.0.0.1:0").expect("bind"));
-        let port = listener.local_addr().expect("addr").port();
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let req = String::from_utf8_lossy(&req).to_ascii_lowercase();
-                let inm = req
-                    .lines()
-                    .find_map(|l| l.strip_prefix("if-none-match:"))
-                    .map(|v| v.trim().to_owned());
-                let (status, etag, body) = reply.lock().expect("reply").clone();
-                let answer = if status == 200
-                    && inm.as_deref() == Some(etag.to_ascii_lowercase().as_str())
-                {
-                    log.lock().expect("log").push((true, 304));
-                    "HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n".to_owned()
-                } else {
-                    log.lock().expect("log").push((inm.is_some(), status));
-                    format!(
-                        "HTTP/1.1 {status} X\r\nETag: {etag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                };
-                let _ = conn.write_all(answer.as_bytes());
+        ips_tests::http_stub(&lab.a, move |head| {
+            let inm = head
+                .lines()
+                .find_map(|l| l.strip_prefix("if-none-match:"))
+                .map(|v| v.trim().to_owned());
+            let (status, etag, body) = reply.lock().expect("reply").clone();
+            if status == 200 && inm.as_deref() == Some(etag.to_ascii_lowercase().as_str()) {
+                log.lock().expect("log").push((true, 304));
+                return (304, vec![], String::new());
             }
-        });
-        port
+            log.lock().expect("log").push((inm.is_some(), status));
+            (status, vec![("ETag".into(), etag)], body)
+        })
     }
 
     fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {

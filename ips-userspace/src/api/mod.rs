@@ -14,6 +14,8 @@
 //! | POST | `/v1/ips/detach` | `{"iface":..}` | `{"detached":bool}` |
 //! | POST | `/v1/ips/blocklists/import` | [`ImportRequest`] | `ImportReport` |
 //! | GET | `/v1/ips/blocklists` | | `[SourceStatus]` |
+//! | GET, POST, DELETE | `/v1/ips/bouncers` | `{"name":..}` / `?name=` | key once on POST |
+//! | GET | `/v1/decisions/stream`, `/v1/decisions` | CrowdSec LAPI, `X-Api-Key` | see [`crowdsec`] |
 //! | GET | `/v1/ips/alerts` | `?limit=&scenario=&source=` | `[StoredAlert]` |
 //! | GET | `/v1/ips/alerts/{id}` | | `StoredAlert` |
 use std::collections::BTreeMap;
@@ -35,6 +37,7 @@ use crate::{
 };
 
 pub mod client;
+pub mod crowdsec;
 pub use client::Client;
 
 /// An API error: a status code and a one-line message.
@@ -68,7 +71,9 @@ impl ApiError {
 impl From<EnforcerError> for ApiError {
     fn from(e: EnforcerError) -> Self {
         let status = match &e {
-            EnforcerError::Store(StoreError::Allowlisted { .. }) => 409,
+            EnforcerError::Store(StoreError::Allowlisted { .. } | StoreError::BouncerExists(_)) => {
+                409
+            }
             EnforcerError::Store(
                 StoreError::BadDuration(_) | StoreError::TooManyOrigins { .. },
             )
@@ -217,6 +222,12 @@ pub fn router(handle: Handle) -> Router {
             post(import_list).layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
         )
         .route("/v1/ips/blocklists", get(list_status))
+        .route("/v1/decisions/stream", get(crowdsec::stream))
+        .route("/v1/decisions", get(crowdsec::decisions))
+        .route(
+            "/v1/ips/bouncers",
+            get(list_bouncers).post(add_bouncer).delete(delete_bouncer),
+        )
         .route("/v1/ips/alerts", get(list_alerts))
         .route("/v1/ips/alerts/{id}", get(get_alert))
         .with_state(handle)
@@ -277,6 +288,55 @@ async fn import_list(
         .call(|r| Request::Import(req.name, req.text, format, ms, r))
         .await?;
     Ok(Json(report).into_response())
+}
+
+/// Body of `POST /v1/ips/bouncers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BouncerRequest {
+    /// Bouncer name.
+    pub name: String,
+}
+
+async fn add_bouncer(
+    State(h): State<Handle>,
+    b: Result<Json<BouncerRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(b)?;
+    if req.name.is_empty() || req.name.len() > 64 || req.name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "bouncer name: 1 to 64 printable characters",
+        ));
+    }
+    let key = crowdsec::new_key().map_err(|e| ApiError::internal(e.to_string()))?;
+    let hash = crowdsec::key_hash(&key);
+    let name = req.name.clone();
+    h.call(|r| Request::AddBouncer(name, hash, r)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "name": req.name, "api_key": key })),
+    )
+        .into_response())
+}
+
+async fn list_bouncers(State(h): State<Handle>) -> Result<Response, ApiError> {
+    Ok(Json(h.call(Request::Bouncers).await?).into_response())
+}
+
+/// `?name=`.
+#[derive(Debug, Default, Deserialize)]
+struct NameQuery {
+    name: Option<String>,
+}
+
+async fn delete_bouncer(
+    State(h): State<Handle>,
+    Query(q): Query<NameQuery>,
+) -> Result<Response, ApiError> {
+    let name = q
+        .name
+        .ok_or_else(|| ApiError::bad_request("?name= is required"))?;
+    let existed = h.call(|r| Request::DeleteBouncer(name, r)).await?;
+    Ok(Json(serde_json::json!({ "deleted": existed })).into_response())
 }
 
 async fn list_status(State(h): State<Handle>) -> Result<Response, ApiError> {

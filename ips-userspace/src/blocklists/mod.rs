@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod filter;
 pub mod formats;
+pub mod lapi;
 pub mod source;
 
 pub use aggregate::aggregate;

@@ -97,6 +97,35 @@ pub struct StoredAlert {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
+/// A decision that was removed (deleted, expired, dropped from a list), kept for the CrowdSec
+/// bouncer stream's `deleted` part.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The decision's id.
+    pub id: i64,
+    /// Its value.
+    pub value: Prefix,
+    /// Its origin.
+    pub origin: String,
+    /// Its type.
+    pub kind: String,
+    /// Its reason or scenario.
+    pub reason: String,
+    /// When it was removed (Unix ms).
+    pub deleted_ms: i64,
+}
+
+/// A registered bouncer (a consumer of the CrowdSec-compatible stream).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bouncer {
+    /// Name.
+    pub name: String,
+    /// Last stream pull (Unix ms), 0 if never.
+    pub last_pull_ms: i64,
+    /// When it was added.
+    pub created_ms: i64,
+}
+
 /// What the kernel should hold for one value: the origin to attribute drops to, or nothing.
 pub type Effective = (Prefix, Option<u32>);
 
@@ -123,6 +152,9 @@ pub enum StoreError {
         /// The allowlist entry that covers it.
         by: Prefix,
     },
+    /// A bouncer name is taken.
+    #[error("a bouncer named {0:?} exists already")]
+    BouncerExists(String),
     /// No origin ids left for drop attribution.
     #[error("too many origins: {name:?} cannot get an id below {max}")]
     TooManyOrigins {
@@ -214,6 +246,22 @@ pub trait Store: Send {
     ) -> Result<(), StoreError>;
     /// Saved read positions.
     fn offsets(&self) -> Result<Vec<crate::acquisition::Position>, StoreError>;
+    /// Decisions created after `since_ms` and still active at `now_ms`.
+    fn created_since(&self, since_ms: i64, now_ms: i64) -> Result<Vec<Decision>, StoreError>;
+    /// Decisions removed after `since_ms`.
+    fn deleted_since(&self, since_ms: i64) -> Result<Vec<Tombstone>, StoreError>;
+    /// Forgets tombstones older than `before_ms`.
+    fn prune_tombstones(&mut self, before_ms: i64) -> Result<usize, StoreError>;
+    /// Registers a bouncer by the SHA-256 of its key; fails if the name exists.
+    fn add_bouncer(&mut self, name: &str, key_sha256: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// The bouncer with this key hash.
+    fn bouncer_by_key(&self, key_sha256: &str) -> Result<Option<Bouncer>, StoreError>;
+    /// Records a bouncer's stream pull.
+    fn set_bouncer_pull(&mut self, name: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// All bouncers.
+    fn bouncers(&self) -> Result<Vec<Bouncer>, StoreError>;
+    /// Removes a bouncer; returns whether it existed.
+    fn delete_bouncer(&mut self, name: &str) -> Result<bool, StoreError>;
     /// Records how an interface was attached, for `ips status` after a restart.
     fn set_interface(&mut self, name: &str, mode: Option<&str>) -> Result<(), StoreError>;
     /// Interfaces and their attach modes.

@@ -5,8 +5,8 @@ use ips_common::origin;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AllowEntry, Decision, Effective, NewDecision, ORIGIN_CROWD, ORIGIN_DETECTION, ORIGIN_MANUAL,
-    Store, StoreError, StoredAlert,
+    AllowEntry, Bouncer, Decision, Effective, NewDecision, ORIGIN_CROWD, ORIGIN_DETECTION,
+    ORIGIN_MANUAL, Store, StoreError, StoredAlert, Tombstone,
 };
 use crate::prefix::Prefix;
 
@@ -56,6 +56,22 @@ CREATE TABLE IF NOT EXISTS offsets (
     dev INTEGER NOT NULL,
     ino INTEGER NOT NULL,
     offset INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tombstones (
+    decision_id INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    type TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    deleted_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tombstones_time ON tombstones (deleted_ms);
+CREATE INDEX IF NOT EXISTS decisions_created ON decisions (created_ms);
+CREATE TABLE IF NOT EXISTS bouncers (
+    name TEXT PRIMARY KEY,
+    key_sha256 TEXT NOT NULL UNIQUE,
+    last_pull_ms INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS interfaces (
     name TEXT PRIMARY KEY,
@@ -155,6 +171,18 @@ impl SqliteStore {
         )?;
         Ok(next)
     }
+}
+
+/// Copies the decisions matched by `filter` (a WHERE clause over `d`) into the tombstones.
+const TOMBSTONE: &str =
+    "INSERT INTO tombstones (decision_id, value, origin, type, reason, deleted_ms)
+     SELECT d.id, d.value, o.name, d.type, d.reason, ?1 FROM decisions d
+     JOIN origins o ON o.id = d.origin_id WHERE ";
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn parse_value(value: String) -> Result<Prefix, StoreError> {
@@ -354,10 +382,14 @@ impl Store for SqliteStore {
         )?;
         let mut removed = Vec::new();
         {
+            let mut tomb = tx.prepare(&format!(
+                "{TOMBSTONE} d.origin_id = ?2 AND d.addr = ?3 AND d.plen = ?4"
+            ))?;
             let mut delete = tx.prepare(
                 "DELETE FROM decisions WHERE origin_id = ?1 AND addr = ?2 AND plen = ?3",
             )?;
             for (addr, plen) in existing.iter().filter(|k| !wanted.contains(*k)) {
+                tomb.execute(params![now_ms, origin_id, addr, plen])?;
                 delete.execute(params![origin_id, addr, plen])?;
                 if let Ok(p) = Prefix::from_octets(addr, *plen) {
                     removed.push(p);
@@ -369,17 +401,32 @@ impl Store for SqliteStore {
     }
 
     fn delete(&mut self, value: &Prefix, origin: Option<&str>) -> Result<usize, StoreError> {
+        let now = wall_ms();
+        let tx = self.conn.transaction()?;
         let n = match origin {
-            None => self.conn.execute(
-                "DELETE FROM decisions WHERE value = ?1",
-                [value.to_string()],
-            )?,
-            Some(o) => self.conn.execute(
-                "DELETE FROM decisions WHERE value = ?1
-                 AND origin_id = (SELECT id FROM origins WHERE name = ?2)",
-                params![value.to_string(), o],
-            )?,
+            None => {
+                tx.execute(
+                    &format!("{TOMBSTONE} d.value = ?2"),
+                    params![now, value.to_string()],
+                )?;
+                tx.execute(
+                    "DELETE FROM decisions WHERE value = ?1",
+                    [value.to_string()],
+                )?
+            }
+            Some(o) => {
+                tx.execute(
+                    &format!("{TOMBSTONE} d.value = ?2 AND o.name = ?3"),
+                    params![now, value.to_string(), o],
+                )?;
+                tx.execute(
+                    "DELETE FROM decisions WHERE value = ?1
+                     AND origin_id = (SELECT id FROM origins WHERE name = ?2)",
+                    params![value.to_string(), o],
+                )?
+            }
         };
+        tx.commit()?;
         Ok(n)
     }
 
@@ -457,6 +504,10 @@ impl Store for SqliteStore {
 
     fn take_expired(&mut self, now_ms: i64) -> Result<Vec<Prefix>, StoreError> {
         let tx = self.conn.transaction()?;
+        tx.execute(
+            &format!("{TOMBSTONE} d.expires_ms <= ?2"),
+            params![now_ms, now_ms],
+        )?;
         let values: BTreeSet<String> = {
             let mut stmt =
                 tx.prepare_cached("DELETE FROM decisions WHERE expires_ms <= ?1 RETURNING value")?;
@@ -501,6 +552,10 @@ impl Store for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?
         };
         for p in &covered {
+            tx.execute(
+                &format!("{TOMBSTONE} d.value = ?2"),
+                params![now_ms, p.to_string()],
+            )?;
             tx.execute("DELETE FROM decisions WHERE value = ?1", [p.to_string()])?;
         }
         tx.commit()?;
@@ -643,6 +698,116 @@ impl Store for SqliteStore {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    fn created_since(&self, since_ms: i64, now_ms: i64) -> Result<Vec<Decision>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "{SELECT_DECISION} WHERE d.created_ms > ?1 AND d.expires_ms > ?2 ORDER BY d.id"
+        ))?;
+        let rows = stmt
+            .query_map(params![since_ms, now_ms], row_to_decision)?
+            .collect::<Result<Vec<_>, _>>()?;
+        finish(rows)
+    }
+
+    fn deleted_since(&self, since_ms: i64) -> Result<Vec<Tombstone>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT decision_id, value, origin, type, reason, deleted_ms FROM tombstones
+             WHERE deleted_ms > ?1 ORDER BY deleted_ms",
+        )?;
+        let rows = stmt
+            .query_map([since_ms], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(id, value, origin, kind, reason, deleted_ms)| {
+                Ok(Tombstone {
+                    id,
+                    value: parse_value(value)?,
+                    origin,
+                    kind,
+                    reason,
+                    deleted_ms,
+                })
+            })
+            .collect()
+    }
+
+    fn prune_tombstones(&mut self, before_ms: i64) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM tombstones WHERE deleted_ms < ?1", [before_ms])?)
+    }
+
+    fn add_bouncer(&mut self, name: &str, key_sha256: &str, now_ms: i64) -> Result<(), StoreError> {
+        match self.conn.execute(
+            "INSERT INTO bouncers (name, key_sha256, created_ms) VALUES (?1, ?2, ?3)",
+            params![name, key_sha256, now_ms],
+        ) {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::BouncerExists(name.to_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn bouncer_by_key(&self, key_sha256: &str) -> Result<Option<Bouncer>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, last_pull_ms, created_ms FROM bouncers WHERE key_sha256 = ?1",
+                [key_sha256],
+                |r| {
+                    Ok(Bouncer {
+                        name: r.get(0)?,
+                        last_pull_ms: r.get(1)?,
+                        created_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn set_bouncer_pull(&mut self, name: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE bouncers SET last_pull_ms = ?1 WHERE name = ?2",
+            params![now_ms, name],
+        )?;
+        Ok(())
+    }
+
+    fn bouncers(&self) -> Result<Vec<Bouncer>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, last_pull_ms, created_ms FROM bouncers ORDER BY name")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Bouncer {
+                    name: r.get(0)?,
+                    last_pull_ms: r.get(1)?,
+                    created_ms: r.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn delete_bouncer(&mut self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM bouncers WHERE name = ?1", [name])?
+            > 0)
     }
 
     fn set_interface(&mut self, name: &str, mode: Option<&str>) -> Result<(), StoreError> {
@@ -824,6 +989,50 @@ mod tests {
         s.upsert(&[ban("9.9.9.9", "manual", 60)], 0).unwrap();
         s.replace_origin("list:x", &[], 1000, 300).unwrap();
         assert_eq!(s.list(400, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tombstones_record_every_way_out() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        s.upsert(
+            &[
+                ban("192.0.2.1", "manual", 10),
+                ban("192.0.2.2", "manual", 1000),
+            ],
+            0,
+        )
+        .unwrap();
+        s.replace_origin("list:l", &[p("198.51.100.1")], 1000, 0)
+            .unwrap();
+        s.take_expired(10_000).unwrap();
+        s.delete(&p("192.0.2.2"), None).unwrap();
+        s.replace_origin("list:l", &[], 1000, 20_000).unwrap();
+        let gone: Vec<String> = s
+            .deleted_since(-1)
+            .unwrap()
+            .iter()
+            .map(|t| t.value.to_string())
+            .collect();
+        assert_eq!(gone.len(), 3, "{gone:?}");
+        for v in ["192.0.2.1", "192.0.2.2", "198.51.100.1"] {
+            assert!(gone.contains(&v.to_owned()), "{v}");
+        }
+        assert_eq!(s.prune_tombstones(i64::MAX).unwrap(), 3);
+    }
+
+    #[test]
+    fn bouncers_by_key_hash() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        s.add_bouncer("nginx", "abc", 1).unwrap();
+        assert!(matches!(
+            s.add_bouncer("nginx", "def", 1),
+            Err(StoreError::BouncerExists(_))
+        ));
+        assert_eq!(s.bouncer_by_key("abc").unwrap().unwrap().name, "nginx");
+        assert!(s.bouncer_by_key("nope").unwrap().is_none());
+        s.set_bouncer_pull("nginx", 42).unwrap();
+        assert_eq!(s.bouncers().unwrap()[0].last_pull_ms, 42);
+        assert!(s.delete_bouncer("nginx").unwrap());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use ips::config::{self, Config};
 mod alerts;
 mod allow;
 mod blocklist;
+mod bouncers;
 mod config_cmd;
 mod decisions;
 mod detach;
@@ -52,6 +53,9 @@ enum Command {
     Status,
     /// Remove the XDP program from an interface (and the pins when none is left).
     Detach(detach::Args),
+    /// API keys for CrowdSec bouncers reading `ips` decisions (LAPI-compatible endpoints).
+    #[command(subcommand)]
+    Bouncers(bouncers::Command),
     /// Import blocklists.
     #[command(subcommand)]
     Blocklist(blocklist::Command),
@@ -108,6 +112,7 @@ fn main() {
             Command::Detach(args) => detach::exec(args, &ctx),
             Command::Alerts(c) => alerts::exec(c, &ctx),
             Command::Blocklist(c) => blocklist::exec(c, &ctx),
+            Command::Bouncers(c) => bouncers::exec(c, &ctx),
             Command::Replay(args) => replay::replay(args, &ctx),
             Command::Explain(args) => replay::explain(args, &ctx),
             Command::Config(_) => Ok(()),
