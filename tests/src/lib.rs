@@ -199,6 +199,8 @@ pub struct Lab {
     pub config: PathBuf,
     /// Pin directory on bpffs.
     pub pin_dir: PathBuf,
+    /// More veth pairs between the same namespaces: (end in `a`, end in `b`).
+    pub extra: Vec<(String, String)>,
     daemon: Option<Child>,
 }
 
@@ -223,6 +225,7 @@ impl Lab {
             config: dir.join("ips.toml"),
             dir,
             pin_dir,
+            extra: Vec::new(),
             daemon: None,
         };
         lab.setup();
@@ -266,6 +269,22 @@ impl Lab {
         self.write_config("");
     }
 
+    /// Adds another veth pair between the namespaces; the daemon attaches to its `a` end too.
+    pub fn add_pair(&mut self) -> (String, String) {
+        let n = self.extra.len() + 1;
+        let a_if = format!("{}{n}", &self.a_if[..self.a_if.len() - 1]);
+        let b_if = format!("{}{n}", &self.b_if[..self.b_if.len() - 1]);
+        let (a_if, b_if) = (format!("{a_if}x"), format!("{b_if}y"));
+        sh(&[
+            "ip", "link", "add", &a_if, "netns", &self.a, "type", "veth", "peer", "name", &b_if,
+            "netns", &self.b,
+        ]);
+        sh(&["ip", "-n", &self.a, "link", "set", &a_if, "up"]);
+        sh(&["ip", "-n", &self.b, "link", "set", &b_if, "up"]);
+        self.extra.push((a_if.clone(), b_if.clone()));
+        (a_if, b_if)
+    }
+
     /// Writes the config, with `extra` TOML appended (sections other than store/enforcer).
     pub fn write_config(&self, extra: &str) {
         let text = format!(
@@ -295,6 +314,7 @@ impl Lab {
             .arg("--config")
             .arg(&self.config)
             .args(["run", "--iface", &self.a_if])
+            .args(self.extra.iter().flat_map(|(a, _)| ["--iface", a.as_str()]))
             .env("IPS_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -405,6 +425,20 @@ impl Lab {
             tx.send(f);
         }
         rx.received_ids(Duration::from_millis(60))
+    }
+
+    /// Sends frames over another pair (see [`Lab::add_pair`]) and returns the ids that passed.
+    pub fn exchange_on(&self, a_if: &str, b_if: &str, frames: &[Vec<u8>]) -> Vec<u32> {
+        let rx = PacketSocket::open(&self.a, a_if);
+        let tx = PacketSocket::open(&self.b, b_if);
+        rx.drain();
+        for f in frames {
+            tx.send(f);
+        }
+        let mut ids = rx.received_ids(Duration::from_millis(400));
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Sends each frame once and returns the ids that made it through XDP.

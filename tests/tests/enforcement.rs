@@ -264,3 +264,30 @@ fn detach_removes_program_and_pins() {
     assert!(!lab.pin_dir.exists(), "pins left behind");
     assert_eq!(lab.exchange(&ids(&[Frame::udp("203.0.113.7", 2)])), vec![2]);
 }
+
+#[test]
+fn several_interfaces_in_forced_generic_mode() {
+    let mut lab = Lab::new("multi");
+    let (a2, b2) = lab.add_pair();
+    lab.write_config("");
+    let cfg = std::fs::read_to_string(&lab.config).unwrap();
+    std::fs::write(
+        &lab.config,
+        cfg.replace("[enforcer]\n", "[enforcer]\nmode = \"generic\"\n"),
+    )
+    .unwrap();
+    lab.start_daemon();
+    lab.ips(&["decisions", "add", "203.0.113.7"]);
+    let f = ids(&[Frame::udp("203.0.113.7", 1), Frame::udp("192.0.2.1", 2)]);
+    assert_eq!(lab.exchange(&f), vec![2]);
+    assert_eq!(lab.exchange_on(&a2, &b2, &f), vec![2]);
+    let status = lab.ips_json(&["status"]);
+    let ifaces = status["interfaces"].as_array().unwrap();
+    assert_eq!(ifaces.len(), 2, "{status}");
+    assert!(ifaces.iter().all(|i| i["mode"] == "generic"), "{status}");
+    // Detaching one leaves the other enforcing, and the pins in place.
+    lab.ips(&["detach", "--iface", &a2]);
+    assert_eq!(lab.exchange_on(&a2, &b2, &f), vec![1, 2]);
+    assert_eq!(lab.exchange(&f), vec![2]);
+    assert!(lab.pin_dir.exists());
+}
