@@ -58,6 +58,8 @@ pub struct Config {
     pub blocklist: Vec<crate::blocklists::source::SourceConfig>,
     /// CrowdSec LAPIs to pull decisions from (`[[crowdsec]]`).
     pub crowdsec: Vec<crate::blocklists::lapi::LapiConfig>,
+    /// A community hub to push ban signals to (`[hub]`).
+    pub hub: Option<crate::hub::AgentConfig>,
 }
 
 /// `[detection]`.

@@ -188,10 +188,17 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
 
     let (tx, rx) = mpsc::channel();
     let expiry = config.enforcer.expiry_interval;
+    let stop = crate::acquisition::Stop::default();
+    let (hub_tx, pusher) = match config.hub.clone() {
+        Some(h) => {
+            let (t, j) = crate::hub::spawn_pusher(h, stop.clone())?;
+            (Some(t), Some(j))
+        }
+        None => (None, None),
+    };
     let worker = thread::Builder::new()
         .name("ips-enforcer".into())
-        .spawn(move || enforcer_loop(enforcer, rx, expiry, attachment, profiles))?;
-    let stop = crate::acquisition::Stop::default();
+        .spawn(move || enforcer_loop(enforcer, rx, expiry, attachment, profiles, hub_tx))?;
     let detection_stats = std::sync::Arc::new(std::sync::Mutex::new(
         crate::pipeline::DetectionStats::default(),
     ));
@@ -264,7 +271,7 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
     {
         error!("The detection thread panicked.");
     }
-    for (what, t) in [("blocklist", lists), ("LAPI", lapis)] {
+    for (what, t) in [("blocklist", lists), ("LAPI", lapis), ("hub", pusher)] {
         if let Some(t) = t
             && t.join().is_err()
         {
@@ -302,12 +309,13 @@ fn enforcer_loop(
     expiry: Duration,
     mut attachment: loader::Attachment,
     profiles: crate::decisions::profiles::Profiles,
+    hub: Option<mpsc::Sender<crate::hub::Signal>>,
 ) {
     let mut next_expiry = Instant::now() + expiry;
     loop {
         let wait = next_expiry.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(req) => handle(&mut enforcer, &mut attachment, &profiles, req),
+            Ok(req) => handle(&mut enforcer, &mut attachment, &profiles, hub.as_ref(), req),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
@@ -328,6 +336,7 @@ fn handle(
     enforcer: &mut Enforcer,
     attachment: &mut loader::Attachment,
     profiles: &crate::decisions::profiles::Profiles,
+    hub: Option<&mpsc::Sender<crate::hub::Signal>>,
     req: Request,
 ) {
     let now = now_ms();
@@ -372,8 +381,23 @@ fn handle(
             let _ = reply.send(status(enforcer, now).map_err(ApiError::from));
         }
         Request::Alert(alert) => {
-            if let Err(e) = enforcer.handle_alert(&alert, profiles, now) {
-                error!(error = %e, scenario = %alert.scenario, source = %alert.source, "Cannot act on alert.");
+            match enforcer.handle_alert(&alert, profiles, now) {
+                Ok(stored) => {
+                    // Bans are shared with the hub: the source and the scenario, no log lines.
+                    if let (Some(hub), "ban", Some(value)) =
+                        (hub, stored.outcome.as_str(), stored.value.as_deref())
+                        && let Ok(value) = value.parse()
+                    {
+                        let _ = hub.send(crate::hub::Signal {
+                            value,
+                            scenario: alert.scenario.clone(),
+                            time_ms: alert.last_ms,
+                        });
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, scenario = %alert.scenario, source = %alert.source, "Cannot act on alert.");
+                }
             }
         }
         Request::SaveOffsets(positions) => {

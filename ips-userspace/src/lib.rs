@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod decisions;
 pub mod duration;
 pub mod enforcer;
+pub mod hub;
 pub mod parsers;
 pub mod pipeline;
 pub mod prefix;

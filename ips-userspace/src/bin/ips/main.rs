@@ -11,6 +11,7 @@ mod bouncers;
 mod config_cmd;
 mod decisions;
 mod detach;
+mod hub;
 mod output;
 mod replay;
 mod run;
@@ -66,6 +67,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Show how one log line parses and which scenarios it feeds.
     Explain(replay::ExplainArgs),
+    /// Run a community hub: agents push signals, everyone pulls the consensus.
+    Hub(hub::Args),
     /// Check the config file.
     #[command(subcommand)]
     Config(config_cmd::Command),
@@ -98,13 +101,17 @@ fn main() {
         if let Command::Config(c) = &cli.command {
             return config_cmd::exec(c, &config_path, explicit, cli.output);
         }
+        let command = match cli.command {
+            Command::Hub(args) => return hub::exec(args),
+            other => other,
+        };
         let config = Config::load(&config_path, explicit)?;
         let ctx = Ctx {
             config,
             config_path,
             format: cli.output,
         };
-        match cli.command {
+        match command {
             Command::Run(args) => run::exec(args, ctx),
             Command::Decisions(c) => decisions::exec(c, &ctx),
             Command::Allow(c) => allow::exec(c, &ctx),
@@ -115,7 +122,7 @@ fn main() {
             Command::Bouncers(c) => bouncers::exec(c, &ctx),
             Command::Replay(args) => replay::replay(args, &ctx),
             Command::Explain(args) => replay::explain(args, &ctx),
-            Command::Config(_) => Ok(()),
+            Command::Config(_) | Command::Hub(_) => Ok(()),
         }
     })();
     if let Err(e) = result {

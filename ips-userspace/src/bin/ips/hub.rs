@@ -1,0 +1,65 @@
+//! `ips hub`: run a community hub.
+use std::{net::SocketAddr, path::PathBuf};
+
+use ips::{
+    hub::{HubConfig, HubStore, server},
+    prefix::Prefix,
+};
+
+/// `ips hub` flags.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    /// SQLite file.
+    #[arg(long, default_value = "/var/lib/ips/hub.db")]
+    db: PathBuf,
+    /// Enrolment token agents present.
+    #[arg(long, env = "IPS_HUB_TOKEN")]
+    token: String,
+    /// Trust weight (distinct agents) needed to list an address.
+    #[arg(long, default_value_t = 3.0)]
+    k: f64,
+    /// How long a report counts.
+    #[arg(long, default_value = "24h")]
+    window: String,
+    /// Never listed (repeat).
+    #[arg(long = "allow")]
+    allow: Vec<Prefix>,
+}
+
+pub fn exec(args: Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IPS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    if args.token.len() < 16 {
+        anyhow::bail!("the enrolment token must be at least 16 characters");
+    }
+    if let Some(dir) = args.db.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let window_ms = ips::duration::parse(&args.window)?.as_millis() as i64;
+    let store = HubStore::open(
+        &args.db,
+        HubConfig {
+            token: args.token,
+            k: args.k,
+            window_ms,
+            allowlist: args.allow,
+        },
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = server::bind(args.listen).await?;
+        tracing::info!(listen = %args.listen, "Hub listening.");
+        server::serve(store, listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+    })?;
+    Ok(())
+}

@@ -1,0 +1,429 @@
+//! The community hub (`ips hub`): agents enrol with a token and push signals (source, scenario,
+//! time; no log content); the hub publishes a consensus blocklist that agents pull as deltas
+//! through the same CrowdSec-shaped stream they already read (`[[crowdsec]]` pointing at the
+//! hub).
+//!
+//! Consensus: a value is listed when the agents that reported it within the window weigh at
+//! least `k` in trust (each agent counts once however often it reports, so one agent can never
+//! list anything alone), and leaves when old reports age out of the window. The hub's own
+//! allowlist and private ranges are never listed.
+//!
+//! [`HubStore`] keeps agents, signals and the consensus log in SQLite.
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::prefix::Prefix;
+
+pub mod server;
+
+/// Hub settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HubConfig {
+    /// The enrolment token agents present.
+    pub token: String,
+    /// Trust weight needed to list a value (distinct agents at trust 1).
+    pub k: f64,
+    /// How long a report counts.
+    pub window_ms: i64,
+    /// Never listed.
+    pub allowlist: Vec<Prefix>,
+}
+
+/// One signal from an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signal {
+    /// The attacking address (or prefix).
+    pub value: Prefix,
+    /// Scenario that fired.
+    pub scenario: String,
+    /// When (Unix ms).
+    pub time_ms: i64,
+}
+
+/// A consensus change, numbered for deltas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Sequence number.
+    pub seq: i64,
+    /// The value.
+    pub value: Prefix,
+    /// Listed (true) or removed.
+    pub listed: bool,
+}
+
+/// Errors of the hub.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// SQLite.
+    #[error("hub store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// Bad enrolment token.
+    #[error("wrong enrolment token")]
+    BadToken,
+}
+
+/// The hub's SQLite store.
+pub struct HubStore {
+    conn: Connection,
+    config: HubConfig,
+}
+
+impl HubStore {
+    /// Opens (or creates) the store.
+    pub fn open(path: &std::path::Path, config: HubConfig) -> Result<Self, HubError> {
+        let conn = if path.as_os_str() == ":memory:" {
+            Connection::open_in_memory()?
+        } else {
+            Connection::open(path)?
+        };
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS agents (
+                 id INTEGER PRIMARY KEY, name TEXT NOT NULL, key_sha256 TEXT NOT NULL UNIQUE,
+                 trust REAL NOT NULL DEFAULT 1.0, created_ms INTEGER NOT NULL,
+                 last_seq INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE IF NOT EXISTS signals (
+                 agent_id INTEGER NOT NULL, value TEXT NOT NULL, scenario TEXT NOT NULL,
+                 time_ms INTEGER NOT NULL, PRIMARY KEY (value, agent_id));
+             CREATE TABLE IF NOT EXISTS listed (value TEXT PRIMARY KEY, since_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS changes (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT, value TEXT NOT NULL,
+                 listed INTEGER NOT NULL);",
+        )?;
+        Ok(Self { conn, config })
+    }
+
+    /// Enrols an agent; returns (agent id, API key).
+    pub fn enrol(
+        &mut self,
+        token: &str,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<(i64, String), HubError> {
+        if token != self.config.token {
+            return Err(HubError::BadToken);
+        }
+        let key = crate::api::crowdsec::new_key()
+            .map_err(|e| HubError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        self.conn.execute(
+            "INSERT INTO agents (name, key_sha256, created_ms) VALUES (?1, ?2, ?3)",
+            params![name, crate::api::crowdsec::key_hash(&key), now_ms],
+        )?;
+        Ok((self.conn.last_insert_rowid(), key))
+    }
+
+    /// The agent with this API key.
+    pub fn agent(&self, key: &str) -> Result<Option<i64>, HubError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM agents WHERE key_sha256 = ?1",
+                [crate::api::crowdsec::key_hash(key)],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Sets an agent's trust weight.
+    pub fn set_trust(&mut self, agent: i64, trust: f64) -> Result<(), HubError> {
+        self.conn.execute(
+            "UPDATE agents SET trust = ?1 WHERE id = ?2",
+            params![trust, agent],
+        )?;
+        Ok(())
+    }
+
+    /// Records signals from an agent (one per value per agent: the latest) and updates the
+    /// consensus for the values they touch.
+    pub fn push(&mut self, agent: i64, signals: &[Signal], now_ms: i64) -> Result<(), HubError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO signals (agent_id, value, scenario, time_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (value, agent_id) DO UPDATE SET
+                     time_ms = MAX(time_ms, excluded.time_ms), scenario = excluded.scenario",
+            )?;
+            for s in signals {
+                // A report from the future counts from now.
+                stmt.execute(params![
+                    agent,
+                    s.value.to_string(),
+                    s.scenario,
+                    s.time_ms.min(now_ms)
+                ])?;
+            }
+        }
+        tx.commit()?;
+        let values: Vec<Prefix> = signals.iter().map(|s| s.value).collect();
+        self.update(&values, now_ms)
+    }
+
+    fn weight(&self, value: &str, now_ms: i64) -> Result<f64, HubError> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(SUM(a.trust), 0) FROM signals s JOIN agents a ON a.id = s.agent_id
+             WHERE s.value = ?1 AND s.time_ms > ?2",
+            params![value, now_ms - self.config.window_ms],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn allowed(&self, value: &Prefix) -> bool {
+        self.config
+            .allowlist
+            .iter()
+            .any(|a| a.contains(value) || value.contains(a))
+            || crate::prefix::PRIVATE_RANGES
+                .iter()
+                .filter_map(|r| r.parse::<Prefix>().ok())
+                .any(|r| r.contains(value) || value.contains(&r))
+    }
+
+    /// Re-decides each value: listed iff its trust weight within the window reaches `k` and it
+    /// is not allowlisted. Changes are logged for deltas.
+    pub fn update(&mut self, values: &[Prefix], now_ms: i64) -> Result<(), HubError> {
+        for v in values {
+            let text = v.to_string();
+            let want = !self.allowed(v) && self.weight(&text, now_ms)? >= self.config.k;
+            let have = self
+                .conn
+                .query_row("SELECT 1 FROM listed WHERE value = ?1", [&text], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if want != have {
+                if want {
+                    self.conn.execute(
+                        "INSERT INTO listed (value, since_ms) VALUES (?1, ?2)",
+                        params![text, now_ms],
+                    )?;
+                } else {
+                    self.conn
+                        .execute("DELETE FROM listed WHERE value = ?1", [&text])?;
+                }
+                self.conn.execute(
+                    "INSERT INTO changes (value, listed) VALUES (?1, ?2)",
+                    params![text, want],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ages out reports: re-decides every listed value (decay).
+    pub fn decay(&mut self, now_ms: i64) -> Result<(), HubError> {
+        let listed: Vec<Prefix> = {
+            let mut stmt = self.conn.prepare("SELECT value FROM listed")?;
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .filter_map(|v| v.ok().and_then(|v| v.parse().ok()))
+                .collect()
+        };
+        self.update(&listed, now_ms)?;
+        self.conn.execute(
+            "DELETE FROM signals WHERE time_ms <= ?1",
+            [now_ms - self.config.window_ms],
+        )?;
+        Ok(())
+    }
+
+    /// The consensus list now.
+    pub fn listed(&self) -> Result<Vec<Prefix>, HubError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT value FROM listed ORDER BY value")?;
+        let out = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .filter_map(|v| v.ok().and_then(|v| v.parse().ok()))
+            .collect();
+        Ok(out)
+    }
+
+    /// Changes an agent has not pulled yet (everything listed on startup); records the pull.
+    pub fn pull(
+        &mut self,
+        agent: i64,
+        startup: bool,
+    ) -> Result<(Vec<Prefix>, Vec<Prefix>), HubError> {
+        let last: i64 =
+            self.conn
+                .query_row("SELECT last_seq FROM agents WHERE id = ?1", [agent], |r| {
+                    r.get(0)
+                })?;
+        let top: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
+                    r.get(0)
+                })?;
+        let out = if startup || last == 0 {
+            (self.listed()?, Vec::new())
+        } else {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT value, listed FROM changes WHERE seq > ?1 ORDER BY seq")?;
+            let rows: Vec<(String, bool)> = stmt
+                .query_map([last], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            // The last change of a value wins.
+            let mut state: HashMap<String, bool> = HashMap::new();
+            for (v, l) in rows {
+                state.insert(v, l);
+            }
+            let mut new = Vec::new();
+            let mut deleted = Vec::new();
+            for (v, l) in state {
+                if let Ok(p) = v.parse() {
+                    if l { new.push(p) } else { deleted.push(p) }
+                }
+            }
+            new.sort();
+            deleted.sort();
+            (new, deleted)
+        };
+        self.conn.execute(
+            "UPDATE agents SET last_seq = ?1 WHERE id = ?2",
+            params![top, agent],
+        )?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> HubStore {
+        HubStore::open(
+            std::path::Path::new(":memory:"),
+            HubConfig {
+                token: "t".into(),
+                k: 3.0,
+                window_ms: 1000,
+                allowlist: vec!["198.51.100.0/24".parse().unwrap()],
+            },
+        )
+        .unwrap()
+    }
+
+    fn sig(v: &str, t: i64) -> Signal {
+        Signal {
+            value: v.parse().unwrap(),
+            scenario: "ssh-bf".into(),
+            time_ms: t,
+        }
+    }
+
+    #[test]
+    fn k_of_n_poisoning_allowlist_and_decay() {
+        let mut h = hub();
+        assert!(matches!(h.enrol("wrong", "a", 0), Err(HubError::BadToken)));
+        let agents: Vec<i64> = (0..5)
+            .map(|i| h.enrol("t", &format!("a{i}"), 0).unwrap().0)
+            .collect();
+        h.push(agents[0], &[sig("203.0.113.9", 10)], 10).unwrap();
+        h.push(agents[1], &[sig("203.0.113.9", 20)], 20).unwrap();
+        assert!(h.listed().unwrap().is_empty(), "two of three");
+        // One agent reporting a hundred times is still one agent.
+        for t in 0..100 {
+            h.push(agents[4], &[sig("192.0.2.66", t)], t).unwrap();
+        }
+        assert!(h.listed().unwrap().is_empty());
+        h.push(agents[2], &[sig("203.0.113.9", 30)], 30).unwrap();
+        assert_eq!(h.listed().unwrap(), vec!["203.0.113.9".parse().unwrap()]);
+        // The allowlist and private ranges are never listed, however many report.
+        for a in &agents {
+            h.push(*a, &[sig("198.51.100.7", 40), sig("10.1.2.3", 40)], 40)
+                .unwrap();
+        }
+        assert_eq!(h.listed().unwrap().len(), 1);
+        // A trusted pair can list alone.
+        h.set_trust(agents[3], 2.0).unwrap();
+        h.push(agents[3], &[sig("192.0.2.66", 50)], 50).unwrap();
+        assert_eq!(h.listed().unwrap().len(), 2);
+        // Reports age out of the window: the entries leave.
+        h.decay(1025).unwrap();
+        assert_eq!(h.listed().unwrap(), vec!["192.0.2.66".parse().unwrap()]);
+        h.decay(5000).unwrap();
+        assert!(h.listed().unwrap().is_empty());
+    }
+
+    #[test]
+    fn deltas_since_the_last_pull() {
+        let mut h = hub();
+        let a: Vec<i64> = (0..3)
+            .map(|i| h.enrol("t", &format!("a{i}"), 0).unwrap().0)
+            .collect();
+        for x in &a {
+            h.push(*x, &[sig("203.0.113.1", 0)], 0).unwrap();
+        }
+        let (new, del) = h.pull(a[0], true).unwrap();
+        assert_eq!((new.len(), del.len()), (1, 0));
+        assert_eq!(h.pull(a[0], false).unwrap(), (vec![], vec![]));
+        for x in &a {
+            h.push(*x, &[sig("203.0.113.2", 500)], 500).unwrap();
+        }
+        h.decay(1001).unwrap();
+        let (new, del) = h.pull(a[0], false).unwrap();
+        assert_eq!(new, vec!["203.0.113.2".parse().unwrap()]);
+        assert_eq!(del, vec!["203.0.113.1".parse().unwrap()]);
+    }
+}
+
+/// `[hub]` in an agent's `ips.toml`: where to push signals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The hub's base URL.
+    pub url: String,
+    /// This agent's key (from `/v1/hub/enroll`).
+    pub api_key: String,
+}
+
+/// Sends ban signals to the hub in batches, once a second; keeps (up to 100k) what could not
+/// be sent for the next try.
+pub fn spawn_pusher(
+    config: AgentConfig,
+    stop: crate::acquisition::Stop,
+) -> std::io::Result<(std::sync::mpsc::Sender<Signal>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel::<Signal>();
+    let handle = std::thread::Builder::new()
+        .name("ips-hub-push".into())
+        .spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(std::time::Duration::from_secs(30)))
+                .build()
+                .into();
+            let url = format!("{}/v1/hub/signals", config.url.trim_end_matches('/'));
+            let mut pending: Vec<Signal> = Vec::new();
+            loop {
+                match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                    Ok(s) => {
+                        pending.push(s);
+                        pending.extend(rx.try_iter());
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                if !pending.is_empty() {
+                    let sent = agent
+                        .post(&url)
+                        .header("X-Api-Key", &config.api_key)
+                        .send_json(&pending)
+                        .map(|r| r.status().is_success());
+                    match sent {
+                        Ok(true) => pending.clear(),
+                        other => {
+                            tracing::warn!(hub = %config.url, result = ?other.map_err(|e| e.to_string()), "Cannot push signals; will retry.");
+                            if pending.len() > 100_000 {
+                                pending.drain(..pending.len() - 100_000);
+                            }
+                        }
+                    }
+                }
+                if stop.stopped() {
+                    return;
+                }
+            }
+        })?;
+    Ok((tx, handle))
+}

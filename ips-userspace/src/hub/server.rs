@@ -1,0 +1,186 @@
+//! The hub's HTTP API: enrolment, signal push, and the consensus as a CrowdSec-shaped stream.
+//!
+//! | method | path | auth | body / answer |
+//! |---|---|---|---|
+//! | POST | `/v1/hub/enroll` | token in body | `{"token","name"}` -> `{"agent_id","api_key"}` |
+//! | POST | `/v1/hub/signals` | `X-Api-Key` | `[Signal]` -> `{"accepted":n}` |
+//! | GET | `/v1/decisions/stream?startup=` | `X-Api-Key` | `{"new":[..],"deleted":[..]}` |
+//! | GET | `/v1/hub/list` | none | the consensus as a plain list |
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+
+use super::{HubError, HubStore, Signal};
+use crate::api::crowdsec::{LapiDecision, Stream};
+
+type Shared = Arc<Mutex<HubStore>>;
+
+fn err(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "message": msg.into() }))).into_response()
+}
+
+/// The agent behind the request's `X-Api-Key`, or the status and message to answer with.
+fn agent(hub: &Shared, headers: &HeaderMap) -> Result<i64, (StatusCode, String)> {
+    let forbidden = || (StatusCode::FORBIDDEN, "access forbidden".to_owned());
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(forbidden)?;
+    let h = hub
+        .lock()
+        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "poisoned".to_owned()))?;
+    match h.agent(key) {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(forbidden()),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+struct Enrol {
+    token: String,
+    name: String,
+}
+
+async fn enrol(State(hub): State<Shared>, Json(req): Json<Enrol>) -> Response {
+    let Ok(mut h) = hub.lock() else {
+        return err(StatusCode::INTERNAL_SERVER_ERROR, "poisoned");
+    };
+    match h.enrol(&req.token, &req.name, crate::daemon::now_ms()) {
+        Ok((id, key)) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "agent_id": id, "api_key": key })),
+        )
+            .into_response(),
+        Err(HubError::BadToken) => err(StatusCode::FORBIDDEN, "wrong enrolment token"),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn signals(
+    State(hub): State<Shared>,
+    headers: HeaderMap,
+    Json(list): Json<Vec<Signal>>,
+) -> Response {
+    let id = match agent(&hub, &headers) {
+        Ok(id) => id,
+        Err((status, msg)) => return err(status, msg),
+    };
+    if list.len() > 100_000 {
+        return err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "at most 100000 signals a push",
+        );
+    }
+    let Ok(mut h) = hub.lock() else {
+        return err(StatusCode::INTERNAL_SERVER_ERROR, "poisoned");
+    };
+    match h.push(id, &list, crate::daemon::now_ms()) {
+        Ok(()) => Json(serde_json::json!({ "accepted": list.len() })).into_response(),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    #[serde(default)]
+    startup: Option<String>,
+}
+
+async fn stream(
+    State(hub): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Response {
+    let id = match agent(&hub, &headers) {
+        Ok(id) => id,
+        Err((status, msg)) => return err(status, msg),
+    };
+    let Ok(mut h) = hub.lock() else {
+        return err(StatusCode::INTERNAL_SERVER_ERROR, "poisoned");
+    };
+    let window = h.config.window_ms;
+    match h.pull(id, q.startup.as_deref() == Some("true")) {
+        Ok((new, deleted)) => {
+            let shape = |p: &crate::prefix::Prefix, left: i64| LapiDecision {
+                id: 0,
+                origin: "hub".into(),
+                kind: "ban".into(),
+                scope: p.scope().into(),
+                value: p.to_string(),
+                duration: crate::duration::format(Duration::from_millis(left.max(0) as u64)),
+                scenario: "hub-consensus".into(),
+            };
+            let new: Vec<_> = new.iter().map(|p| shape(p, window)).collect();
+            let deleted: Vec<_> = deleted.iter().map(|p| shape(p, 0)).collect();
+            Json(Stream {
+                new: (!new.is_empty()).then_some(new),
+                deleted: (!deleted.is_empty()).then_some(deleted),
+            })
+            .into_response()
+        }
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn list(State(hub): State<Shared>) -> Response {
+    let Ok(h) = hub.lock() else {
+        return err(StatusCode::INTERNAL_SERVER_ERROR, "poisoned");
+    };
+    match h.listed() {
+        Ok(l) => l
+            .iter()
+            .map(|p| format!("{p}\n"))
+            .collect::<String>()
+            .into_response(),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The hub's router over a shared store.
+pub fn router(hub: Arc<Mutex<HubStore>>) -> Router {
+    Router::new()
+        .route("/v1/hub/enroll", post(enrol))
+        .route("/v1/hub/signals", post(signals))
+        .route("/v1/hub/list", get(list))
+        .route("/v1/decisions/stream", get(stream))
+        .with_state(hub)
+}
+
+/// Serves the hub until `shutdown` resolves, ageing reports out every second.
+pub async fn serve(
+    hub: HubStore,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let hub = Arc::new(Mutex::new(hub));
+    let ticker = hub.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            if let Ok(mut h) = ticker.lock() {
+                let _ = h.decay(crate::daemon::now_ms());
+            }
+        }
+    });
+    axum::serve(listener, router(hub))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds `listen`.
+pub async fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen).await
+}

@@ -1,0 +1,118 @@
+//! A community hub with five agents over real HTTP on loopback: enrolment, K-of-N consensus,
+//! an agent that reports one address a hundred times cannot list it, and deltas pulled with the
+//! same client agents use for a CrowdSec LAPI.
+use std::{sync::mpsc, time::Duration};
+
+use ips::{
+    blocklists::lapi,
+    hub::{HubConfig, HubStore, server},
+};
+
+fn start_hub() -> String {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = server::bind("127.0.0.1:0".parse().expect("addr"))
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send");
+            let store = HubStore::open(
+                std::path::Path::new(":memory:"),
+                HubConfig {
+                    token: "enrol-me-please-0123".into(),
+                    k: 3.0,
+                    window_ms: 3_600_000,
+                    allowlist: vec![],
+                },
+            )
+            .expect("store");
+            server::serve(store, listener, std::future::pending())
+                .await
+                .expect("serve");
+        });
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(5)).expect("hub up");
+    format!("http://{addr}")
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn enrol(hub: &str, token: &str, name: &str) -> (u16, serde_json::Value) {
+    let mut r = agent()
+        .post(&format!("{hub}/v1/hub/enroll"))
+        .send_json(serde_json::json!({ "token": token, "name": name }))
+        .expect("enrol");
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap_or_default())
+}
+
+fn push(hub: &str, key: &str, values: &[&str]) -> u16 {
+    let now = ips::daemon::now_ms();
+    let body: Vec<_> = values
+        .iter()
+        .map(|v| serde_json::json!({ "value": v, "scenario": "ssh-bf", "time_ms": now }))
+        .collect();
+    agent()
+        .post(&format!("{hub}/v1/hub/signals"))
+        .header("X-Api-Key", key)
+        .send_json(body)
+        .expect("push")
+        .status()
+        .as_u16()
+}
+
+fn values(d: &lapi::Delta) -> Vec<String> {
+    d.new.iter().map(|(p, _, _)| p.to_string()).collect()
+}
+
+#[test]
+fn five_agents_reach_consensus_and_a_poisoner_does_not() {
+    let hub = start_hub();
+    assert_eq!(enrol(&hub, "wrong", "x").0, 403);
+    let keys: Vec<String> = (0..5)
+        .map(|i| {
+            let (status, v) = enrol(&hub, "enrol-me-please-0123", &format!("agent{i}"));
+            assert_eq!(status, 201);
+            v["api_key"].as_str().expect("key").to_owned()
+        })
+        .collect();
+    assert_eq!(push(&hub, "not-a-key", &["203.0.113.9"]), 403);
+
+    // Agent 4 reports 198.18.0.66 a hundred times: still one agent.
+    for _ in 0..100 {
+        assert_eq!(push(&hub, &keys[4], &["198.18.0.66"]), 200);
+    }
+    // Two agents report 203.0.113.9: below K = 3.
+    push(&hub, &keys[0], &["203.0.113.9"]);
+    push(&hub, &keys[1], &["203.0.113.9"]);
+    let first = lapi::pull(&hub, &keys[3], true).expect("pull");
+    assert!(first.new.is_empty());
+    // A third agent: listed. Agent 3 gets it as a delta.
+    push(&hub, &keys[2], &["203.0.113.9"]);
+    let d = lapi::pull(&hub, &keys[3], false).expect("pull");
+    assert_eq!(values(&d), ["203.0.113.9"]);
+    assert!(d.new[0].1 > 0, "a positive duration");
+    // Nothing new since: an empty delta.
+    let d = lapi::pull(&hub, &keys[3], false).expect("pull");
+    assert_eq!(d, lapi::Delta::default());
+    // Another agent starting up gets the whole list; the poisoner's address is not on it.
+    let d = lapi::pull(&hub, &keys[4], true).expect("pull");
+    assert_eq!(values(&d), ["203.0.113.9"]);
+    let list = agent()
+        .get(&format!("{hub}/v1/hub/list"))
+        .call()
+        .expect("list")
+        .body_mut()
+        .read_to_string()
+        .expect("body");
+    assert_eq!(list, "203.0.113.9\n");
+}
