@@ -1,0 +1,144 @@
+//! `cargo xtask bench`, hub part: 1,000 simulated agents pushing signals over HTTP on loopback
+//! to one hub; signals ingested per second, and the delay from the report that reaches K to the
+//! address appearing in the consensus list.
+use std::{
+    sync::{Arc, mpsc},
+    time::{Duration, Instant},
+};
+
+use ips::hub::{HubConfig, HubStore, server};
+
+const AGENTS: usize = 1000;
+const PUSHES_PER_AGENT: usize = 5;
+const SIGNALS_PER_PUSH: usize = 20;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ips-bench-hub-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = dir.join("hub.db");
+    let (tx, rx) = mpsc::channel();
+    let db2 = db.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async move {
+            let l = server::bind("127.0.0.1:0".parse().expect("addr"))
+                .await
+                .expect("bind");
+            tx.send(l.local_addr().expect("addr")).expect("send");
+            let store = HubStore::open(
+                &db2,
+                HubConfig {
+                    token: "bench-token-0123456789".into(),
+                    k: 3.0,
+                    window_ms: 3_600_000,
+                    allowlist: vec![],
+                },
+            )
+            .expect("store");
+            server::serve(store, l, std::future::pending())
+                .await
+                .expect("serve");
+        });
+    });
+    let hub = format!("http://{}", rx.recv().expect("addr"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let keys: Vec<String> = (0..AGENTS)
+        .map(|i| {
+            let mut r = agent
+                .post(&format!("{hub}/v1/hub/enroll"))
+                .send_json(
+                    serde_json::json!({"token": "bench-token-0123456789", "name": format!("a{i}")}),
+                )
+                .expect("enrol");
+            let v: serde_json::Value = r.body_mut().read_json().expect("json");
+            v["api_key"].as_str().expect("key").to_owned()
+        })
+        .collect();
+    let keys = Arc::new(keys);
+    // Each agent reports addresses from a shared pool of 20k, so many cross K.
+    let t = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|w| {
+            let (keys, hub) = (keys.clone(), hub.clone());
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+                let now = ips::daemon::now_ms();
+                for a in (w..AGENTS).step_by(4) {
+                    for p in 0..PUSHES_PER_AGENT {
+                        let body: Vec<_> = (0..SIGNALS_PER_PUSH)
+                            .map(|s| {
+                                let n = (a * 7919 + p * 104_729 + s * 31) % 20_000;
+                                serde_json::json!({
+                                    "value": format!("100.{}.{}.{}", 128 + n / 65_536 % 64, n / 256 % 256, n % 256),
+                                    "scenario": "ssh-bf",
+                                    "time_ms": now
+                                })
+                            })
+                            .collect();
+                        agent
+                            .post(&format!("{hub}/v1/hub/signals"))
+                            .header("X-Api-Key", &keys[a])
+                            .send_json(body)
+                            .expect("push");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("worker");
+    }
+    let took = t.elapsed();
+    let total = AGENTS * PUSHES_PER_AGENT * SIGNALS_PER_PUSH;
+    // Consensus delay: two agents report a fresh address, the third report is timed until the
+    // address is in the list.
+    let mut delays = Vec::new();
+    for i in 0..20u32 {
+        let value = format!("198.18.1.{i}");
+        let push = |k: &str| {
+            agent
+                .post(&format!("{hub}/v1/hub/signals"))
+                .header("X-Api-Key", k)
+                .send_json(serde_json::json!([{ "value": value, "scenario": "x", "time_ms": ips::daemon::now_ms() }]))
+                .expect("push");
+        };
+        push(&keys[0]);
+        push(&keys[1]);
+        let t = Instant::now();
+        push(&keys[2]);
+        loop {
+            let list = agent
+                .get(&format!("{hub}/v1/hub/list"))
+                .call()
+                .expect("list")
+                .body_mut()
+                .read_to_string()
+                .expect("body");
+            if list.lines().any(|l| l == value) {
+                delays.push(t.elapsed());
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "never listed");
+        }
+    }
+    delays.sort();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("8. Hub: {AGENTS} agents, {total} signals over HTTP on loopback (4 client threads)");
+    println!(
+        "   ingest: {:.0} signals/s ({:.1} s)   consensus delay (K-th report -> listed): p50 {:.1} ms, max {:.1} ms",
+        total as f64 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        delays[delays.len() / 2].as_secs_f64() * 1e3,
+        delays.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
+}
