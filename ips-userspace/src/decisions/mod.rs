@@ -186,8 +186,8 @@ pub trait Store: Send {
     /// allowlisted.
     fn upsert(&mut self, batch: &[NewDecision], now_ms: i64) -> Result<Vec<Decision>, StoreError>;
     /// Makes `origin`'s decisions exactly `values`, each lasting `duration_ms` from now (kept
-    /// ones are renewed), in one transaction without reading rows back. Returns the values
-    /// added and removed. For blocklists: no allowlist check here; filter before.
+    /// ones past half their life are renewed), in one transaction without reading rows back.
+    /// Returns the values added and removed. For blocklists: no allowlist check here; filter before.
     fn replace_origin(
         &mut self,
         origin: &str,

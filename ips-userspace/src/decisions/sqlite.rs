@@ -376,9 +376,11 @@ impl Store for SqliteStore {
                 }
             }
         }
+        // Renew lazily: only entries past half their life, so a refresh that changes little
+        // rewrites little. Every entry still has at least half a duration left afterwards.
         tx.execute(
-            "UPDATE decisions SET expires_ms = ?1 WHERE origin_id = ?2",
-            params![expires, origin_id],
+            "UPDATE decisions SET expires_ms = ?1 WHERE origin_id = ?2 AND expires_ms < ?3",
+            params![expires, origin_id, now_ms.saturating_add(duration_ms / 2)],
         )?;
         let mut removed = Vec::new();
         {
