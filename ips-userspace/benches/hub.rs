@@ -2,7 +2,7 @@
 //! to one hub; signals ingested per second, and the delay from the report that reaches K to the
 //! address appearing in the consensus list.
 use std::{
-    sync::{Arc, mpsc},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -19,35 +19,18 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("ips-bench-hub-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let db = dir.join("hub.db");
-    let (tx, rx) = mpsc::channel();
-    let db2 = db.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async move {
-            let l = server::bind("127.0.0.1:0".parse().expect("addr"))
-                .await
-                .expect("bind");
-            tx.send(l.local_addr().expect("addr")).expect("send");
-            let store = HubStore::open(
-                &db2,
-                HubConfig {
-                    token: "bench-token-0123456789".into(),
-                    k: 3.0,
-                    window_ms: 3_600_000,
-                    allowlist: vec![],
-                },
-            )
-            .expect("store");
-            server::serve(store, l, std::future::pending())
-                .await
-                .expect("serve");
-        });
-    });
-    let hub = format!("http://{}", rx.recv().expect("addr"));
+    let store = HubStore::open(
+        &db,
+        HubConfig {
+            token: "bench-token-0123456789".into(),
+            k: 3.0,
+            window_ms: 3_600_000,
+            allowlist: vec![],
+        },
+    )
+    .expect("store");
+    let addr = server::spawn(store, "127.0.0.1:0".parse().expect("addr")).expect("hub");
+    let hub = format!("http://{addr}");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()

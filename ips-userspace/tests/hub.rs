@@ -1,41 +1,23 @@
 //! A community hub with five agents over real HTTP on loopback: enrolment, K-of-N consensus,
 //! an agent that reports one address a hundred times cannot list it, and deltas pulled with the
 //! same client agents use for a CrowdSec LAPI.
-use std::{sync::mpsc, time::Duration};
-
 use ips::{
     blocklists::lapi,
     hub::{HubConfig, HubStore, server},
 };
 
 fn start_hub() -> String {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = server::bind("127.0.0.1:0".parse().expect("addr"))
-                .await
-                .expect("bind");
-            tx.send(listener.local_addr().expect("addr")).expect("send");
-            let store = HubStore::open(
-                std::path::Path::new(":memory:"),
-                HubConfig {
-                    token: "enrol-me-please-0123".into(),
-                    k: 3.0,
-                    window_ms: 3_600_000,
-                    allowlist: vec![],
-                },
-            )
-            .expect("store");
-            server::serve(store, listener, std::future::pending())
-                .await
-                .expect("serve");
-        });
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(5)).expect("hub up");
+    let store = HubStore::open(
+        std::path::Path::new(":memory:"),
+        HubConfig {
+            token: "enrol-me-please-0123".into(),
+            k: 3.0,
+            window_ms: 3_600_000,
+            allowlist: vec![],
+        },
+    )
+    .expect("store");
+    let addr = server::spawn(store, "127.0.0.1:0".parse().expect("addr")).expect("hub up");
     format!("http://{addr}")
 }
 

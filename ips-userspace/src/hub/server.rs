@@ -184,3 +184,37 @@ pub async fn serve(
 pub async fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen).await
 }
+
+/// Runs a hub on its own thread and runtime (for tests, benches and embedding); returns the
+/// address it listens on. It runs until the process ends.
+pub fn spawn(hub: HubStore, listen: SocketAddr) -> std::io::Result<SocketAddr> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("ips-hub".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match bind(listen).await {
+                    Ok(l) => {
+                        let _ = tx.send(l.local_addr());
+                        let _ = serve(hub, l, std::future::pending()).await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        })?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the hub thread ended before listening"))?
+}
