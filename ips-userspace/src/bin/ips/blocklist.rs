@@ -44,20 +44,16 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
-        std::fs::read_to_string(&file)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+        read_with_progress(&file)?
     };
     let name = name.unwrap_or_else(|| {
         file.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "stdin".into())
     });
-    eprintln!(
-        "importing {} ({} bytes) as list:{name} ...",
-        file.display(),
-        text.len()
-    );
-    let report: ImportReport = ctx.client().post(
+    let lines = text.lines().count();
+    let progress = Progress::start(format!("importing {lines} lines as list:{name}"));
+    let report: Result<ImportReport, _> = ctx.client().post(
         "/v1/ips/blocklists/import",
         &ImportRequest {
             name,
@@ -65,7 +61,9 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
             format,
             duration: Some(duration),
         },
-    )?;
+    );
+    progress.finish();
+    let report = report?;
     if ctx.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -116,4 +114,82 @@ fn status(ctx: &Ctx) -> anyhow::Result<()> {
         ],
         rows,
     )
+}
+
+/// A one-line progress display on stderr (only on a terminal): a bar while reading the file,
+/// then elapsed time while the daemon parses, filters, aggregates and loads.
+struct Progress {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn stderr_is_tty() -> bool {
+    // SAFETY: isatty has no preconditions.
+    unsafe { libc::isatty(2) == 1 }
+}
+
+impl Progress {
+    fn start(what: String) -> Self {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if !stderr_is_tty() {
+            eprintln!("{what} ...");
+            return Self { done, thread: None };
+        }
+        let flag = done.clone();
+        let thread = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let spin = ['|', '/', '-', '\\'];
+            let mut i = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                eprint!(
+                    "\r{} {what} ({:.1} s)",
+                    spin[i % 4],
+                    started.elapsed().as_secs_f64()
+                );
+                i += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            eprintln!(
+                "\r{what}: done in {:.1} s   ",
+                started.elapsed().as_secs_f64()
+            );
+        });
+        Self {
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads a list file, drawing a bar of the bytes read on a terminal.
+fn read_with_progress(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let total = f.metadata().map(|m| m.len()).unwrap_or(0).max(1);
+    let tty = stderr_is_tty();
+    let mut bytes = Vec::with_capacity(total as usize);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+        if tty {
+            let pct = (bytes.len() as u64 * 100 / total).min(100) as usize;
+            eprint!("\rreading [{:<40}] {pct:>3}%", "#".repeat(pct * 40 / 100));
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))
 }
