@@ -19,6 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod hub;
 pub mod packet;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);

@@ -125,6 +125,7 @@ fn test() -> Result<()> {
         &[],
     )?;
     setup::require_root("the integration tests load XDP programs")?;
+    let pg = setup::postgres()?;
     let bin = workspace().join("target/debug/ips");
     let bin = bin.to_str().context("non-UTF-8 workspace path")?;
     cargo(
@@ -136,7 +137,7 @@ fn test() -> Result<()> {
             "--",
             "--test-threads=1",
         ],
-        &[("IPS_BIN", bin)],
+        &[("IPS_BIN", bin), ("IPS_TEST_POSTGRES", &pg)],
     )
 }
 

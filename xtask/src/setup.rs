@@ -114,6 +114,90 @@ pub fn setup() -> Result<()> {
     Ok(())
 }
 
+/// Installs, starts and prepares a PostgreSQL server on loopback for the hub's tests (idempotent);
+/// returns the connection string.
+pub fn postgres() -> Result<String> {
+    require_root("the hub's PostgreSQL tests install and start a PostgreSQL server")?;
+    if !ok(Command::new("sh").args(["-c", "command -v pg_lsclusters"])) {
+        step(
+            "apt-get update",
+            Command::new("apt-get").args(["update", "-qq"]),
+        )?;
+        step(
+            "installing postgresql (the hub's tests use a real server on loopback)",
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "postgresql"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    let clusters = || output(Command::new("pg_lsclusters").arg("-h"));
+    if clusters().trim().is_empty() {
+        let version = std::fs::read_dir("/usr/lib/postgresql")
+            .context("no /usr/lib/postgresql after installing postgresql")?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+            .context("no PostgreSQL version installed")?;
+        step(
+            "creating a PostgreSQL cluster",
+            Command::new("pg_createcluster").args([&version, "main"]),
+        )?;
+    }
+    let list = clusters();
+    let fields: Vec<&str> = list
+        .lines()
+        .next()
+        .context("pg_lsclusters shows no cluster")?
+        .split_whitespace()
+        .collect();
+    let (version, name, port, state) = match fields.as_slice() {
+        [v, n, p, s, ..] => (*v, *n, *p, *s),
+        _ => bail!("cannot read pg_lsclusters output: {list:?}"),
+    };
+    if state != "online" {
+        step(
+            "starting PostgreSQL",
+            Command::new("pg_ctlcluster").args([version, name, "start"]),
+        )?;
+    }
+    let psql = |sql: &str| {
+        output(Command::new("su").args([
+            "-s",
+            "/bin/sh",
+            "postgres",
+            "-c",
+            &format!("psql -p {port} -tAc \"{sql}\""),
+        ]))
+    };
+    if psql("SELECT 1 FROM pg_roles WHERE rolname = 'ips'").trim() != "1" {
+        step(
+            "creating the PostgreSQL role ips",
+            Command::new("su").args([
+                "-s",
+                "/bin/sh",
+                "postgres",
+                "-c",
+                &format!("psql -p {port} -c \"CREATE ROLE ips LOGIN PASSWORD 'ips'\""),
+            ]),
+        )?;
+    }
+    if psql("SELECT 1 FROM pg_database WHERE datname = 'ips_test'").trim() != "1" {
+        step(
+            "creating the PostgreSQL database ips_test",
+            Command::new("su").args([
+                "-s",
+                "/bin/sh",
+                "postgres",
+                "-c",
+                &format!("createdb -p {port} -O ips ips_test"),
+            ]),
+        )?;
+    }
+    Ok(format!(
+        "host=127.0.0.1 port={port} user=ips password=ips dbname=ips_test"
+    ))
+}
+
 /// Installs nftables for the bench's `nft -f` baseline, if missing.
 pub fn bench_tools() -> Result<()> {
     if !ok(Command::new("sh").args(["-c", "command -v nft"])) {

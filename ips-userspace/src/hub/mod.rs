@@ -11,7 +11,6 @@
 //! [`HubStore`] keeps agents, signals and the consensus log in SQLite.
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::prefix::Prefix;
@@ -59,40 +58,77 @@ pub enum HubError {
     /// SQLite.
     #[error("hub store: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// PostgreSQL.
+    #[error("hub store (PostgreSQL): {0}")]
+    Postgres(#[from] postgres::Error),
     /// Bad enrolment token.
     #[error("wrong enrolment token")]
     BadToken,
+    /// No randomness for a key.
+    #[error("cannot make an API key: {0}")]
+    Key(std::io::Error),
 }
 
-/// The hub's SQLite store.
+/// What the consensus logic needs from a database. SQLite ([`sqlite::SqliteHub`]) for a single
+/// node, PostgreSQL ([`pg::PgHub`]) for a fleet: the logic in [`HubStore`] is the same for both.
+pub trait HubBackend: Send {
+    /// Adds an agent; returns its id.
+    fn add_agent(&mut self, name: &str, key_sha256: &str, now_ms: i64) -> Result<i64, HubError>;
+    /// The agent with this key hash.
+    fn agent_by_key(&mut self, key_sha256: &str) -> Result<Option<i64>, HubError>;
+    /// Sets an agent's trust.
+    fn set_trust(&mut self, agent: i64, trust: f64) -> Result<(), HubError>;
+    /// Records signals (one row per value and agent: the latest time).
+    fn upsert_signals(
+        &mut self,
+        agent: i64,
+        signals: &[Signal],
+        now_ms: i64,
+    ) -> Result<(), HubError>;
+    /// Sum of the trust of agents that reported `value` after `since_ms`.
+    fn weight(&mut self, value: &str, since_ms: i64) -> Result<f64, HubError>;
+    /// True if `value` is listed.
+    fn is_listed(&mut self, value: &str) -> Result<bool, HubError>;
+    /// Lists or unlists `value` and appends the change to the log.
+    fn set_listed(&mut self, value: &str, listed: bool, now_ms: i64) -> Result<(), HubError>;
+    /// Every listed value.
+    fn listed(&mut self) -> Result<Vec<String>, HubError>;
+    /// Changes after sequence number `seq`, in order.
+    fn changes_since(&mut self, seq: i64) -> Result<Vec<(String, bool)>, HubError>;
+    /// The last sequence number.
+    fn max_seq(&mut self) -> Result<i64, HubError>;
+    /// The last sequence number an agent pulled.
+    fn agent_seq(&mut self, agent: i64) -> Result<i64, HubError>;
+    /// Records an agent's pull.
+    fn set_agent_seq(&mut self, agent: i64, seq: i64) -> Result<(), HubError>;
+    /// Forgets signals at or before `ms`.
+    fn forget_signals(&mut self, ms: i64) -> Result<(), HubError>;
+}
+
+pub mod pg;
+pub mod sqlite;
+
+/// The hub: consensus logic over a [`HubBackend`].
 pub struct HubStore {
-    conn: Connection,
+    backend: Box<dyn HubBackend>,
     config: HubConfig,
 }
 
 impl HubStore {
-    /// Opens (or creates) the store.
+    /// A hub on SQLite (`:memory:` for a throwaway one).
     pub fn open(path: &std::path::Path, config: HubConfig) -> Result<Self, HubError> {
-        let conn = if path.as_os_str() == ":memory:" {
-            Connection::open_in_memory()?
-        } else {
-            Connection::open(path)?
-        };
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS agents (
-                 id INTEGER PRIMARY KEY, name TEXT NOT NULL, key_sha256 TEXT NOT NULL UNIQUE,
-                 trust REAL NOT NULL DEFAULT 1.0, created_ms INTEGER NOT NULL,
-                 last_seq INTEGER NOT NULL DEFAULT 0);
-             CREATE TABLE IF NOT EXISTS signals (
-                 agent_id INTEGER NOT NULL, value TEXT NOT NULL, scenario TEXT NOT NULL,
-                 time_ms INTEGER NOT NULL, PRIMARY KEY (value, agent_id));
-             CREATE TABLE IF NOT EXISTS listed (value TEXT PRIMARY KEY, since_ms INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS changes (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT, value TEXT NOT NULL,
-                 listed INTEGER NOT NULL);",
-        )?;
-        Ok(Self { conn, config })
+        Ok(Self {
+            backend: Box::new(sqlite::SqliteHub::open(path)?),
+            config,
+        })
+    }
+
+    /// A hub on PostgreSQL (`postgres://user:pass@host/db` or `host=.. user=..`).
+    pub fn postgres(url: &str, config: HubConfig) -> Result<Self, HubError> {
+        Ok(Self {
+            backend: Box::new(pg::PgHub::connect(url)?),
+            config,
+        })
     }
 
     /// Enrols an agent; returns (agent id, API key).
@@ -105,68 +141,29 @@ impl HubStore {
         if token != self.config.token {
             return Err(HubError::BadToken);
         }
-        let key = crate::api::crowdsec::new_key()
-            .map_err(|e| HubError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        self.conn.execute(
-            "INSERT INTO agents (name, key_sha256, created_ms) VALUES (?1, ?2, ?3)",
-            params![name, crate::api::crowdsec::key_hash(&key), now_ms],
-        )?;
-        Ok((self.conn.last_insert_rowid(), key))
+        let key = crate::api::crowdsec::new_key().map_err(HubError::Key)?;
+        let id = self
+            .backend
+            .add_agent(name, &crate::api::crowdsec::key_hash(&key), now_ms)?;
+        Ok((id, key))
     }
 
     /// The agent with this API key.
-    pub fn agent(&self, key: &str) -> Result<Option<i64>, HubError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id FROM agents WHERE key_sha256 = ?1",
-                [crate::api::crowdsec::key_hash(key)],
-                |r| r.get(0),
-            )
-            .optional()?)
+    pub fn agent(&mut self, key: &str) -> Result<Option<i64>, HubError> {
+        self.backend
+            .agent_by_key(&crate::api::crowdsec::key_hash(key))
     }
 
     /// Sets an agent's trust weight.
     pub fn set_trust(&mut self, agent: i64, trust: f64) -> Result<(), HubError> {
-        self.conn.execute(
-            "UPDATE agents SET trust = ?1 WHERE id = ?2",
-            params![trust, agent],
-        )?;
-        Ok(())
+        self.backend.set_trust(agent, trust)
     }
 
-    /// Records signals from an agent (one per value per agent: the latest) and updates the
-    /// consensus for the values they touch.
+    /// Records signals from an agent and updates the consensus for the values they touch.
     pub fn push(&mut self, agent: i64, signals: &[Signal], now_ms: i64) -> Result<(), HubError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO signals (agent_id, value, scenario, time_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (value, agent_id) DO UPDATE SET
-                     time_ms = MAX(time_ms, excluded.time_ms), scenario = excluded.scenario",
-            )?;
-            for s in signals {
-                // A report from the future counts from now.
-                stmt.execute(params![
-                    agent,
-                    s.value.to_string(),
-                    s.scenario,
-                    s.time_ms.min(now_ms)
-                ])?;
-            }
-        }
-        tx.commit()?;
+        self.backend.upsert_signals(agent, signals, now_ms)?;
         let values: Vec<Prefix> = signals.iter().map(|s| s.value).collect();
         self.update(&values, now_ms)
-    }
-
-    fn weight(&self, value: &str, now_ms: i64) -> Result<f64, HubError> {
-        Ok(self.conn.query_row(
-            "SELECT COALESCE(SUM(a.trust), 0) FROM signals s JOIN agents a ON a.id = s.agent_id
-             WHERE s.value = ?1 AND s.time_ms > ?2",
-            params![value, now_ms - self.config.window_ms],
-            |r| r.get(0),
-        )?)
     }
 
     fn allowed(&self, value: &Prefix) -> bool {
@@ -185,26 +182,10 @@ impl HubStore {
     pub fn update(&mut self, values: &[Prefix], now_ms: i64) -> Result<(), HubError> {
         for v in values {
             let text = v.to_string();
-            let want = !self.allowed(v) && self.weight(&text, now_ms)? >= self.config.k;
-            let have = self
-                .conn
-                .query_row("SELECT 1 FROM listed WHERE value = ?1", [&text], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if want != have {
-                if want {
-                    self.conn.execute(
-                        "INSERT INTO listed (value, since_ms) VALUES (?1, ?2)",
-                        params![text, now_ms],
-                    )?;
-                } else {
-                    self.conn
-                        .execute("DELETE FROM listed WHERE value = ?1", [&text])?;
-                }
-                self.conn.execute(
-                    "INSERT INTO changes (value, listed) VALUES (?1, ?2)",
-                    params![text, want],
-                )?;
+            let want = !self.allowed(v)
+                && self.backend.weight(&text, now_ms - self.config.window_ms)? >= self.config.k;
+            if want != self.backend.is_listed(&text)? {
+                self.backend.set_listed(&text, want, now_ms)?;
             }
         }
         Ok(())
@@ -212,29 +193,25 @@ impl HubStore {
 
     /// Ages out reports: re-decides every listed value (decay).
     pub fn decay(&mut self, now_ms: i64) -> Result<(), HubError> {
-        let listed: Vec<Prefix> = {
-            let mut stmt = self.conn.prepare("SELECT value FROM listed")?;
-            stmt.query_map([], |r| r.get::<_, String>(0))?
-                .filter_map(|v| v.ok().and_then(|v| v.parse().ok()))
-                .collect()
-        };
+        let listed: Vec<Prefix> = self
+            .backend
+            .listed()?
+            .iter()
+            .filter_map(|v| v.parse().ok())
+            .collect();
         self.update(&listed, now_ms)?;
-        self.conn.execute(
-            "DELETE FROM signals WHERE time_ms <= ?1",
-            [now_ms - self.config.window_ms],
-        )?;
-        Ok(())
+        self.backend.forget_signals(now_ms - self.config.window_ms)
     }
 
     /// The consensus list now.
-    pub fn listed(&self) -> Result<Vec<Prefix>, HubError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT value FROM listed ORDER BY value")?;
-        let out = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .filter_map(|v| v.ok().and_then(|v| v.parse().ok()))
+    pub fn listed(&mut self) -> Result<Vec<Prefix>, HubError> {
+        let mut out: Vec<Prefix> = self
+            .backend
+            .listed()?
+            .iter()
+            .filter_map(|v| v.parse().ok())
             .collect();
+        out.sort();
         Ok(out)
     }
 
@@ -244,28 +221,14 @@ impl HubStore {
         agent: i64,
         startup: bool,
     ) -> Result<(Vec<Prefix>, Vec<Prefix>), HubError> {
-        let last: i64 =
-            self.conn
-                .query_row("SELECT last_seq FROM agents WHERE id = ?1", [agent], |r| {
-                    r.get(0)
-                })?;
-        let top: i64 =
-            self.conn
-                .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
-                    r.get(0)
-                })?;
+        let last = self.backend.agent_seq(agent)?;
+        let top = self.backend.max_seq()?;
         let out = if startup || last == 0 {
             (self.listed()?, Vec::new())
         } else {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT value, listed FROM changes WHERE seq > ?1 ORDER BY seq")?;
-            let rows: Vec<(String, bool)> = stmt
-                .query_map([last], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
             // The last change of a value wins.
             let mut state: HashMap<String, bool> = HashMap::new();
-            for (v, l) in rows {
+            for (v, l) in self.backend.changes_since(last)? {
                 state.insert(v, l);
             }
             let mut new = Vec::new();
@@ -279,11 +242,13 @@ impl HubStore {
             deleted.sort();
             (new, deleted)
         };
-        self.conn.execute(
-            "UPDATE agents SET last_seq = ?1 WHERE id = ?2",
-            params![top, agent],
-        )?;
+        self.backend.set_agent_seq(agent, top)?;
         Ok(out)
+    }
+
+    /// The consensus window in milliseconds.
+    pub fn window_ms(&self) -> i64 {
+        self.config.window_ms
     }
 }
 

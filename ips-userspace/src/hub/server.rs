@@ -6,11 +6,7 @@
 //! | POST | `/v1/hub/signals` | `X-Api-Key` | `[Signal]` -> `{"accepted":n}` |
 //! | GET | `/v1/decisions/stream?startup=` | `X-Api-Key` | `{"new":[..],"deleted":[..]}` |
 //! | GET | `/v1/hub/list` | none | the consensus as a plain list |
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     Json, Router,
@@ -24,23 +20,60 @@ use serde::Deserialize;
 use super::{HubError, HubStore, Signal};
 use crate::api::crowdsec::{LapiDecision, Stream};
 
-type Shared = Arc<Mutex<HubStore>>;
+type Job = Box<dyn FnOnce(&mut HubStore) + Send>;
+
+/// The store lives on its own thread (the PostgreSQL client blocks, and must not run on the
+/// async workers); handlers send it closures and await the answer.
+#[derive(Clone)]
+pub struct Shared(std::sync::mpsc::Sender<Job>);
+
+impl Shared {
+    /// Moves `hub` to its own thread.
+    pub fn new(mut hub: HubStore) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("ips-hub-store".into())
+            .spawn(move || {
+                for job in rx {
+                    job(&mut hub);
+                }
+            })?;
+        Ok(Self(tx))
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut HubStore) -> T + Send + 'static,
+    ) -> Result<T, (StatusCode, String)> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gone = || {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the hub store stopped".to_owned(),
+            )
+        };
+        self.0
+            .send(Box::new(move |h| {
+                let _ = tx.send(f(h));
+            }))
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+}
 
 fn err(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "message": msg.into() }))).into_response()
 }
 
 /// The agent behind the request's `X-Api-Key`, or the status and message to answer with.
-fn agent(hub: &Shared, headers: &HeaderMap) -> Result<i64, (StatusCode, String)> {
+async fn agent(hub: &Shared, headers: &HeaderMap) -> Result<i64, (StatusCode, String)> {
     let forbidden = || (StatusCode::FORBIDDEN, "access forbidden".to_owned());
     let key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(forbidden)?;
-    let h = hub
-        .lock()
-        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "poisoned".to_owned()))?;
-    match h.agent(key) {
+        .ok_or_else(forbidden)?
+        .to_owned();
+    match hub.call(move |h| h.agent(&key)).await? {
         Ok(Some(id)) => Ok(id),
         Ok(None) => Err(forbidden()),
         Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
@@ -54,17 +87,16 @@ struct Enrol {
 }
 
 async fn enrol(State(hub): State<Shared>, Json(req): Json<Enrol>) -> Response {
-    let Ok(mut h) = hub.lock() else {
-        return err(StatusCode::INTERNAL_SERVER_ERROR, "poisoned");
-    };
-    match h.enrol(&req.token, &req.name, crate::daemon::now_ms()) {
-        Ok((id, key)) => (
+    let now = crate::daemon::now_ms();
+    match hub.call(move |h| h.enrol(&req.token, &req.name, now)).await {
+        Ok(Ok((id, key))) => (
             StatusCode::CREATED,
             Json(serde_json::json!({ "agent_id": id, "api_key": key })),
         )
             .into_response(),
-        Err(HubError::BadToken) => err(StatusCode::FORBIDDEN, "wrong enrolment token"),
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(HubError::BadToken)) => err(StatusCode::FORBIDDEN, "wrong enrolment token"),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err((status, msg)) => err(status, msg),
     }
 }
 
@@ -73,7 +105,7 @@ async fn signals(
     headers: HeaderMap,
     Json(list): Json<Vec<Signal>>,
 ) -> Response {
-    let id = match agent(&hub, &headers) {
+    let id = match agent(&hub, &headers).await {
         Ok(id) => id,
         Err((status, msg)) => return err(status, msg),
     };
@@ -83,12 +115,12 @@ async fn signals(
             "at most 100000 signals a push",
         );
     }
-    let Ok(mut h) = hub.lock() else {
-        return err(StatusCode::INTERNAL_SERVER_ERROR, "poisoned");
-    };
-    match h.push(id, &list, crate::daemon::now_ms()) {
-        Ok(()) => Json(serde_json::json!({ "accepted": list.len() })).into_response(),
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let n = list.len();
+    let now = crate::daemon::now_ms();
+    match hub.call(move |h| h.push(id, &list, now)).await {
+        Ok(Ok(())) => Json(serde_json::json!({ "accepted": n })).into_response(),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err((status, msg)) => err(status, msg),
     }
 }
 
@@ -103,16 +135,16 @@ async fn stream(
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Response {
-    let id = match agent(&hub, &headers) {
+    let id = match agent(&hub, &headers).await {
         Ok(id) => id,
         Err((status, msg)) => return err(status, msg),
     };
-    let Ok(mut h) = hub.lock() else {
-        return err(StatusCode::INTERNAL_SERVER_ERROR, "poisoned");
-    };
-    let window = h.config.window_ms;
-    match h.pull(id, q.startup.as_deref() == Some("true")) {
-        Ok((new, deleted)) => {
+    let startup = q.startup.as_deref() == Some("true");
+    let pulled = hub
+        .call(move |h| h.pull(id, startup).map(|r| (r, h.window_ms())))
+        .await;
+    match pulled {
+        Ok(Ok(((new, deleted), window))) => {
             let shape = |p: &crate::prefix::Prefix, left: i64| LapiDecision {
                 id: 0,
                 origin: "hub".into(),
@@ -130,26 +162,25 @@ async fn stream(
             })
             .into_response()
         }
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err((status, msg)) => err(status, msg),
     }
 }
 
 async fn list(State(hub): State<Shared>) -> Response {
-    let Ok(h) = hub.lock() else {
-        return err(StatusCode::INTERNAL_SERVER_ERROR, "poisoned");
-    };
-    match h.listed() {
-        Ok(l) => l
+    match hub.call(|h| h.listed()).await {
+        Ok(Ok(l)) => l
             .iter()
             .map(|p| format!("{p}\n"))
             .collect::<String>()
             .into_response(),
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err((status, msg)) => err(status, msg),
     }
 }
 
-/// The hub's router over a shared store.
-pub fn router(hub: Arc<Mutex<HubStore>>) -> Router {
+/// The hub's router over a store running on its own thread.
+pub fn router(hub: Shared) -> Router {
     Router::new()
         .route("/v1/hub/enroll", post(enrol))
         .route("/v1/hub/signals", post(signals))
@@ -164,14 +195,15 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let hub = Arc::new(Mutex::new(hub));
+    let hub = Shared::new(hub)?;
     let ticker = hub.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             every.tick().await;
-            if let Ok(mut h) = ticker.lock() {
-                let _ = h.decay(crate::daemon::now_ms());
+            let now = crate::daemon::now_ms();
+            if ticker.call(move |h| h.decay(now)).await.is_err() {
+                return;
             }
         }
     });
@@ -179,7 +211,6 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
-
 /// Binds `listen`.
 pub async fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen).await

@@ -12,9 +12,10 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: SocketAddr,
-    /// SQLite file.
+    /// SQLite file, or a PostgreSQL connection string (`postgres://user:pass@host/db`) for a
+    /// fleet of hub nodes sharing one database.
     #[arg(long, default_value = "/var/lib/ips/hub.db")]
-    db: PathBuf,
+    db: String,
     /// Enrolment token agents present.
     #[arg(long, env = "IPS_HUB_TOKEN")]
     token: String,
@@ -36,19 +37,27 @@ pub fn exec(args: Args) -> anyhow::Result<()> {
     if args.token.len() < 16 {
         anyhow::bail!("the enrolment token must be at least 16 characters");
     }
-    if let Some(dir) = args.db.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let window_ms = ips::duration::parse(&args.window)?.as_millis() as i64;
-    let store = HubStore::open(
-        &args.db,
-        HubConfig {
-            token: args.token,
-            k: args.k,
-            window_ms,
-            allowlist: args.allow,
-        },
-    )?;
+    let config = HubConfig {
+        token: args.token,
+        k: args.k,
+        window_ms,
+        allowlist: args.allow,
+    };
+    let pg = args.db.starts_with("postgres://")
+        || args.db.starts_with("postgresql://")
+        || args.db.contains("host=");
+    let store = if pg {
+        HubStore::postgres(&args.db, config)?
+    } else {
+        let path = PathBuf::from(&args.db);
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)?;
+        }
+        HubStore::open(&path, config)?
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

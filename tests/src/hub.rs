@@ -1,25 +1,11 @@
-//! A community hub with five agents over real HTTP on loopback: enrolment, K-of-N consensus,
-//! an agent that reports one address a hundred times cannot list it, and deltas pulled with the
-//! same client agents use for a CrowdSec LAPI.
+//! The hub scenario shared by the SQLite and PostgreSQL tests.
 use ips::{
     blocklists::lapi,
-    hub::{HubConfig, HubStore, server},
+    hub::{HubStore, server},
 };
 
-fn start_hub() -> String {
-    let store = HubStore::open(
-        std::path::Path::new(":memory:"),
-        HubConfig {
-            token: "enrol-me-please-0123".into(),
-            k: 3.0,
-            window_ms: 3_600_000,
-            allowlist: vec![],
-        },
-    )
-    .expect("store");
-    let addr = server::spawn(store, "127.0.0.1:0".parse().expect("addr")).expect("hub up");
-    format!("http://{addr}")
-}
+/// The enrolment token the scenario uses.
+pub const TOKEN: &str = "enrol-me-please-0123";
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -56,13 +42,15 @@ fn values(d: &lapi::Delta) -> Vec<String> {
     d.new.iter().map(|(p, _, _)| p.to_string()).collect()
 }
 
-#[test]
-fn five_agents_reach_consensus_and_a_poisoner_does_not() {
-    let hub = start_hub();
+/// Five agents against a hub on `store`: enrolment, K = 3 consensus, a poisoner that cannot list,
+/// deltas through the CrowdSec-shaped stream.
+pub fn five_agents(store: HubStore) {
+    let addr = server::spawn(store, "127.0.0.1:0".parse().expect("addr")).expect("hub up");
+    let hub = format!("http://{addr}");
     assert_eq!(enrol(&hub, "wrong", "x").0, 403);
     let keys: Vec<String> = (0..5)
         .map(|i| {
-            let (status, v) = enrol(&hub, "enrol-me-please-0123", &format!("agent{i}"));
+            let (status, v) = enrol(&hub, TOKEN, &format!("agent{i}"));
             assert_eq!(status, 201);
             v["api_key"].as_str().expect("key").to_owned()
         })

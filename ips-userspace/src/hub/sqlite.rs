@@ -1,0 +1,174 @@
+//! The hub on SQLite: one file, for a single node.
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{HubBackend, HubError, Signal};
+
+/// SQLite hub storage.
+pub struct SqliteHub {
+    conn: Connection,
+}
+
+impl SqliteHub {
+    /// Opens (or creates) the database; `:memory:` for a throwaway one.
+    pub fn open(path: &std::path::Path) -> Result<Self, HubError> {
+        let conn = if path.as_os_str() == ":memory:" {
+            Connection::open_in_memory()?
+        } else {
+            Connection::open(path)?
+        };
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS agents (
+                 id INTEGER PRIMARY KEY, name TEXT NOT NULL, key_sha256 TEXT NOT NULL UNIQUE,
+                 trust REAL NOT NULL DEFAULT 1.0, created_ms INTEGER NOT NULL,
+                 last_seq INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE IF NOT EXISTS signals (
+                 agent_id INTEGER NOT NULL, value TEXT NOT NULL, scenario TEXT NOT NULL,
+                 time_ms INTEGER NOT NULL, PRIMARY KEY (value, agent_id));
+             CREATE TABLE IF NOT EXISTS listed (value TEXT PRIMARY KEY, since_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS changes (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT, value TEXT NOT NULL,
+                 listed INTEGER NOT NULL);",
+        )?;
+        Ok(Self { conn })
+    }
+}
+
+impl HubBackend for SqliteHub {
+    fn add_agent(&mut self, name: &str, key_sha256: &str, now_ms: i64) -> Result<i64, HubError> {
+        self.conn.execute(
+            "INSERT INTO agents (name, key_sha256, created_ms) VALUES (?1, ?2, ?3)",
+            params![name, key_sha256, now_ms],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn agent_by_key(&mut self, key_sha256: &str) -> Result<Option<i64>, HubError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM agents WHERE key_sha256 = ?1",
+                [key_sha256],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn set_trust(&mut self, agent: i64, trust: f64) -> Result<(), HubError> {
+        self.conn.execute(
+            "UPDATE agents SET trust = ?1 WHERE id = ?2",
+            params![trust, agent],
+        )?;
+        Ok(())
+    }
+
+    fn upsert_signals(
+        &mut self,
+        agent: i64,
+        signals: &[Signal],
+        now_ms: i64,
+    ) -> Result<(), HubError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO signals (agent_id, value, scenario, time_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (value, agent_id) DO UPDATE SET
+                     time_ms = MAX(time_ms, excluded.time_ms), scenario = excluded.scenario",
+            )?;
+            for s in signals {
+                // A report from the future counts from now.
+                stmt.execute(params![
+                    agent,
+                    s.value.to_string(),
+                    s.scenario,
+                    s.time_ms.min(now_ms)
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn weight(&mut self, value: &str, since_ms: i64) -> Result<f64, HubError> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(SUM(a.trust), 0) FROM signals s JOIN agents a ON a.id = s.agent_id
+             WHERE s.value = ?1 AND s.time_ms > ?2",
+            params![value, since_ms],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn is_listed(&mut self, value: &str) -> Result<bool, HubError> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM listed WHERE value = ?1", [value], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    fn set_listed(&mut self, value: &str, listed: bool, now_ms: i64) -> Result<(), HubError> {
+        let tx = self.conn.transaction()?;
+        if listed {
+            tx.execute(
+                "INSERT OR IGNORE INTO listed (value, since_ms) VALUES (?1, ?2)",
+                params![value, now_ms],
+            )?;
+        } else {
+            tx.execute("DELETE FROM listed WHERE value = ?1", [value])?;
+        }
+        tx.execute(
+            "INSERT INTO changes (value, listed) VALUES (?1, ?2)",
+            params![value, listed],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn listed(&mut self) -> Result<Vec<String>, HubError> {
+        let mut stmt = self.conn.prepare("SELECT value FROM listed")?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn changes_since(&mut self, seq: i64) -> Result<Vec<(String, bool)>, HubError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT value, listed FROM changes WHERE seq > ?1 ORDER BY seq")?;
+        let rows = stmt
+            .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn max_seq(&mut self) -> Result<i64, HubError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    fn agent_seq(&mut self, agent: i64) -> Result<i64, HubError> {
+        Ok(self
+            .conn
+            .query_row("SELECT last_seq FROM agents WHERE id = ?1", [agent], |r| {
+                r.get(0)
+            })?)
+    }
+
+    fn set_agent_seq(&mut self, agent: i64, seq: i64) -> Result<(), HubError> {
+        self.conn.execute(
+            "UPDATE agents SET last_seq = ?1 WHERE id = ?2",
+            params![seq, agent],
+        )?;
+        Ok(())
+    }
+
+    fn forget_signals(&mut self, ms: i64) -> Result<(), HubError> {
+        self.conn
+            .execute("DELETE FROM signals WHERE time_ms <= ?1", [ms])?;
+        Ok(())
+    }
+}
