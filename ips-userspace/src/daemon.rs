@@ -105,6 +105,8 @@ pub enum Request {
     Bouncers(Reply<Vec<crate::decisions::Bouncer>>),
     /// Remove a bouncer.
     DeleteBouncer(String, Reply<bool>),
+    /// Renew an unchanged blocklist's decisions: (name, duration ms).
+    RenewList(String, i64, Reply<usize>),
     /// Replace a blocklist's decisions: (name, text, format, duration ms).
     Import(
         String,
@@ -469,6 +471,12 @@ fn handle(
         }
         Request::DeleteBouncer(name, reply) => {
             let r = enforcer.store_mut().delete_bouncer(&name);
+            let _ = reply.send(r.map_err(|e| ApiError::from(EnforcerError::from(e))));
+        }
+        Request::RenewList(name, duration_ms, reply) => {
+            let r = enforcer
+                .store_mut()
+                .renew_origin(&format!("list:{name}"), duration_ms, now);
             let _ = reply.send(r.map_err(|e| ApiError::from(EnforcerError::from(e))));
         }
         Request::Import(name, text, format, duration_ms, reply) => {

@@ -258,38 +258,50 @@ pub fn spawn(
                     due[i] = Instant::now() + src.refresh;
                     let format = src.validate().ok().flatten();
                     let result = fetchers[i].fetch(src, format);
+                    let ms = src.entry_duration().as_millis() as i64;
                     let (text, error) = match result {
                         Ok(Fetched::New(text)) => (Some(text), None),
-                        // Renew what is listed, so entries do not expire while listed.
-                        Ok(Fetched::Unchanged) => (fetchers[i].last_good.clone(), None),
+                        Ok(Fetched::Unchanged) => (None, None),
                         Err(e) => {
                             warn!(list = %src.name, error = %e, "Blocklist fetch failed; keeping the last good list.");
-                            (fetchers[i].last_good.clone(), Some(e.to_string()))
+                            (None, Some(e.to_string()))
                         }
                     };
                     let mut entries = None;
-                    if let Some(text) = text {
-                        let (reply, rx) = tokio::sync::oneshot::channel();
-                        let ms = src.entry_duration().as_millis() as i64;
-                        if to_enforcer
-                            .send(crate::daemon::Request::Import(
-                                src.name.clone(),
-                                text,
-                                format,
-                                ms,
-                                reply,
-                            ))
-                            .is_err()
-                        {
-                            return;
-                        }
-                        match rx.blocking_recv() {
-                            Ok(Ok(r)) => {
-                                info!(list = %src.name, entries = r.entries, added = r.added, removed = r.removed, "Blocklist refreshed.");
-                                entries = Some(r.entries);
+                    match text {
+                        Some(text) => {
+                            let (reply, rx) = tokio::sync::oneshot::channel();
+                            if to_enforcer
+                                .send(crate::daemon::Request::Import(
+                                    src.name.clone(),
+                                    text,
+                                    format,
+                                    ms,
+                                    reply,
+                                ))
+                                .is_err()
+                            {
+                                return;
                             }
-                            Ok(Err(e)) => warn!(list = %src.name, error = %e.error, "Blocklist import failed."),
-                            Err(_) => return,
+                            match rx.blocking_recv() {
+                                Ok(Ok(r)) => {
+                                    info!(list = %src.name, entries = r.entries, added = r.added, removed = r.removed, "Blocklist refreshed.");
+                                    entries = Some(r.entries);
+                                }
+                                Ok(Err(e)) => warn!(list = %src.name, error = %e.error, "Blocklist import failed."),
+                                Err(_) => return,
+                            }
+                        }
+                        None => {
+                            // Unchanged, or the fetch failed: what is listed stays listed.
+                            let (reply, rx) = tokio::sync::oneshot::channel();
+                            if to_enforcer
+                                .send(crate::daemon::Request::RenewList(src.name.clone(), ms, reply))
+                                .is_err()
+                            {
+                                return;
+                            }
+                            let _ = rx.blocking_recv();
                         }
                     }
                     if let Ok(mut st) = status.lock()

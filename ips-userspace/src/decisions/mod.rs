@@ -195,6 +195,14 @@ pub trait Store: Send {
         duration_ms: i64,
         now_ms: i64,
     ) -> Result<(Vec<Prefix>, Vec<Prefix>), StoreError>;
+    /// Renews `origin`'s decisions that are past half their life to last `duration_ms` from now
+    /// (a list that did not change). Returns how many were renewed.
+    fn renew_origin(
+        &mut self,
+        origin: &str,
+        duration_ms: i64,
+        now_ms: i64,
+    ) -> Result<usize, StoreError>;
     /// Removes every decision on `value` (of any origin, or of one). Returns how many.
     fn delete(&mut self, value: &Prefix, origin: Option<&str>) -> Result<usize, StoreError>;
     /// Decisions not yet expired, optionally only those on one value.

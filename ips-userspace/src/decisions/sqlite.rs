@@ -402,6 +402,23 @@ impl Store for SqliteStore {
         Ok((added, removed))
     }
 
+    fn renew_origin(
+        &mut self,
+        origin: &str,
+        duration_ms: i64,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE decisions SET expires_ms = ?1
+             WHERE origin_id = (SELECT id FROM origins WHERE name = ?2) AND expires_ms < ?3",
+            params![
+                now_ms.saturating_add(duration_ms),
+                origin,
+                now_ms.saturating_add(duration_ms / 2)
+            ],
+        )?)
+    }
+
     fn delete(&mut self, value: &Prefix, origin: Option<&str>) -> Result<usize, StoreError> {
         let now = wall_ms();
         let tx = self.conn.transaction()?;
@@ -986,6 +1003,24 @@ mod tests {
         assert!(
             list.iter()
                 .all(|d| d.expires_ms == 5100 && d.origin == "list:x")
+        );
+        // A refresh soon after leaves entries with more than half their life alone...
+        s.replace_origin("list:x", &[p("5.6.0.0/16"), p("9.9.9.9")], 5000, 200)
+            .unwrap();
+        assert!(
+            s.list(300, None)
+                .unwrap()
+                .iter()
+                .all(|d| d.expires_ms == 5100)
+        );
+        // ...and so does a renewal of an unchanged list, until they pass half their life.
+        assert_eq!(s.renew_origin("list:x", 5000, 250).unwrap(), 0);
+        assert_eq!(s.renew_origin("list:x", 5000, 4000).unwrap(), 2);
+        assert!(
+            s.list(4100, None)
+                .unwrap()
+                .iter()
+                .all(|d| d.expires_ms == 9000)
         );
         // Another origin's decision on the same value is untouched.
         s.upsert(&[ban("9.9.9.9", "manual", 60)], 0).unwrap();
