@@ -60,6 +60,39 @@ fn source_name(s: &SourceConfig) -> String {
     }
 }
 
+/// Parses a chunk's lines, pours their events (stamped `now`: live mode uses the wall clock) and
+/// notes the chunk's read position.
+fn process(
+    engine: &mut Engine,
+    stats: &mut [SourceStats],
+    types: &[crate::parsers::LogType],
+    chunk: Chunk,
+    now: i64,
+    alerts: &mut Vec<crate::scenarios::Alert>,
+    positions: &mut HashMap<PathBuf, Position>,
+) {
+    let clock = Clock::utc(now);
+    let kind = types.get(chunk.source).copied().unwrap_or_default();
+    let last = stats.len().saturating_sub(1);
+    let Some(st) = stats.get_mut(chunk.source.min(last)) else {
+        return;
+    };
+    for line in chunk.text.lines() {
+        st.lines += 1;
+        match parsers::parse(kind, line, &clock) {
+            Ok(mut e) => {
+                st.events += 1;
+                e.time_ms = now;
+                engine.pour(&e, line, alerts);
+            }
+            Err(skip) => *st.skipped.entry(skip.name().to_owned()).or_default() += 1,
+        }
+    }
+    if let Some(p) = chunk.position {
+        positions.insert(p.path.clone(), p);
+    }
+}
+
 /// Starts the sources and the pipeline thread. It ends after `stop`, having saved the read
 /// positions of every line it processed.
 pub fn spawn(
@@ -131,26 +164,15 @@ pub fn spawn(
                 };
                 let now = now_ms();
                 if let Some(chunk) = chunk {
-                    let clock = Clock::utc(now);
-                    let kind = types.get(chunk.source).copied().unwrap_or_default();
-                    let last = local.len() - 1;
-                    let st = &mut local[chunk.source.min(last)];
-                    for line in chunk.text.lines() {
-                        st.lines += 1;
-                        match parsers::parse(kind, line, &clock) {
-                            Ok(mut e) => {
-                                st.events += 1;
-                                e.time_ms = now;
-                                engine.pour(&e, line, &mut alerts);
-                            }
-                            Err(skip) => {
-                                *st.skipped.entry(skip.name().to_owned()).or_default() += 1;
-                            }
-                        }
-                    }
-                    if let Some(p) = chunk.position {
-                        positions.insert(p.path.clone(), p);
-                    }
+                    process(
+                        &mut engine,
+                        &mut local,
+                        &types,
+                        chunk,
+                        now,
+                        &mut alerts,
+                        &mut positions,
+                    );
                 } else {
                     engine.tick(now, &mut alerts);
                 }
@@ -177,17 +199,15 @@ pub fn spawn(
                 if stop.stopped() {
                     // Take what is already queued, then stop.
                     while let Ok(c) = rx.try_recv() {
-                        let clock = Clock::utc(now);
-                        let kind = types.get(c.source).copied().unwrap_or_default();
-                        for line in c.text.lines() {
-                            if let Ok(mut e) = parsers::parse(kind, line, &clock) {
-                                e.time_ms = now;
-                                engine.pour(&e, line, &mut alerts);
-                            }
-                        }
-                        if let Some(p) = c.position {
-                            positions.insert(p.path.clone(), p);
-                        }
+                        process(
+                            &mut engine,
+                            &mut local,
+                            &types,
+                            c,
+                            now,
+                            &mut alerts,
+                            &mut positions,
+                        );
                     }
                     for a in alerts.drain(..) {
                         let _ = to_enforcer.send(Request::Alert(a));

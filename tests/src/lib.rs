@@ -444,14 +444,7 @@ impl Lab {
 
     /// Sends each frame once and returns the ids that made it through XDP.
     pub fn exchange(&self, frames: &[Vec<u8>]) -> Vec<u32> {
-        let (tx, rx) = self.sockets();
-        for f in frames {
-            tx.send(f);
-        }
-        let mut ids = rx.received_ids(Duration::from_millis(400));
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        self.exchange_on(&self.a_if, &self.b_if, frames)
     }
 }
 
