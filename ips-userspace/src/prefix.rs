@@ -58,6 +58,16 @@ impl Prefix {
         Ok(Self(net.trunc()))
     }
 
+    /// An IPv4 network from its address as an integer and a length of at most 32 (host bits
+    /// cleared).
+    pub(crate) fn v4(addr: u32, len: u8) -> Self {
+        let len = len.min(32);
+        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        // A length of at most 32 is always valid.
+        let net = Ipv4Net::new(Ipv4Addr::from(addr & mask), len).unwrap_or_default();
+        Self(IpNet::V4(net))
+    }
+
     /// A single address (/32 or /128).
     pub fn host(addr: IpAddr) -> Self {
         match addr {
@@ -135,32 +145,92 @@ impl Prefix {
     }
 }
 
+/// `a.b.c.d` or `a.b.c.d/len` in its plain spelling (no leading zeros) at the start of `s`:
+/// the bulk of every blocklist, read in one pass without the general parser. Returns the
+/// address, the length and how many bytes it took; reading stops at the first byte that cannot
+/// continue it. `None` when the start is not such an address (the general parser decides).
+pub(crate) fn parse_v4_at(s: &[u8]) -> Option<(u32, u8, usize)> {
+    let (mut addr, mut n, mut digits, mut dots) = (0u32, 0u32, 0u32, 0u32);
+    let mut i = 0;
+    while let Some(&c) = s.get(i) {
+        match c {
+            b'0'..=b'9' => {
+                // No leading zeros ("01" is not an octet to std's parser either).
+                if digits == 1 && n == 0 || digits == 3 {
+                    return None;
+                }
+                n = n * 10 + u32::from(c - b'0');
+                digits += 1;
+            }
+            b'.' if dots < 3 && digits > 0 && n <= 255 => {
+                addr = addr << 8 | n;
+                (n, digits, dots) = (0, 0, dots + 1);
+            }
+            _ => break,
+        }
+        i += 1;
+    }
+    if dots != 3 || digits == 0 || n > 255 {
+        return None;
+    }
+    let addr = addr << 8 | n;
+    if s.get(i) != Some(&b'/') {
+        return Some((addr, 32, i));
+    }
+    let len = match s[i + 1..] {
+        [d, e, ..] if (b'1'..=b'3').contains(&d) && e.is_ascii_digit() => {
+            if s.get(i + 3).is_some_and(u8::is_ascii_digit) {
+                return None;
+            }
+            ((d - b'0') * 10 + (e - b'0'), 3)
+        }
+        [d, ..] if d.is_ascii_digit() => {
+            if s.get(i + 2).is_some_and(u8::is_ascii_digit) {
+                return None;
+            }
+            (d - b'0', 2)
+        }
+        _ => return None,
+    };
+    (len.0 <= 32).then_some((addr, len.0, i + len.1))
+}
+
+/// [`parse_v4_at`] over the whole of `s`.
+pub(crate) fn parse_v4(s: &[u8]) -> Option<(u32, u8)> {
+    parse_v4_at(s).and_then(|(a, l, n)| (n == s.len()).then_some((a, l)))
+}
+
 impl FromStr for Prefix {
     type Err = PrefixError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| PrefixError {
+        let t = s.trim();
+        let parsed = match parse_v4(t.as_bytes()) {
+            Some((addr, len)) => Ok(Prefix::v4(addr, len)),
+            None => parse_general(t),
+        };
+        parsed.map_err(|reason| PrefixError {
             input: s.to_owned(),
             reason,
-        };
-        let t = s.trim();
-        if t.is_empty() {
-            return Err(err("empty"));
-        }
-        match t.split_once('/') {
-            None => t
-                .parse::<IpAddr>()
-                .map(Prefix::host)
-                .map_err(|_| err("not an IPv4 or IPv6 address")),
-            Some((addr, len)) => {
-                let addr: IpAddr = addr
-                    .parse()
-                    .map_err(|_| err("not an IPv4 or IPv6 address before '/'"))?;
-                let len: u8 = len
-                    .parse()
-                    .map_err(|_| err("prefix length is not a number"))?;
-                Prefix::new(addr, len).map_err(err)
-            }
+        })
+    }
+}
+
+fn parse_general(t: &str) -> Result<Prefix, &'static str> {
+    if t.is_empty() {
+        return Err("empty");
+    }
+    match t.split_once('/') {
+        None => t
+            .parse::<IpAddr>()
+            .map(Prefix::host)
+            .map_err(|_| "not an IPv4 or IPv6 address"),
+        Some((addr, len)) => {
+            let addr: IpAddr = addr
+                .parse()
+                .map_err(|_| "not an IPv4 or IPv6 address before '/'")?;
+            let len: u8 = len.parse().map_err(|_| "prefix length is not a number")?;
+            Prefix::new(addr, len)
         }
     }
 }
@@ -232,6 +302,61 @@ mod tests {
             let e = bad.parse::<Prefix>().unwrap_err();
             assert_eq!(e.input, bad);
         }
+    }
+
+    #[test]
+    fn the_ipv4_fast_path_agrees_with_the_general_parser() {
+        for s in [
+            "1.2.3.4",
+            "255.255.255.255",
+            "0.0.0.0/0",
+            "1.2.3.4/32",
+            "10.1.2.3/8",
+            "01.2.3.4",
+            "1.2.3.4/08",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1.2.3.4/",
+            "1..3.4",
+            "256.1.1.1",
+            "1.2.3.4/33",
+            "1.2.3.4/3/2",
+            "1.2.3.+4",
+            "1.2.3.4 ",
+            "1.2.3.4/0",
+            "1.2.3.4/00",
+            "1.2.3.4/123",
+            "1.2.3.1000",
+            "0.0.0.0",
+            "10.0.0.0/7",
+            "1.2.3.",
+            ".1.2.3",
+            "1.2.3.4/5x",
+            "1.2.3.4/",
+            "255.255.255.256",
+            "1.2.3.4a",
+        ] {
+            let fast = parse_v4(s.as_bytes()).map(|(a, l)| Prefix::v4(a, l));
+            if let Some(f) = fast {
+                assert_eq!(Ok(f), parse_general(s), "{s}");
+            }
+            assert_eq!(
+                s.parse::<Prefix>().ok(),
+                parse_general(s.trim()).ok(),
+                "{s}"
+            );
+        }
+        assert!(parse_v4(b"1.2.3.4/24").is_some());
+        assert!(parse_v4(b"01.2.3.4").is_none());
+        // Reading stops where the address does.
+        assert_eq!(parse_v4_at(b"1.2.3.4\n5"), Some((0x0102_0304, 32, 7)));
+        assert_eq!(
+            parse_v4_at(b"1.2.3.0/24 ; SBL1"),
+            Some((0x0102_0300, 24, 10))
+        );
+        assert_eq!(parse_v4_at(b"1.2.3.4/245"), None);
+        assert_eq!(parse_v4_at(b"1.2.3.4/3x"), Some((0x0102_0304, 3, 9)));
+        assert_eq!(parse_v4_at(b"1.2.3"), None);
     }
 
     #[test]

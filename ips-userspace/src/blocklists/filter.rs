@@ -66,46 +66,111 @@ fn subtract(p: &Prefix, hole: &Prefix, out: &mut Vec<Prefix>) {
     }
 }
 
-/// Filters entries; returns what is left and what was removed.
-pub fn filter(entries: Vec<Prefix>, allowlist: &[Prefix]) -> (Vec<Prefix>, FilterReport) {
-    let mut holes: Vec<(Prefix, Why)> = Vec::new();
-    for (list, why) in [
-        (crate::prefix::PRIVATE_RANGES, Why::Private),
-        (RESERVED, Why::Reserved),
-    ] {
-        holes.extend(list.iter().filter_map(|s| s.parse().ok()).map(|p| (p, why)));
+/// What a list may not ban, with a quick test for entries far from all of it.
+pub(crate) struct Holes {
+    /// (prefix, its range, why), most important reason first.
+    holes: Vec<(Prefix, (bool, u128, u128), Why)>,
+    /// IPv4 /16s that some hole touches, for entries of /16 or longer.
+    touched16: Vec<bool>,
+    /// First bytes that some hole touches, per family (IPv6, IPv4), for /8 to /15.
+    touched8: [[bool; 256]; 2],
+}
+
+impl Holes {
+    pub(crate) fn new(allowlist: &[Prefix]) -> Self {
+        let mut holes = Vec::new();
+        for (list, why) in [
+            (crate::prefix::PRIVATE_RANGES, Why::Private),
+            (RESERVED, Why::Reserved),
+        ] {
+            holes.extend(list.iter().filter_map(|s| s.parse().ok()).map(|p| (p, why)));
+        }
+        holes.extend(allowlist.iter().map(|p| (*p, Why::Allow)));
+        let mut touched16 = vec![false; 1 << 16];
+        let mut touched8 = [[false; 256]; 2];
+        for (hole, _) in &holes {
+            let (v4, start, end) = range(hole);
+            let shift = if v4 { 24 } else { 120 };
+            touched8[usize::from(v4)][(start >> shift) as usize..=(end >> shift) as usize]
+                .fill(true);
+            if v4 {
+                touched16[(start >> 16) as usize..=(end >> 16) as usize].fill(true);
+            }
+        }
+        Self {
+            holes: holes.into_iter().map(|(p, w)| (p, range(&p), w)).collect(),
+            touched16,
+            touched8,
+        }
     }
-    holes.extend(allowlist.iter().map(|p| (*p, Why::Allow)));
-    let mut report = FilterReport::default();
-    let mut out = Vec::with_capacity(entries.len());
-    let mut work = entries;
-    while let Some(p) = work.pop() {
-        let mut keep = true;
-        for (hole, why) in &holes {
-            if hole.contains(&p) {
-                match why {
-                    Why::Private => report.private += 1,
-                    Why::Reserved => report.reserved += 1,
-                    Why::Allow => report.allowlisted += 1,
+
+    /// False when IPv4 `addr`/`len` (host bits set or not) cannot meet a hole: it is a /16 or
+    /// longer in a /16 that no hole touches.
+    pub(crate) fn v4_clear(&self, addr: u32, len: u8) -> bool {
+        len >= 16 && !self.touched16[(addr >> 16) as usize]
+    }
+
+    /// False when `p` cannot meet a hole: it lies in a /16 (IPv4) or first byte that no hole
+    /// touches. Most entries of a list do.
+    pub(crate) fn may_touch(&self, p: &Prefix) -> bool {
+        match p.addr() {
+            std::net::IpAddr::V4(a) if p.prefix_len() >= 16 => {
+                self.touched16[usize::from(u16::from_be_bytes([a.octets()[0], a.octets()[1]]))]
+            }
+            std::net::IpAddr::V4(a) if p.prefix_len() >= 8 => {
+                self.touched8[1][usize::from(a.octets()[0])]
+            }
+            std::net::IpAddr::V6(a) if p.prefix_len() >= 8 => {
+                self.touched8[0][usize::from(a.octets()[0])]
+            }
+            _ => true,
+        }
+    }
+
+    /// Filters entries; returns what is left (in order) and what was removed.
+    pub(crate) fn filter(&self, entries: Vec<Prefix>) -> (Vec<Prefix>, FilterReport) {
+        let mut report = FilterReport::default();
+        let mut out = Vec::with_capacity(entries.len());
+        let mut work = entries;
+        work.reverse();
+        while let Some(p) = work.pop() {
+            if !self.may_touch(&p) {
+                out.push(p);
+                continue;
+            }
+            let (v4, start, end) = range(&p);
+            let mut keep = true;
+            for (hole, (hv4, hs, he), why) in &self.holes {
+                if *hv4 != v4 || *he < start || end < *hs {
+                    continue;
+                }
+                if *hs <= start && end <= *he {
+                    match why {
+                        Why::Private => report.private += 1,
+                        Why::Reserved => report.reserved += 1,
+                        Why::Allow => report.allowlisted += 1,
+                    }
+                } else {
+                    // Prefixes that overlap nest: this one holds the hole.
+                    report.split += 1;
+                    let mut parts = Vec::new();
+                    subtract(&p, hole, &mut parts);
+                    work.extend(parts);
                 }
                 keep = false;
                 break;
             }
-            if p.contains(hole) {
-                report.split += 1;
-                let mut parts = Vec::new();
-                subtract(&p, hole, &mut parts);
-                work.extend(parts);
-                keep = false;
-                break;
+            if keep {
+                out.push(p);
             }
         }
-        if keep {
-            out.push(p);
-        }
+        (out, report)
     }
-    out.reverse();
-    (out, report)
+}
+
+/// Filters entries; returns what is left and what was removed.
+pub fn filter(entries: Vec<Prefix>, allowlist: &[Prefix]) -> (Vec<Prefix>, FilterReport) {
+    Holes::new(allowlist).filter(entries)
 }
 
 #[cfg(test)]
@@ -147,6 +212,34 @@ mod tests {
         assert!(inside("172.15.0.1"));
         assert!(inside("172.32.0.1"));
         assert!(inside("172.255.0.1"));
+    }
+
+    #[test]
+    fn allowlist_entries_anywhere_are_honoured() {
+        // The shortcut for entries far from every hole must still see allowlist entries.
+        let (kept, r) = filter(
+            vec![
+                p("45.0.1.2"),
+                p("46.0.0.1"),
+                p("45.0.0.0/15"),
+                p("2a01::1"),
+                p("4.0.0.0/6"),
+            ],
+            &[p("45.0.0.0/16"), p("2a01::/16"), p("5.6.7.8")],
+        );
+        let kept: Vec<String> = kept.iter().map(Prefix::to_string).collect();
+        assert_eq!(r.allowlisted, 2);
+        assert_eq!(r.split, 2);
+        assert!(kept.contains(&"46.0.0.1".to_owned()));
+        assert!(kept.contains(&"45.1.0.0/16".to_owned()));
+        assert!(
+            !kept
+                .iter()
+                .any(|k| k.starts_with("45.0.") || k == "2a01::1")
+        );
+        let inside = |a: &str| kept.iter().any(|k| p(k).contains(&p(a)));
+        assert!(!inside("5.6.7.8"));
+        assert!(inside("5.6.7.9") && inside("4.0.0.1") && inside("7.255.255.255"));
     }
 
     #[test]

@@ -49,12 +49,6 @@ pub struct Parsed {
     pub rejected: BTreeMap<String, u64>,
 }
 
-impl Parsed {
-    fn reject(&mut self, why: &str) {
-        *self.rejected.entry(why.to_owned()).or_default() += 1;
-    }
-}
-
 /// Guesses the format from the first meaningful lines.
 pub fn detect(text: &str) -> Format {
     let trimmed = text.trim_start();
@@ -87,26 +81,97 @@ pub fn detect(text: &str) -> Format {
 
 /// Reads a list.
 pub fn parse(text: &str, format: Format) -> Parsed {
-    let mut out = Parsed::default();
+    let mut entries = Vec::new();
+    let mut rejected = BTreeMap::new();
+    read_each(text, format, &mut rejected, &mut |e: Entry| {
+        entries.push(e.prefix())
+    });
+    Parsed { entries, rejected }
+}
+
+/// A list entry as read: IPv4 in its plain spelling as integers (the bulk of every list, kept
+/// that way on its way to aggregation), anything else as a prefix.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Entry {
+    /// Address and length (at most 32), host bits not yet cleared.
+    V4(u32, u8),
+    /// Any other entry.
+    Net(Prefix),
+}
+
+impl Entry {
+    pub(crate) fn prefix(self) -> Prefix {
+        match self {
+            Entry::V4(addr, len) => Prefix::v4(addr, len),
+            Entry::Net(p) => p,
+        }
+    }
+}
+
+/// The first field of a plain or Spamhaus line: what comes before whitespace, `#` or `;`
+/// ("1.2.3.4 # why", "1.2.3.4\t12", "1.10.16.0/20 ; SBL256894"). Empty for comments.
+fn first_field(line: &str) -> &str {
+    let b = line.as_bytes();
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let len = b[start..]
+        .iter()
+        .position(|c| c.is_ascii_whitespace() || *c == b'#' || *c == b';')
+        .unwrap_or(b.len() - start);
+    // Both ends sit next to ASCII bytes, so they are character boundaries.
+    &line[start..start + len]
+}
+
+/// Calls `each` with every entry of a list in file order, and counts rejected ones by reason.
+pub(crate) fn read_each(
+    text: &str,
+    format: Format,
+    rejected: &mut BTreeMap<String, u64>,
+    each: &mut impl FnMut(Entry),
+) {
+    let mut reject = |why: &str| *rejected.entry(why.to_owned()).or_default() += 1;
     match format {
         Format::Plain | Format::SpamhausDrop => {
-            for line in text.lines() {
-                let line = line.split(['#', ';']).next().unwrap_or("").trim();
-                if line.is_empty() {
+            let bytes = text.as_bytes();
+            let mut at = 0;
+            while at < bytes.len() {
+                // A line that is just an IPv4 address or network is read in one pass.
+                if let Some((addr, len, n)) = crate::prefix::parse_v4_at(&bytes[at..]) {
+                    let next = match &bytes[at + n..] {
+                        [] | [b'\r'] => Some(bytes.len()),
+                        [b'\n', ..] => Some(at + n + 1),
+                        [b'\r', b'\n', ..] => Some(at + n + 2),
+                        _ => None,
+                    };
+                    if let Some(next) = next {
+                        each(Entry::V4(addr, len));
+                        at = next;
+                        continue;
+                    }
+                }
+                let end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i);
+                // `\n` is ASCII: both ends are character boundaries.
+                let token = first_field(&text[at..end]);
+                at = end + 1;
+                if token.is_empty() {
                     continue;
                 }
-                // Some lists add fields after the address ("1.2.3.4 # why", "1.2.3.4\t12").
-                let token = line.split_whitespace().next().unwrap_or(line);
+                if let Some((addr, len)) = crate::prefix::parse_v4(token.as_bytes()) {
+                    each(Entry::V4(addr, len));
+                    continue;
+                }
                 match token.parse::<Prefix>() {
-                    Ok(p) => out.entries.push(p),
-                    Err(_) => out.reject("not an address or prefix"),
+                    Ok(p) => each(Entry::Net(p)),
+                    Err(_) => reject("not an address or prefix"),
                 }
             }
         }
         Format::SpamhausJson => {
             for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                    out.reject("not JSON");
+                    reject("not JSON");
                     continue;
                 };
                 if v.get("type").and_then(|t| t.as_str()) == Some("metadata") {
@@ -117,9 +182,9 @@ pub fn parse(text: &str, format: Format) -> Parsed {
                     .and_then(|c| c.as_str())
                     .map(str::parse::<Prefix>)
                 {
-                    Some(Ok(p)) => out.entries.push(p),
-                    Some(Err(_)) => out.reject("not an address or prefix"),
-                    None => out.reject("no cidr field"),
+                    Some(Ok(p)) => each(Entry::Net(p)),
+                    Some(Err(_)) => reject("not an address or prefix"),
+                    None => reject("no cidr field"),
                 }
             }
         }
@@ -133,10 +198,10 @@ pub fn parse(text: &str, format: Format) -> Parsed {
                     .map(|f| f.trim().trim_matches('"'))
                     .find_map(|f| f.parse::<Prefix>().ok());
                 match found {
-                    Some(p) => out.entries.push(p),
+                    Some(p) => each(Entry::Net(p)),
                     // The header row names the columns.
                     None if line.contains("ip") || line.contains("first_seen") => {}
-                    None => out.reject("no address field"),
+                    None => reject("no address field"),
                 }
             }
         }
@@ -148,7 +213,7 @@ pub fn parse(text: &str, format: Format) -> Parsed {
                     for d in new {
                         let kind = d.get("type").and_then(|t| t.as_str()).unwrap_or("ban");
                         if !kind.eq_ignore_ascii_case("ban") {
-                            out.reject("not a ban (simulation or captcha)");
+                            reject("not a ban (simulation or captcha)");
                             continue;
                         }
                         let scope = d
@@ -157,7 +222,7 @@ pub fn parse(text: &str, format: Format) -> Parsed {
                             .unwrap_or("ip")
                             .to_ascii_lowercase();
                         if scope != "ip" && scope != "range" {
-                            out.reject("scope is not ip or range");
+                            reject("scope is not ip or range");
                             continue;
                         }
                         match d
@@ -165,16 +230,15 @@ pub fn parse(text: &str, format: Format) -> Parsed {
                             .and_then(|s| s.as_str())
                             .map(str::parse::<Prefix>)
                         {
-                            Some(Ok(p)) => out.entries.push(p),
-                            _ => out.reject("not an address or prefix"),
+                            Some(Ok(p)) => each(Entry::Net(p)),
+                            _ => reject("not an address or prefix"),
                         }
                     }
                 }
             }
-            Err(_) => out.reject("not JSON"),
+            Err(_) => reject("not JSON"),
         },
     }
-    out
 }
 
 #[cfg(test)]
@@ -195,6 +259,20 @@ mod tests {
             ["1.10.16.0/20", "5.188.10.0/23", "8.8.8.8", "2a00:1::/32"]
         );
         assert_eq!(p.rejected["not an address or prefix"], 1);
+    }
+
+    #[test]
+    fn line_ends_and_trailing_bytes() {
+        let p = parse(
+            "1.2.3.4\r\n5.6.7.0/24\r\n9.9.9.9x\n8.8.8.8/8/8\n7.7.7.7",
+            Format::Plain,
+        );
+        assert_eq!(values(&p), ["1.2.3.4", "5.6.7.0/24", "7.7.7.7"]);
+        assert_eq!(p.rejected["not an address or prefix"], 2);
+        let p = parse("1.2.3.4x", Format::Plain);
+        assert!(p.entries.is_empty());
+        let p = parse("1.2.3.4\r", Format::Plain);
+        assert_eq!(values(&p), ["1.2.3.4"]);
     }
 
     #[test]

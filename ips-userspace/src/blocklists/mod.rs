@@ -32,17 +32,40 @@ pub struct Prepared {
     pub prefixes: Vec<Prefix>,
 }
 
-/// Parse (format given or detected), filter and aggregate a list.
+/// Parse (format given or detected), filter and aggregate a list. Entries far from every
+/// range the filter removes go straight to aggregation; only the others are filtered one by one.
 pub fn prepare(text: &str, format: Option<Format>, allowlist: &[Prefix]) -> Prepared {
     let format = format.unwrap_or_else(|| formats::detect(text));
-    let parsed = parse(text, format);
-    let read = parsed.entries.len() as u64;
-    let (kept, filtered) = filter(parsed.entries, allowlist);
+    let holes = filter::Holes::new(allowlist);
+    let mut ranges = aggregate::Ranges::with_capacity(text.len() / 14);
+    let mut near = Vec::new();
+    let mut read = 0u64;
+    let mut rejected = std::collections::BTreeMap::new();
+    formats::read_each(text, format, &mut rejected, &mut |e| {
+        read += 1;
+        match e {
+            formats::Entry::V4(addr, len) if holes.v4_clear(addr, len) => {
+                ranges.push_v4(addr, len);
+            }
+            e => {
+                let p = e.prefix();
+                if holes.may_touch(&p) {
+                    near.push(p);
+                } else {
+                    ranges.push(&p);
+                }
+            }
+        }
+    });
+    let (kept, filtered) = holes.filter(near);
+    for p in &kept {
+        ranges.push(p);
+    }
     Prepared {
         format: Some(format),
         read,
-        rejected: parsed.rejected,
+        rejected,
         filtered,
-        prefixes: aggregate(kept),
+        prefixes: ranges.aggregate(),
     }
 }
