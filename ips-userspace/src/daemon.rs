@@ -106,7 +106,7 @@ pub enum Request {
     /// Remove a bouncer.
     DeleteBouncer(String, Reply<bool>),
     /// Renew an unchanged blocklist's decisions: (name, duration ms).
-    RenewList(String, i64, Reply<usize>),
+    RenewList(String, i64, Reply<bool>),
     /// Replace a blocklist's decisions: (name, text, format, duration ms).
     Import(
         String,
@@ -474,10 +474,8 @@ fn handle(
             let _ = reply.send(r.map_err(|e| ApiError::from(EnforcerError::from(e))));
         }
         Request::RenewList(name, duration_ms, reply) => {
-            let r = enforcer
-                .store_mut()
-                .renew_origin(&format!("list:{name}"), duration_ms, now);
-            let _ = reply.send(r.map_err(|e| ApiError::from(EnforcerError::from(e))));
+            let r = enforcer.renew_list(&name, duration_ms, now);
+            let _ = reply.send(r.map_err(ApiError::from));
         }
         Request::Import(name, text, format, duration_ms, reply) => {
             let _ = reply.send(

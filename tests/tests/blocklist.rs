@@ -54,6 +54,28 @@ fn import_filters_aggregates_and_replaces() {
     );
     let got = lab.exchange(&frames(&[("1.2.3.9", 6), ("9.9.9.9", 7), ("5.6.7.8", 8)]));
     assert_eq!(got, vec![6]);
+
+    // The list is kept in the store: after the kernel lost its entries while the daemon was
+    // down, a restart puts them back.
+    lab.stop_daemon();
+    {
+        let mut maps = ips::enforcer::KernelMaps::open(&lab.pin_dir).expect("maps");
+        let mut wipe = ips::enforcer::Diff::default();
+        maps.for_each_ban(&mut |p, _| wipe.delete.push(p))
+            .expect("read maps");
+        maps.apply(&wipe).expect("wipe maps");
+    }
+    assert_eq!(lab.exchange(&frames(&[("9.9.9.9", 9)])), vec![9]);
+    lab.start_daemon();
+    let got = lab.exchange(&frames(&[
+        ("9.9.9.9", 10),
+        ("5.6.7.9", 11),
+        ("1.2.3.9", 12),
+        ("2a00:1::7", 13),
+    ]));
+    assert_eq!(got, vec![12]);
+    let d = lab.ips_json(&["decisions", "list", "--value", "9.9.9.0/24"]);
+    assert_eq!(d[0]["origin"], "list:level1", "{d}");
 }
 
 mod http_source {

@@ -77,6 +77,30 @@ fn serves_the_bouncer_stream_with_api_keys() {
             .collect::<Vec<_>>(),
         ["203.0.113.7"]
     );
+    // Blocklist entries reach bouncers too, and a list refresh sends only what changed.
+    let list = lab.dir.join("l.txt");
+    let path = list.to_string_lossy().into_owned();
+    std::fs::write(&list, "45.0.0.0/24\n45.1.1.1\n").expect("write list");
+    lab.ips(&["blocklist", "import", &path, "--name", "l"]);
+    let d = pull(&lab, &key, false);
+    assert_eq!(values(&d.new), ["45.0.0.0/24", "45.1.1.1"]);
+    assert!(d.deleted.is_empty());
+    std::fs::write(&list, "45.0.0.0/24\n45.2.2.2\n").expect("write list");
+    lab.ips(&["blocklist", "import", &path, "--name", "l"]);
+    let d = pull(&lab, &key, false);
+    assert_eq!(values(&d.new), ["45.2.2.2"]);
+    assert_eq!(
+        d.deleted
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["45.1.1.1"]
+    );
+    let d = pull(&lab, &key, true);
+    assert_eq!(
+        values(&d.new),
+        ["198.51.100.0/24", "45.0.0.0/24", "45.2.2.2"]
+    );
     // Nothing new: CrowdSec's shape with nulls.
     let (s, body) = get(
         &lab.a,

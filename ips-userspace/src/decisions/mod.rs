@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::prefix::Prefix;
 
+mod lists;
 pub mod profiles;
 pub mod sqlite;
 pub use sqlite::SqliteStore;
@@ -176,6 +177,35 @@ pub enum StoreError {
     BadDuration(i64),
 }
 
+/// What `new` has that `old` lacks, and what `old` has that `new` lacks; both sorted and
+/// without repeats.
+pub fn sorted_diff(old: &[Prefix], new: &[Prefix]) -> (Vec<Prefix>, Vec<Prefix>) {
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                removed.push(*a);
+                i += 1;
+            }
+            (Some(a), None) => {
+                removed.push(*a);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                added.push(*b);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (added, removed)
+}
+
 /// The decision store. SQLite is the default; the trait is the seam for a PostgreSQL backend.
 pub trait Store: Send {
     /// The numeric id of an origin name (drop counters are indexed by it), allocating one if new.
@@ -185,24 +215,26 @@ pub trait Store: Send {
     /// Adds or extends decisions in one transaction. Refuses the whole batch if one value is
     /// allowlisted.
     fn upsert(&mut self, batch: &[NewDecision], now_ms: i64) -> Result<Vec<Decision>, StoreError>;
-    /// Makes `origin`'s decisions exactly `values`, each lasting `duration_ms` from now (kept
-    /// ones past half their life are renewed), in one transaction without reading rows back.
-    /// Returns the values added and removed. For blocklists: no allowlist check here; filter before.
+    /// The entries of blocklist `origin` (sorted), empty if it has none.
+    fn origin_values(&self, origin: &str) -> Result<Vec<Prefix>, StoreError>;
+    /// Makes blocklist `origin`'s entries exactly `values` under a lease that ends
+    /// `duration_ms` from now, in one transaction; the change is logged for the stream's
+    /// deltas. Returns the values added and removed. No allowlist check here: filter before.
     fn replace_origin(
         &mut self,
         origin: &str,
-        values: &[Prefix],
+        values: Vec<Prefix>,
         duration_ms: i64,
         now_ms: i64,
     ) -> Result<(Vec<Prefix>, Vec<Prefix>), StoreError>;
-    /// Renews `origin`'s decisions that are past half their life to last `duration_ms` from now
-    /// (a list that did not change). Returns how many were renewed.
+    /// Extends blocklist `origin`'s lease to end `duration_ms` from now (a list that did not
+    /// change, or could not be fetched). Returns whether the list is active.
     fn renew_origin(
         &mut self,
         origin: &str,
         duration_ms: i64,
         now_ms: i64,
-    ) -> Result<usize, StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Removes every decision on `value` (of any origin, or of one). Returns how many.
     fn delete(&mut self, value: &Prefix, origin: Option<&str>) -> Result<usize, StoreError>;
     /// Decisions not yet expired, optionally only those on one value.
@@ -258,7 +290,7 @@ pub trait Store: Send {
     fn created_since(&self, since_ms: i64, now_ms: i64) -> Result<Vec<Decision>, StoreError>;
     /// Decisions removed after `since_ms`.
     fn deleted_since(&self, since_ms: i64) -> Result<Vec<Tombstone>, StoreError>;
-    /// Forgets tombstones older than `before_ms`.
+    /// Forgets tombstones and logged list changes older than `before_ms`; returns how many.
     fn prune_tombstones(&mut self, before_ms: i64) -> Result<usize, StoreError>;
     /// Registers a bouncer by the SHA-256 of its key; fails if the name exists.
     fn add_bouncer(&mut self, name: &str, key_sha256: &str, now_ms: i64) -> Result<(), StoreError>;

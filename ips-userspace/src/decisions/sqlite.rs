@@ -1,9 +1,13 @@
 //! [`SqliteStore`]: the decision store in one SQLite file (WAL mode).
-use std::{collections::BTreeSet, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
 use ips_common::origin;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::lists::{self, List};
 use super::{
     AllowEntry, Bouncer, Decision, Effective, NewDecision, ORIGIN_CROWD, ORIGIN_DETECTION,
     ORIGIN_MANUAL, Store, StoreError, StoredAlert, Tombstone,
@@ -13,7 +17,8 @@ use crate::prefix::Prefix;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS origins (
     id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
+    name TEXT NOT NULL UNIQUE,
+    lease_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY,
@@ -25,10 +30,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     reason TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL,
-    UNIQUE (value, origin_id)
+    UNIQUE (addr, plen, origin_id)
 );
 CREATE INDEX IF NOT EXISTS decisions_expires ON decisions (expires_ms);
-CREATE INDEX IF NOT EXISTS decisions_addr ON decisions (addr);
 CREATE TABLE IF NOT EXISTS allowlist (
     value TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
@@ -73,17 +77,76 @@ CREATE TABLE IF NOT EXISTS bouncers (
     last_pull_ms INTEGER NOT NULL DEFAULT 0,
     created_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS lists (
+    origin_id INTEGER PRIMARY KEY REFERENCES origins(id),
+    entries BLOB NOT NULL,
+    count INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS list_changes (
+    origin_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    added BLOB NOT NULL,
+    removed BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS list_changes_time ON list_changes (at_ms);
 CREATE TABLE IF NOT EXISTS interfaces (
     name TEXT PRIMARY KEY,
     mode TEXT NOT NULL
 );
 ";
 
+/// Version 2 keys decisions by (addr, plen, origin), keeps blocklists as snapshots under a
+/// lease, and logs their changes.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Brings a store written by an older `ips` to [`SCHEMA_VERSION`], keeping every row.
+fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let has_decisions: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'",
+        [],
+        |r| r.get(0),
+    )?;
+    if version >= SCHEMA_VERSION || !has_decisions {
+        return Ok(());
+    }
+    // Version 1: decisions unique on (value, origin_id), origins without a lease. A list's
+    // rows stay rows and expire as they would have; its next refresh writes a snapshot.
+    conn.execute_batch(
+        "BEGIN;
+         ALTER TABLE origins ADD COLUMN lease_ms INTEGER;
+         CREATE TABLE decisions_v2 (
+             id INTEGER PRIMARY KEY,
+             value TEXT NOT NULL,
+             addr BLOB NOT NULL,
+             plen INTEGER NOT NULL,
+             type TEXT NOT NULL DEFAULT 'ban',
+             origin_id INTEGER NOT NULL REFERENCES origins(id),
+             reason TEXT NOT NULL,
+             created_ms INTEGER NOT NULL,
+             expires_ms INTEGER NOT NULL,
+             UNIQUE (addr, plen, origin_id)
+         );
+         INSERT OR IGNORE INTO decisions_v2
+             SELECT id, value, addr, plen, type, origin_id, reason, created_ms, expires_ms
+             FROM decisions;
+         DROP TABLE decisions;
+         ALTER TABLE decisions_v2 RENAME TO decisions;
+         COMMIT;",
+    )
+    .inspect_err(|_| {
+        let _ = conn.execute_batch("ROLLBACK");
+    })
+}
+
 /// The SQLite decision store.
 pub struct SqliteStore {
     conn: Connection,
     /// The allowlist, kept in memory: it is small and checked on every upsert.
     allow: Vec<Prefix>,
+    /// Blocklist snapshots by origin id, as stored, decoded once.
+    lists: BTreeMap<u32, List>,
 }
 
 impl SqliteStore {
@@ -118,7 +181,9 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&conn)?;
         conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         for (id, name) in [
             (origin::MANUAL, ORIGIN_MANUAL),
             (origin::DETECTION, ORIGIN_DETECTION),
@@ -136,9 +201,155 @@ impl SqliteStore {
         let mut store = Self {
             conn,
             allow: Vec::new(),
+            lists: BTreeMap::new(),
         };
         store.allow = store.allow_list()?.into_iter().map(|a| a.value).collect();
+        store.lists = store.load_lists()?;
         Ok(store)
+    }
+
+    fn load_lists(&self) -> Result<BTreeMap<u32, List>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT l.origin_id, o.name, l.entries, COALESCE(o.lease_ms, 0), l.since_ms
+             FROM lists l JOIN origins o ON o.id = l.origin_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = BTreeMap::new();
+        while let Some(r) = rows.next()? {
+            let origin: String = r.get(1)?;
+            let entries =
+                lists::decode(r.get_ref(2)?.as_blob().unwrap_or_default()).map_err(|reason| {
+                    StoreError::BadRow {
+                        value: format!("snapshot of {origin}"),
+                        reason: reason.to_owned(),
+                    }
+                })?;
+            let list = List {
+                origin,
+                entries,
+                lease_ms: r.get(3)?,
+                since_ms: r.get(4)?,
+            };
+            out.insert(r.get(0)?, list);
+        }
+        Ok(out)
+    }
+
+    /// Active lists with their origin ids.
+    fn active_lists(&self, now_ms: i64) -> impl Iterator<Item = (u32, &List)> {
+        self.lists
+            .iter()
+            .filter(move |(_, l)| l.lease_ms > now_ms)
+            .map(|(id, l)| (*id, l))
+    }
+
+    /// A list entry as a decision.
+    fn list_decision(id: u32, list: &List, value: Prefix) -> Decision {
+        Decision {
+            id: lists::entry_id(id, &value),
+            value,
+            scope: value.scope().to_owned(),
+            kind: "ban".to_owned(),
+            origin: list.origin.clone(),
+            reason: list.origin.clone(),
+            created_ms: list.since_ms,
+            expires_ms: list.lease_ms,
+        }
+    }
+
+    /// Writes `entries` as the snapshot of list `origin_id` and logs the change, in `tx`.
+    fn write_list(
+        tx: &rusqlite::Transaction<'_>,
+        origin_id: u32,
+        entries: &[Prefix],
+        added: &[Prefix],
+        removed: &[Prefix],
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), rusqlite::Error> {
+        tx.execute(
+            "INSERT INTO lists (origin_id, entries, count, since_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (origin_id) DO UPDATE SET entries = excluded.entries,
+                 count = excluded.count",
+            params![origin_id, lists::encode(entries), entries.len(), since_ms],
+        )?;
+        if !added.is_empty() || !removed.is_empty() {
+            tx.execute(
+                "INSERT INTO list_changes (origin_id, at_ms, added, removed)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    origin_id,
+                    now_ms,
+                    lists::encode(added),
+                    lists::encode(removed)
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Removes the entries that `gone` picks from every list (of one origin, or all), in the
+    /// store and in memory. Returns the removed entries.
+    fn remove_from_lists(
+        &mut self,
+        gone: &dyn Fn(&Prefix) -> bool,
+        origin: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Vec<Prefix>, StoreError> {
+        let mut changed = Vec::new();
+        for (id, l) in &self.lists {
+            if origin.is_some_and(|o| o != l.origin) {
+                continue;
+            }
+            let (out, kept): (Vec<Prefix>, Vec<Prefix>) = l.entries.iter().partition(|p| gone(p));
+            if !out.is_empty() {
+                changed.push((*id, kept, out));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.conn.transaction()?;
+        for (id, kept, out) in &changed {
+            let since = self.lists.get(id).map_or(now_ms, |l| l.since_ms);
+            Self::write_list(&tx, *id, kept, &[], out, since, now_ms)?;
+        }
+        tx.commit()?;
+        let mut removed = Vec::new();
+        for (id, kept, out) in changed {
+            removed.extend(out);
+            if let Some(l) = self.lists.get_mut(&id) {
+                l.entries = kept;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Logged list changes after `since_ms`, by origin id: (added, removed, when).
+    #[allow(clippy::type_complexity)]
+    fn list_changes(
+        &self,
+        since_ms: i64,
+    ) -> Result<BTreeMap<u32, Vec<(Vec<Prefix>, Vec<Prefix>, i64)>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT origin_id, added, removed, at_ms FROM list_changes
+             WHERE at_ms > ?1 ORDER BY at_ms",
+        )?;
+        let mut rows = stmt.query([since_ms])?;
+        let mut out: BTreeMap<u32, Vec<_>> = BTreeMap::new();
+        while let Some(r) = rows.next()? {
+            let blob = |i| -> Result<Vec<Prefix>, StoreError> {
+                lists::decode(r.get_ref(i)?.as_blob().unwrap_or_default()).map_err(|reason| {
+                    StoreError::BadRow {
+                        value: "a list change".to_owned(),
+                        reason: reason.to_owned(),
+                    }
+                })
+            };
+            let change = (blob(1)?, blob(2)?, r.get(3)?);
+            out.entry(r.get(0)?).or_default().push(change);
+        }
+        Ok(out)
     }
 
     fn allowlisted_by(&self, value: &Prefix) -> Option<Prefix> {
@@ -210,6 +421,18 @@ fn row_to_decision(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Decision, String)
     Ok((d, value))
 }
 
+/// The prefix in a row's first two columns (`addr`, `plen`).
+fn prefix_of(row: &rusqlite::Row<'_>) -> Result<Prefix, StoreError> {
+    let addr = row.get_ref(0)?.as_blob().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into())
+    })?;
+    let plen: u8 = row.get(1)?;
+    Prefix::from_octets(addr, plen).map_err(|reason| StoreError::BadRow {
+        value: format!("{addr:?}/{plen}"),
+        reason: reason.to_owned(),
+    })
+}
+
 fn finish(rows: Vec<(Decision, String)>) -> Result<Vec<Decision>, StoreError> {
     rows.into_iter()
         .map(|(mut d, value)| {
@@ -254,8 +477,13 @@ mod erased {
     }
 }
 
-const SELECT_DECISION: &str = "SELECT d.id, d.value, d.type, o.name, d.reason, d.created_ms, \
-     d.expires_ms FROM decisions d JOIN origins o ON o.id = d.origin_id";
+/// Decisions with their origin's name.
+fn select_decision(filter: &str) -> String {
+    format!(
+        "SELECT d.id, d.value, d.type, o.name, d.reason, d.created_ms, d.expires_ms \
+         FROM decisions d JOIN origins o ON o.id = d.origin_id WHERE {filter}"
+    )
+}
 
 impl Store for SqliteStore {
     fn origin_id(&mut self, name: &str) -> Result<u32, StoreError> {
@@ -286,7 +514,7 @@ impl Store for SqliteStore {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO decisions (value, addr, plen, origin_id, reason, created_ms, expires_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (value, origin_id) DO UPDATE SET
+                 ON CONFLICT (addr, plen, origin_id) DO UPDATE SET
                      expires_ms = MAX(expires_ms, excluded.expires_ms),
                      reason = excluded.reason
                  RETURNING id, created_ms, expires_ms",
@@ -329,76 +557,54 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn origin_values(&self, origin: &str) -> Result<Vec<Prefix>, StoreError> {
+        Ok(self
+            .lists
+            .values()
+            .find(|l| l.origin == origin)
+            .map(|l| l.entries.clone())
+            .unwrap_or_default())
+    }
+
     fn replace_origin(
         &mut self,
         origin: &str,
-        values: &[Prefix],
+        values: Vec<Prefix>,
         duration_ms: i64,
         now_ms: i64,
     ) -> Result<(Vec<Prefix>, Vec<Prefix>), StoreError> {
         if duration_ms <= 0 {
             return Err(StoreError::BadDuration(duration_ms));
         }
+        let mut new = values;
+        if !new.is_sorted() {
+            new.sort_unstable();
+        }
+        new.dedup();
         let origin_id = Self::origin_id_in(&self.conn, origin)?;
-        let expires = now_ms.saturating_add(duration_ms);
-        let tx = self.conn.transaction()?;
-        let existing: std::collections::HashSet<(Vec<u8>, u8)> = {
-            let mut stmt = tx.prepare("SELECT addr, plen FROM decisions WHERE origin_id = ?1")?;
-            stmt.query_map([origin_id], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?))
-            })?
-            .collect::<Result<_, _>>()?
+        let lease_ms = now_ms.saturating_add(duration_ms);
+        let (old, since_ms) = match self.lists.get(&origin_id) {
+            Some(l) if l.lease_ms > now_ms => (l.entries.as_slice(), l.since_ms),
+            // A lapsed lease left nothing active: everything is new again.
+            _ => (&[][..], now_ms),
         };
-        let mut wanted = std::collections::HashSet::with_capacity(values.len());
-        let mut added = Vec::new();
-        {
-            let mut insert = tx.prepare(
-                "INSERT INTO decisions (value, addr, plen, origin_id, reason, created_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (value, origin_id) DO UPDATE SET expires_ms = excluded.expires_ms",
-            )?;
-            for v in values {
-                let key = (v.octets(), v.prefix_len());
-                if !wanted.insert(key.clone()) {
-                    continue;
-                }
-                if !existing.contains(&key) {
-                    insert.execute(params![
-                        v.to_string(),
-                        key.0,
-                        key.1,
-                        origin_id,
-                        origin,
-                        now_ms,
-                        expires
-                    ])?;
-                    added.push(*v);
-                }
-            }
-        }
-        // Renew lazily: only entries past half their life, so a refresh that changes little
-        // rewrites little. Every entry still has at least half a duration left afterwards.
+        let (added, removed) = super::sorted_diff(old, &new);
+        let tx = self.conn.transaction()?;
+        Self::write_list(&tx, origin_id, &new, &added, &removed, since_ms, now_ms)?;
         tx.execute(
-            "UPDATE decisions SET expires_ms = ?1 WHERE origin_id = ?2 AND expires_ms < ?3",
-            params![expires, origin_id, now_ms.saturating_add(duration_ms / 2)],
+            "UPDATE origins SET lease_ms = ?1 WHERE id = ?2",
+            params![lease_ms, origin_id],
         )?;
-        let mut removed = Vec::new();
-        {
-            let mut tomb = tx.prepare(&format!(
-                "{TOMBSTONE} d.origin_id = ?2 AND d.addr = ?3 AND d.plen = ?4"
-            ))?;
-            let mut delete = tx.prepare(
-                "DELETE FROM decisions WHERE origin_id = ?1 AND addr = ?2 AND plen = ?3",
-            )?;
-            for (addr, plen) in existing.iter().filter(|k| !wanted.contains(*k)) {
-                tomb.execute(params![now_ms, origin_id, addr, plen])?;
-                delete.execute(params![origin_id, addr, plen])?;
-                if let Ok(p) = Prefix::from_octets(addr, *plen) {
-                    removed.push(p);
-                }
-            }
-        }
         tx.commit()?;
+        self.lists.insert(
+            origin_id,
+            List {
+                origin: origin.to_owned(),
+                entries: new,
+                lease_ms,
+                since_ms,
+            },
+        );
         Ok((added, removed))
     }
 
@@ -407,89 +613,149 @@ impl Store for SqliteStore {
         origin: &str,
         duration_ms: i64,
         now_ms: i64,
-    ) -> Result<usize, StoreError> {
-        Ok(self.conn.execute(
-            "UPDATE decisions SET expires_ms = ?1
-             WHERE origin_id = (SELECT id FROM origins WHERE name = ?2) AND expires_ms < ?3",
-            params![
-                now_ms.saturating_add(duration_ms),
-                origin,
-                now_ms.saturating_add(duration_ms / 2)
-            ],
-        )?)
+    ) -> Result<bool, StoreError> {
+        let lease_ms = now_ms.saturating_add(duration_ms);
+        let Some((id, list)) = self
+            .lists
+            .iter_mut()
+            .find(|(_, l)| l.origin == origin && l.lease_ms > now_ms)
+        else {
+            return Ok(false);
+        };
+        if lease_ms > list.lease_ms {
+            self.conn.execute(
+                "UPDATE origins SET lease_ms = ?1 WHERE id = ?2",
+                params![lease_ms, id],
+            )?;
+            list.lease_ms = lease_ms;
+        }
+        Ok(true)
     }
 
     fn delete(&mut self, value: &Prefix, origin: Option<&str>) -> Result<usize, StoreError> {
         let now = wall_ms();
+        let from_lists = self.remove_from_lists(&|p| p == value, origin, now)?.len();
         let tx = self.conn.transaction()?;
+        let (addr, plen) = (value.octets(), value.prefix_len());
         let n = match origin {
             None => {
                 tx.execute(
-                    &format!("{TOMBSTONE} d.value = ?2"),
-                    params![now, value.to_string()],
+                    &format!("{TOMBSTONE} d.addr = ?2 AND d.plen = ?3"),
+                    params![now, addr, plen],
                 )?;
                 tx.execute(
-                    "DELETE FROM decisions WHERE value = ?1",
-                    [value.to_string()],
+                    "DELETE FROM decisions WHERE addr = ?1 AND plen = ?2",
+                    params![addr, plen],
                 )?
             }
             Some(o) => {
                 tx.execute(
-                    &format!("{TOMBSTONE} d.value = ?2 AND o.name = ?3"),
-                    params![now, value.to_string(), o],
+                    &format!("{TOMBSTONE} d.addr = ?2 AND d.plen = ?3 AND o.name = ?4"),
+                    params![now, addr, plen, o],
                 )?;
                 tx.execute(
-                    "DELETE FROM decisions WHERE value = ?1
-                     AND origin_id = (SELECT id FROM origins WHERE name = ?2)",
-                    params![value.to_string(), o],
+                    "DELETE FROM decisions WHERE addr = ?1 AND plen = ?2
+                     AND origin_id = (SELECT id FROM origins WHERE name = ?3)",
+                    params![addr, plen, o],
                 )?
             }
         };
         tx.commit()?;
-        Ok(n)
+        Ok(n + from_lists)
     }
 
     fn list(&self, now_ms: i64, value: Option<&Prefix>) -> Result<Vec<Decision>, StoreError> {
         let rows = match value {
             None => {
-                let mut stmt = self.conn.prepare(&format!(
-                    "{SELECT_DECISION} WHERE d.expires_ms > ?1 ORDER BY d.id"
-                ))?;
+                let mut stmt = self
+                    .conn
+                    .prepare(&select_decision("d.expires_ms > ?1 ORDER BY d.id"))?;
                 stmt.query_map([now_ms], row_to_decision)?
                     .collect::<Result<Vec<_>, _>>()?
             }
             Some(v) => {
-                let mut stmt = self.conn.prepare(&format!(
-                    "{SELECT_DECISION} WHERE d.expires_ms > ?1 AND d.value = ?2 ORDER BY d.id"
+                let mut stmt = self.conn.prepare(&select_decision(
+                    "d.expires_ms > ?1 AND d.addr = ?2 AND d.plen = ?3 ORDER BY d.id",
                 ))?;
-                stmt.query_map(params![now_ms, v.to_string()], row_to_decision)?
+                stmt.query_map(params![now_ms, v.octets(), v.prefix_len()], row_to_decision)?
                     .collect::<Result<Vec<_>, _>>()?
             }
         };
-        finish(rows)
+        let mut out = finish(rows)?;
+        for (id, l) in self.active_lists(now_ms) {
+            match value {
+                Some(v) if l.contains(v) => out.push(Self::list_decision(id, l, *v)),
+                Some(_) => {}
+                None => out.extend(l.entries.iter().map(|v| Self::list_decision(id, l, *v))),
+            }
+        }
+        Ok(out)
     }
 
     fn count_active(&self, now_ms: i64) -> Result<u64, StoreError> {
-        Ok(self.conn.query_row(
+        let rows: u64 = self.conn.query_row(
             "SELECT COUNT(*) FROM decisions WHERE expires_ms > ?1",
             [now_ms],
             |r| r.get(0),
-        )?)
+        )?;
+        let listed: usize = self
+            .active_lists(now_ms)
+            .map(|(_, l)| l.entries.len())
+            .sum();
+        Ok(rows + listed as u64)
     }
 
     fn effective(&self, values: &[Prefix], now_ms: i64) -> Result<Vec<Effective>, StoreError> {
         // The origin of the decision that lasts longest is the one drops are attributed to.
+        let with_lists = |v: &Prefix, mut best: Option<(u32, i64)>| {
+            for (id, l) in self.active_lists(now_ms) {
+                if best.is_none_or(|(_, e)| l.lease_ms > e) && l.contains(v) {
+                    best = Some((id, l.lease_ms));
+                }
+            }
+            (*v, best.map(|(o, _)| o))
+        };
+        // Many values (a list refresh's removals) against few rows: read the rows once.
+        if values.len() >= 256 {
+            let active: usize = self.conn.query_row(
+                "SELECT COUNT(*) FROM decisions WHERE expires_ms > ?1",
+                [now_ms],
+                |r| r.get(0),
+            )?;
+            if active <= values.len() * 4 {
+                let mut rows: std::collections::HashMap<Prefix, (u32, i64)> =
+                    std::collections::HashMap::with_capacity(active);
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT addr, plen, origin_id, expires_ms FROM decisions WHERE expires_ms > ?1",
+                )?;
+                let mut all = stmt.query([now_ms])?;
+                while let Some(r) = all.next()? {
+                    let (v, o, e) = (prefix_of(r)?, r.get(2)?, r.get(3)?);
+                    let best = rows.entry(v).or_insert((o, e));
+                    if e > best.1 {
+                        *best = (o, e);
+                    }
+                }
+                return Ok(values
+                    .iter()
+                    .map(|v| with_lists(v, rows.get(v).copied()))
+                    .collect());
+            }
+        }
         let mut stmt = self.conn.prepare_cached(
-            "SELECT origin_id FROM decisions WHERE value = ?1 AND expires_ms > ?2
+            "SELECT origin_id, expires_ms FROM decisions
+             WHERE addr = ?1 AND plen = ?2 AND expires_ms > ?3
              ORDER BY expires_ms DESC LIMIT 1",
         )?;
         values
             .iter()
             .map(|v| {
-                let origin = stmt
-                    .query_row(params![v.to_string(), now_ms], |r| r.get::<_, u32>(0))
+                let best = stmt
+                    .query_row(params![v.octets(), v.prefix_len(), now_ms], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
                     .optional()?;
-                Ok((*v, origin))
+                Ok(with_lists(v, best))
             })
             .collect()
     }
@@ -499,24 +765,48 @@ impl Store for SqliteStore {
         now_ms: i64,
         each: &mut dyn FnMut(Prefix, u32),
     ) -> Result<(), StoreError> {
-        // One row per value; SQLite takes the bare columns from the row with the MAX. Grouping
-        // by `value` walks the UNIQUE (value, origin_id) index: no temporary sort of every row.
+        // Rows come in address order, IPv4 then IPv6 (the order of `Prefix`), so a value's
+        // decisions are consecutive; list entries, sorted the same way, are merged in. The
+        // decision that ends last names the origin.
+        let mut listed: Vec<(Prefix, u32, i64)> = Vec::new();
+        for (id, l) in self.active_lists(now_ms) {
+            listed.extend(l.entries.iter().map(|p| (*p, id, l.lease_ms)));
+        }
+        if self.lists.len() > 1 {
+            listed.sort_unstable_by_key(|a| a.0);
+        }
+        let mut listed = listed.into_iter().peekable();
         let mut stmt = self.conn.prepare(
-            "SELECT addr, plen, origin_id, MAX(expires_ms) FROM decisions
-             WHERE expires_ms > ?1 GROUP BY value",
+            "SELECT addr, plen, origin_id, expires_ms FROM decisions
+             WHERE length(addr) = ?1 AND expires_ms > ?2 ORDER BY addr, plen",
         )?;
-        let mut rows = stmt.query([now_ms])?;
-        while let Some(row) = rows.next()? {
-            let addr = row.get_ref(0)?.as_blob().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into())
-            })?;
-            let plen: u8 = row.get(1)?;
-            let origin: u32 = row.get(2)?;
-            let value = Prefix::from_octets(addr, plen).map_err(|reason| StoreError::BadRow {
-                value: format!("{addr:?}/{plen}"),
-                reason: reason.to_owned(),
-            })?;
-            each(value, origin);
+        // (value, origin, end) of the value being gathered.
+        let mut current: Option<(Prefix, u32, i64)> = None;
+        let mut take = |item: (Prefix, u32, i64), each: &mut dyn FnMut(Prefix, u32)| {
+            current = match current {
+                Some(c) if c.0 == item.0 => Some(if item.2 > c.2 { item } else { c }),
+                Some(c) => {
+                    each(c.0, c.1);
+                    Some(item)
+                }
+                None => Some(item),
+            };
+        };
+        for family in [4, 16] {
+            let mut rows = stmt.query(params![family, now_ms])?;
+            while let Some(row) = rows.next()? {
+                let item = (prefix_of(row)?, row.get(2)?, row.get(3)?);
+                while let Some(l) = listed.next_if(|l| l.0 <= item.0) {
+                    take(l, each);
+                }
+                take(item, each);
+            }
+        }
+        for l in listed {
+            take(l, each);
+        }
+        if let Some(c) = current {
+            each(c.0, c.1);
         }
         Ok(())
     }
@@ -527,14 +817,37 @@ impl Store for SqliteStore {
             &format!("{TOMBSTONE} d.expires_ms <= ?2"),
             params![now_ms, now_ms],
         )?;
-        let values: BTreeSet<String> = {
-            let mut stmt =
-                tx.prepare_cached("DELETE FROM decisions WHERE expires_ms <= ?1 RETURNING value")?;
-            stmt.query_map([now_ms], |r| r.get::<_, String>(0))?
-                .collect::<Result<_, _>>()?
-        };
+        let mut values: BTreeSet<Prefix> = BTreeSet::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM decisions WHERE expires_ms <= ?1 RETURNING addr, plen",
+            )?;
+            let mut rows = stmt.query([now_ms])?;
+            while let Some(row) = rows.next()? {
+                values.insert(prefix_of(row)?);
+            }
+        }
+        // Lists whose lease ran out (no longer renewed): their entries go, logged as removed.
+        let lapsed: Vec<u32> = self
+            .lists
+            .iter()
+            .filter(|(_, l)| l.lease_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &lapsed {
+            if let Some(l) = self.lists.get(id) {
+                Self::write_list(&tx, *id, &[], &[], &l.entries, l.since_ms, now_ms)?;
+                tx.execute("DELETE FROM lists WHERE origin_id = ?1", [id])?;
+                tx.execute("UPDATE origins SET lease_ms = NULL WHERE id = ?1", [id])?;
+            }
+        }
         tx.commit()?;
-        values.into_iter().map(parse_value).collect()
+        for id in lapsed {
+            if let Some(l) = self.lists.remove(&id) {
+                values.extend(l.entries);
+            }
+        }
+        Ok(values.into_iter().collect())
     }
 
     fn allow_add(
@@ -557,30 +870,35 @@ impl Store for SqliteStore {
             let first = value.octets();
             let last = value.last_octets();
             let mut stmt = tx.prepare(
-                "SELECT DISTINCT value FROM decisions
+                "SELECT DISTINCT addr, plen FROM decisions
                  WHERE addr >= ?1 AND addr <= ?2 AND length(addr) = ?3 AND plen >= ?4",
             )?;
-            let inside = stmt
-                .query_map(params![first, last, first.len(), value.prefix_len()], |r| {
-                    r.get::<_, String>(0)
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut rows = stmt.query(params![first, last, first.len(), value.prefix_len()])?;
+            let mut inside = Vec::new();
+            while let Some(row) = rows.next()? {
+                inside.push(prefix_of(row)?);
+            }
             inside
-                .into_iter()
-                .map(parse_value)
-                .collect::<Result<Vec<_>, _>>()?
         };
         for p in &covered {
+            let (addr, plen) = (p.octets(), p.prefix_len());
             tx.execute(
-                &format!("{TOMBSTONE} d.value = ?2"),
-                params![now_ms, p.to_string()],
+                &format!("{TOMBSTONE} d.addr = ?2 AND d.plen = ?3"),
+                params![now_ms, addr, plen],
             )?;
-            tx.execute("DELETE FROM decisions WHERE value = ?1", [p.to_string()])?;
+            tx.execute(
+                "DELETE FROM decisions WHERE addr = ?1 AND plen = ?2",
+                params![addr, plen],
+            )?;
         }
         tx.commit()?;
         if !self.allow.contains(value) {
             self.allow.push(*value);
         }
+        let mut covered = covered;
+        covered.extend(self.remove_from_lists(&|p| value.contains(p), None, now_ms)?);
+        covered.sort_unstable();
+        covered.dedup();
         Ok(covered)
     }
 
@@ -720,13 +1038,29 @@ impl Store for SqliteStore {
     }
 
     fn created_since(&self, since_ms: i64, now_ms: i64) -> Result<Vec<Decision>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "{SELECT_DECISION} WHERE d.created_ms > ?1 AND d.expires_ms > ?2 ORDER BY d.id"
+        let mut stmt = self.conn.prepare(&select_decision(
+            "d.created_ms > ?1 AND d.expires_ms > ?2 ORDER BY d.id",
         ))?;
         let rows = stmt
             .query_map(params![since_ms, now_ms], row_to_decision)?
             .collect::<Result<Vec<_>, _>>()?;
-        finish(rows)
+        let mut out = finish(rows)?;
+        // List entries added since, and still listed.
+        for (id, changes) in self.list_changes(since_ms)? {
+            let Some(l) = self.lists.get(&id).filter(|l| l.lease_ms > now_ms) else {
+                continue;
+            };
+            let mut added: Vec<Prefix> = changes.into_iter().flat_map(|(a, _, _)| a).collect();
+            added.sort_unstable();
+            added.dedup();
+            out.extend(
+                added
+                    .into_iter()
+                    .filter(|v| l.contains(v))
+                    .map(|v| Self::list_decision(id, l, v)),
+            );
+        }
+        Ok(out)
     }
 
     fn deleted_since(&self, since_ms: i64) -> Result<Vec<Tombstone>, StoreError> {
@@ -746,7 +1080,8 @@ impl Store for SqliteStore {
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
+        let mut out = rows
+            .into_iter()
             .map(|(id, value, origin, kind, reason, deleted_ms)| {
                 Ok(Tombstone {
                     id,
@@ -757,13 +1092,32 @@ impl Store for SqliteStore {
                     deleted_ms,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let names: BTreeMap<u32, String> = self.origins()?.into_iter().collect();
+        for (id, changes) in self.list_changes(since_ms)? {
+            let origin = names.get(&id).cloned().unwrap_or_default();
+            for (_, removed, at_ms) in changes {
+                out.extend(removed.into_iter().map(|value| Tombstone {
+                    id: lists::entry_id(id, &value),
+                    value,
+                    origin: origin.clone(),
+                    kind: "ban".to_owned(),
+                    reason: origin.clone(),
+                    deleted_ms: at_ms,
+                }));
+            }
+        }
+        Ok(out)
     }
 
     fn prune_tombstones(&mut self, before_ms: i64) -> Result<usize, StoreError> {
-        Ok(self
+        let tombstones = self
             .conn
-            .execute("DELETE FROM tombstones WHERE deleted_ms < ?1", [before_ms])?)
+            .execute("DELETE FROM tombstones WHERE deleted_ms < ?1", [before_ms])?;
+        let changes = self
+            .conn
+            .execute("DELETE FROM list_changes WHERE at_ms < ?1", [before_ms])?;
+        Ok(tombstones + changes)
     }
 
     fn add_bouncer(&mut self, name: &str, key_sha256: &str, now_ms: i64) -> Result<(), StoreError> {
@@ -987,45 +1341,218 @@ mod tests {
         let (a, r) = s
             .replace_origin(
                 "list:x",
-                &[p("1.2.3.4"), p("5.6.0.0/16"), p("1.2.3.4")],
+                vec![p("1.2.3.4"), p("5.6.0.0/16"), p("1.2.3.4")],
                 1000,
                 0,
             )
             .unwrap();
         assert_eq!((a.len(), r.len()), (2, 0));
         let (a, r) = s
-            .replace_origin("list:x", &[p("5.6.0.0/16"), p("9.9.9.9")], 5000, 100)
+            .replace_origin("list:x", vec![p("5.6.0.0/16"), p("9.9.9.9")], 5000, 100)
             .unwrap();
         assert_eq!(a, vec![p("9.9.9.9")]);
         assert_eq!(r, vec![p("1.2.3.4")]);
         let list = s.list(200, None).unwrap();
         assert_eq!(list.len(), 2);
-        assert!(
-            list.iter()
-                .all(|d| d.expires_ms == 5100 && d.origin == "list:x")
-        );
-        // A refresh soon after leaves entries with more than half their life alone...
-        s.replace_origin("list:x", &[p("5.6.0.0/16"), p("9.9.9.9")], 5000, 200)
-            .unwrap();
-        assert!(
-            s.list(300, None)
-                .unwrap()
-                .iter()
-                .all(|d| d.expires_ms == 5100)
-        );
-        // ...and so does a renewal of an unchanged list, until they pass half their life.
-        assert_eq!(s.renew_origin("list:x", 5000, 250).unwrap(), 0);
-        assert_eq!(s.renew_origin("list:x", 5000, 4000).unwrap(), 2);
+        // Every entry ends with the list's lease, and is listed since the first import.
+        assert!(list.iter().all(|d| d.expires_ms == 5100
+            && d.created_ms == 0
+            && d.origin == "list:x"
+            && d.id >= 1 << 52));
+        assert_eq!(s.list(200, Some(&p("9.9.9.9"))).unwrap().len(), 1);
+        assert!(s.list(200, Some(&p("9.9.9.8"))).unwrap().is_empty());
+        // Renewing moves the lease, never back.
+        assert!(s.renew_origin("list:x", 5000, 4000).unwrap());
+        assert!(s.renew_origin("list:x", 10, 4000).unwrap());
+        assert!(!s.renew_origin("list:nope", 5000, 4000).unwrap());
         assert!(
             s.list(4100, None)
                 .unwrap()
                 .iter()
                 .all(|d| d.expires_ms == 9000)
         );
+        assert_eq!(s.count_active(8999).unwrap(), 2);
+        // Past the lease the entries are no longer active, then gone from the store.
+        let mut active = 0;
+        s.for_each_active(9000, &mut |_, _| active += 1).unwrap();
+        assert_eq!((s.count_active(9000).unwrap(), active), (0, 0));
+        assert_eq!(s.effective(&[p("9.9.9.9")], 9000).unwrap()[0].1, None);
+        let gone = s.take_expired(9000).unwrap();
+        assert_eq!(gone, vec![p("5.6.0.0/16"), p("9.9.9.9")]);
+        assert!(s.origin_values("list:x").unwrap().is_empty());
+        assert!(!s.renew_origin("list:x", 5000, 9100).unwrap());
         // Another origin's decision on the same value is untouched.
-        s.upsert(&[ban("9.9.9.9", "manual", 60)], 0).unwrap();
-        s.replace_origin("list:x", &[], 1000, 300).unwrap();
-        assert_eq!(s.list(400, None).unwrap().len(), 1);
+        let (a, _) = s
+            .replace_origin("list:x", vec![p("9.9.9.9")], 1000, 9100)
+            .unwrap();
+        assert_eq!(a, vec![p("9.9.9.9")]);
+        s.upsert(&[ban("9.9.9.9", "manual", 60)], 9100).unwrap();
+        let (_, r) = s.replace_origin("list:x", vec![], 1000, 9200).unwrap();
+        assert_eq!(r, vec![p("9.9.9.9")]);
+        let left = s.list(9300, None).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].origin, "manual");
+        let mut kernel = Vec::new();
+        s.for_each_active(9300, &mut |v, o| kernel.push((v, o)))
+            .unwrap();
+        assert_eq!(kernel, vec![(p("9.9.9.9"), origin::MANUAL)]);
+    }
+
+    #[test]
+    fn rows_and_lists_merge_into_one_kernel_view() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        s.upsert(
+            &[
+                ban("1.1.1.1", "manual", 100),
+                ban("5.5.5.5", "manual", 10),
+                ban("2001:db8::1", "manual", 100),
+            ],
+            0,
+        )
+        .unwrap();
+        s.replace_origin("list:a", vec![p("3.3.3.3"), p("5.5.5.5")], 50_000, 0)
+            .unwrap();
+        s.replace_origin(
+            "list:b",
+            vec![p("0.0.0.0/1"), p("2001:db8::/32")],
+            60_000,
+            0,
+        )
+        .unwrap();
+        let a = s.origin_id("list:a").unwrap();
+        let b = s.origin_id("list:b").unwrap();
+        let mut seen = Vec::new();
+        s.for_each_active(1, &mut |v, o| seen.push((v.to_string(), o)))
+            .unwrap();
+        let want = [
+            ("0.0.0.0/1", b),
+            ("1.1.1.1", origin::MANUAL),
+            ("3.3.3.3", a),
+            // The list lasts longer than the hand-made ban.
+            ("5.5.5.5", a),
+            ("2001:db8::/32", b),
+            ("2001:db8::1", origin::MANUAL),
+        ];
+        let want: Vec<(String, u32)> = want.iter().map(|(v, o)| (v.to_string(), *o)).collect();
+        assert_eq!(seen, want);
+        assert_eq!(s.count_active(1).unwrap(), 7);
+        // Reopening reads the snapshots back.
+        assert_eq!(s.origin_values("list:b").unwrap().len(), 2);
+        // Deleting a listed value takes it out of the list; an allowlist entry too.
+        assert_eq!(s.delete(&p("3.3.3.3"), None).unwrap(), 1);
+        assert_eq!(s.origin_values("list:a").unwrap(), vec![p("5.5.5.5")]);
+        let covered = s.allow_add(&p("5.5.5.0/24"), "ours", "manual", 2).unwrap();
+        assert_eq!(covered, vec![p("5.5.5.5")]);
+        assert!(s.origin_values("list:a").unwrap().is_empty());
+    }
+
+    #[test]
+    fn effective_reads_the_same_one_by_one_and_in_bulk() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let values: Vec<Prefix> = (0..300u32)
+            .map(|i| Prefix::v4(0x0a00_0000 | i, 32))
+            .collect();
+        let batch: Vec<NewDecision> = values[..100]
+            .iter()
+            .map(|v| NewDecision {
+                value: *v,
+                origin: "manual".into(),
+                reason: "t".into(),
+                duration_ms: 1000,
+            })
+            .collect();
+        s.upsert(&batch, 0).unwrap();
+        s.replace_origin("list:z", values[50..150].to_vec(), 5000, 0)
+            .unwrap();
+        let z = s.origin_id("list:z").unwrap();
+        // 300 values: the bulk path; one at a time: the per-value path.
+        let bulk = s.effective(&values, 10).unwrap();
+        for (i, (v, o)) in bulk.iter().enumerate() {
+            assert_eq!(s.effective(&[*v], 10).unwrap(), vec![(*v, *o)]);
+            let want = match i {
+                0..50 => Some(origin::MANUAL),
+                50..150 => Some(z),
+                _ => None,
+            };
+            assert_eq!(*o, want, "{v}");
+        }
+    }
+
+    #[test]
+    fn list_snapshots_survive_reopening_and_feed_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ips.db");
+        {
+            let mut s = SqliteStore::open(&path).unwrap();
+            s.replace_origin("list:l", vec![p("192.0.2.1"), p("192.0.2.2")], 10_000, 100)
+                .unwrap();
+            s.replace_origin("list:l", vec![p("192.0.2.2"), p("192.0.2.3")], 10_000, 200)
+                .unwrap();
+        }
+        let mut s = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            s.origin_values("list:l").unwrap(),
+            vec![p("192.0.2.2"), p("192.0.2.3")]
+        );
+        let new: Vec<String> = s
+            .created_since(150, 300)
+            .unwrap()
+            .iter()
+            .map(|d| d.value.to_string())
+            .collect();
+        assert_eq!(new, ["192.0.2.3"]);
+        assert_eq!(s.created_since(0, 300).unwrap().len(), 2);
+        let gone = s.deleted_since(150).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].value, p("192.0.2.1"));
+        assert_eq!(gone[0].origin, "list:l");
+        assert_eq!(
+            gone[0].id,
+            lists::entry_id(s.origin_id("list:l").unwrap(), &p("192.0.2.1"))
+        );
+        s.prune_tombstones(250).unwrap();
+        assert!(s.deleted_since(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_version_1_store_migrates_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE origins (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+                 CREATE TABLE decisions (
+                     id INTEGER PRIMARY KEY, value TEXT NOT NULL, addr BLOB NOT NULL,
+                     plen INTEGER NOT NULL, type TEXT NOT NULL DEFAULT 'ban',
+                     origin_id INTEGER NOT NULL REFERENCES origins(id), reason TEXT NOT NULL,
+                     created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+                     UNIQUE (value, origin_id));
+                 CREATE INDEX decisions_addr ON decisions (addr);
+                 INSERT INTO origins VALUES (0, 'manual'), (16, 'list:old');
+                 INSERT INTO decisions VALUES
+                     (1, '192.0.2.1', x'c0000201', 32, 'ban', 0, 'm', 0, 5000),
+                     (2, '198.51.100.0/24', x'c6336400', 24, 'ban', 16, 'l', 0, 7000),
+                     (3, '198.51.101.1', x'c6336501', 32, 'ban', 16, 'l', 0, 6000);",
+            )
+            .unwrap();
+        }
+        let mut s = SqliteStore::open(&path).unwrap();
+        let all = s.list(0, None).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(
+            all.iter().map(|d| d.expires_ms).collect::<Vec<_>>(),
+            [5000, 7000, 6000]
+        );
+        // The list's next import takes over; its old rows end as they would have.
+        s.replace_origin("list:old", vec![p("198.51.100.0/24")], 100_000, 1000)
+            .unwrap();
+        assert_eq!(s.count_active(6500).unwrap(), 2);
+        assert_eq!(s.count_active(8000).unwrap(), 1);
+        drop(s);
+        // Opening again does not migrate twice.
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.count_active(8000).unwrap(), 1);
     }
 
     #[test]
@@ -1039,11 +1566,11 @@ mod tests {
             0,
         )
         .unwrap();
-        s.replace_origin("list:l", &[p("198.51.100.1")], 1000, 0)
+        s.replace_origin("list:l", vec![p("198.51.100.1")], 1000, 0)
             .unwrap();
         s.take_expired(10_000).unwrap();
         s.delete(&p("192.0.2.2"), None).unwrap();
-        s.replace_origin("list:l", &[], 1000, 20_000).unwrap();
+        s.replace_origin("list:l", vec![], 1000, 20_000).unwrap();
         let gone: Vec<String> = s
             .deleted_since(-1)
             .unwrap()
@@ -1054,7 +1581,9 @@ mod tests {
         for v in ["192.0.2.1", "192.0.2.2", "198.51.100.1"] {
             assert!(gone.contains(&v.to_owned()), "{v}");
         }
-        assert_eq!(s.prune_tombstones(i64::MAX).unwrap(), 3);
+        // Two decision tombstones and the list's two logged changes (its import, its lapse).
+        assert_eq!(s.prune_tombstones(i64::MAX).unwrap(), 4);
+        assert!(s.deleted_since(-1).unwrap().is_empty());
     }
 
     #[test]

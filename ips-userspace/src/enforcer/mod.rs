@@ -143,6 +143,20 @@ pub struct ImportReport {
     pub added: u64,
     /// Values no longer on the list.
     pub removed: u64,
+    /// Where the time went, in milliseconds.
+    #[serde(default)]
+    pub took: ImportTimes,
+}
+
+/// Wall time of an import's steps, in milliseconds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImportTimes {
+    /// Parse, filter and aggregate.
+    pub prepare_ms: u64,
+    /// Diff against what is stored, and write the changes to the store.
+    pub store_ms: u64,
+    /// Write the changes to the kernel maps.
+    pub kernel_ms: u64,
 }
 
 /// The store and the kernel maps, kept in step.
@@ -371,13 +385,21 @@ impl Enforcer {
         duration_ms: i64,
         now_ms: i64,
     ) -> Result<ImportReport, EnforcerError> {
+        let started = Instant::now();
+        let ms = |t: Instant| t.elapsed().as_millis() as u64;
         let allow: Vec<Prefix> = self.allow_values()?;
-        let prepared = crate::blocklists::prepare(text, format, &allow);
+        let mut prepared = crate::blocklists::prepare(text, format, &allow);
+        let new = std::mem::take(&mut prepared.prefixes);
+        let prepare_ms = ms(started);
+        let stored = Instant::now();
         let origin = format!("list:{name}");
-        let (added, removed) =
-            self.store
-                .replace_origin(&origin, &prepared.prefixes, duration_ms, now_ms)?;
+        let entries = new.len() as u64;
+        let (added, removed) = self
+            .store
+            .replace_origin(&origin, new, duration_ms, now_ms)?;
         let origin_id = self.store.origin_id(&origin)?;
+        let store_ms = ms(stored);
+        let kernel = Instant::now();
         let diff = Diff {
             upsert: added.iter().map(|p| (*p, origin_id)).collect(),
             delete: Vec::new(),
@@ -385,23 +407,39 @@ impl Enforcer {
         self.maps.apply(&diff)?;
         // A removed value may still be banned by another origin.
         self.sync_values(&removed, now_ms)?;
+        let took = ImportTimes {
+            prepare_ms,
+            store_ms,
+            kernel_ms: ms(kernel),
+        };
         info!(
             list = name,
-            entries = prepared.prefixes.len(),
+            entries,
             added = added.len(),
             removed = removed.len(),
             "Imported blocklist."
         );
         Ok(ImportReport {
             name: name.to_owned(),
-            prepared: crate::blocklists::Prepared {
-                prefixes: Vec::new(),
-                ..prepared.clone()
-            },
-            entries: prepared.prefixes.len() as u64,
+            prepared,
+            entries,
             added: added.len() as u64,
             removed: removed.len() as u64,
+            took,
         })
+    }
+
+    /// Extends a list's lease: it did not change, or could not be fetched. Returns whether the
+    /// list has entries under a lease.
+    pub fn renew_list(
+        &mut self,
+        name: &str,
+        duration_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, EnforcerError> {
+        Ok(self
+            .store
+            .renew_origin(&format!("list:{name}"), duration_ms, now_ms)?)
     }
 
     /// Adds an allowlist entry; decisions inside it are removed from store and kernel.

@@ -81,6 +81,14 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
     for (why, n) in &p.rejected {
         println!("rejected {n} entries: {why}");
     }
+    let t = &report.took;
+    println!(
+        "took {} ms: read, filter and aggregate {} ms, store {} ms, kernel {} ms",
+        t.prepare_ms + t.store_ms + t.kernel_ms,
+        t.prepare_ms,
+        t.store_ms,
+        t.kernel_ms
+    );
     Ok(())
 }
 
