@@ -2,7 +2,9 @@
 //! addresses taken in turn from a ring of random keys, so the cost measured is that of lookups
 //! spread over a large set, not of one hot packet.
 //!
-//! `BENCH_STATE` slot 0 is the cursor, 1 the hit count, 2 the ring mask.
+//! `BENCH_STATE` slot 0 is the cursor, 1 the hit count, 2 the ring mask. It is one array, not
+//! per CPU: `BPF_PROG_RUN` may move to another CPU between repeats, and a per-CPU cursor would
+//! then skip or revisit part of the ring, so the two programs would not see the same sources.
 //!
 //! `ips_bench_hybrid` calls the very lookup the real program uses (hash for single addresses,
 //! LPM trie for prefixes); `ips_bench_lpm` is the baseline with every ban in one LPM trie.
@@ -14,7 +16,7 @@ mod program {
     use aya_ebpf::{
         bindings::xdp_action,
         macros::{map, xdp},
-        maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+        maps::{Array, LpmTrie, lpm_trie::Key},
         programs::XdpContext,
     };
     use ips_common::{Ban, capacity};
@@ -26,14 +28,14 @@ mod program {
     #[map(name = "BENCH_KEYS_V4")]
     static BENCH_KEYS_V4: Array<[u8; 4]> = Array::with_max_entries(capacity::BENCH_KEYS, 0);
     #[map(name = "BENCH_STATE")]
-    static BENCH_STATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
+    static BENCH_STATE: Array<u64> = Array::with_max_entries(3, 0);
 
     #[inline(always)]
     fn run(check: fn([u8; 4]) -> bool) -> u32 {
         let Some(cursor) = BENCH_STATE.get_ptr_mut(0) else {
             return xdp_action::XDP_ABORTED;
         };
-        // SAFETY: per-CPU slot.
+        // SAFETY: a valid slot; the bench runs one program at a time.
         let start = unsafe { *cursor } as u32;
         // Slot 2 holds the ring mask, so one ring can be walked as 64k or 1M sources.
         let mask = BENCH_STATE
@@ -48,7 +50,7 @@ mod program {
                 hits += 1;
             }
         }
-        // SAFETY: per-CPU slots.
+        // SAFETY: valid slots; the bench runs one program at a time.
         unsafe {
             *cursor = u64::from(start + capacity::BENCH_BATCH);
             if let Some(total) = BENCH_STATE.get_ptr_mut(1) {
