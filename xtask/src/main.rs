@@ -198,6 +198,7 @@ fn bench() -> Result<()> {
         &["bench", "-p", "ips-userspace", "--bench", "detection"],
         &[],
     )?;
+    cargo(&["bench", "-p", "ips-userspace", "--bench", "hub"], &[])?;
     // The latency bench drives the debug-free release daemon through the test lab.
     cargo(
         &["bench", "-p", "ips-tests", "--bench", "latency"],
