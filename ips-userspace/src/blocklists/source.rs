@@ -259,7 +259,7 @@ pub fn spawn(
                     let format = src.validate().ok().flatten();
                     let result = fetchers[i].fetch(src, format);
                     let ms = src.entry_duration().as_millis() as i64;
-                    let (text, error) = match result {
+                    let (mut text, error) = match result {
                         Ok(Fetched::New(text)) => (Some(text), None),
                         Ok(Fetched::Unchanged) => (None, None),
                         Err(e) => {
@@ -267,41 +267,45 @@ pub fn spawn(
                             (None, Some(e.to_string()))
                         }
                     };
-                    let mut entries = None;
-                    match text {
-                        Some(text) => {
-                            let (reply, rx) = tokio::sync::oneshot::channel();
-                            if to_enforcer
-                                .send(crate::daemon::Request::Import(
-                                    src.name.clone(),
-                                    text,
-                                    format,
-                                    ms,
-                                    reply,
-                                ))
-                                .is_err()
-                            {
-                                return;
-                            }
-                            match rx.blocking_recv() {
-                                Ok(Ok(r)) => {
-                                    info!(list = %src.name, entries = r.entries, added = r.added, removed = r.removed, "Blocklist refreshed.");
-                                    entries = Some(r.entries);
-                                }
-                                Ok(Err(e)) => warn!(list = %src.name, error = %e.error, "Blocklist import failed."),
-                                Err(_) => return,
-                            }
+                    if text.is_none() {
+                        // Unchanged, or the fetch failed: what is listed stays listed.
+                        let (reply, rx) = tokio::sync::oneshot::channel();
+                        if to_enforcer
+                            .send(crate::daemon::Request::RenewList(src.name.clone(), ms, reply))
+                            .is_err()
+                        {
+                            return;
                         }
-                        None => {
-                            // Unchanged, or the fetch failed: what is listed stays listed.
-                            let (reply, rx) = tokio::sync::oneshot::channel();
-                            if to_enforcer
-                                .send(crate::daemon::Request::RenewList(src.name.clone(), ms, reply))
-                                .is_err()
-                            {
-                                return;
+                        match rx.blocking_recv() {
+                            // The lease lapsed (the thread was held up for three refreshes):
+                            // the last good list goes in again.
+                            Ok(Ok(false)) => text = fetchers[i].last_good.clone(),
+                            Ok(_) => {}
+                            Err(_) => return,
+                        }
+                    }
+                    let mut entries = None;
+                    if let Some(text) = text {
+                        let (reply, rx) = tokio::sync::oneshot::channel();
+                        if to_enforcer
+                            .send(crate::daemon::Request::Import(
+                                src.name.clone(),
+                                text,
+                                format,
+                                ms,
+                                reply,
+                            ))
+                            .is_err()
+                        {
+                            return;
+                        }
+                        match rx.blocking_recv() {
+                            Ok(Ok(r)) => {
+                                info!(list = %src.name, entries = r.entries, added = r.added, removed = r.removed, "Blocklist refreshed.");
+                                entries = Some(r.entries);
                             }
-                            let _ = rx.blocking_recv();
+                            Ok(Err(e)) => warn!(list = %src.name, error = %e.error, "Blocklist import failed."),
+                            Err(_) => return,
                         }
                     }
                     if let Ok(mut st) = status.lock()
@@ -355,6 +359,62 @@ mod tests {
         c.format = Some("nope".into());
         assert!(c.validate().unwrap_err().contains("nope"));
         assert_eq!(c.entry_duration(), Duration::from_secs(180));
+    }
+
+    #[test]
+    fn a_lapsed_lease_brings_the_last_good_list_back() {
+        use crate::daemon::Request;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.txt");
+        std::fs::write(&path, "1.2.3.4\n").unwrap();
+        let src = SourceConfig {
+            name: "f".into(),
+            url: None,
+            path: Some(path),
+            format: None,
+            refresh: Duration::from_secs(1),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = crate::acquisition::Stop::default();
+        let status = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let thread = spawn(vec![src], tx, stop.clone(), status.clone()).unwrap();
+        let next = || rx.recv_timeout(Duration::from_secs(5)).expect("a request");
+        let report = |name: String| crate::enforcer::ImportReport {
+            name,
+            prepared: crate::blocklists::Prepared::default(),
+            entries: 1,
+            added: 1,
+            removed: 0,
+            took: crate::enforcer::ImportTimes::default(),
+        };
+        // First fetch: imported.
+        match next() {
+            Request::Import(name, text, _, _, reply) => {
+                assert_eq!(text, "1.2.3.4\n");
+                let _ = reply.send(Ok(report(name)));
+            }
+            _ => panic!("expected an import"),
+        }
+        // Same bytes: renewed, and the store answers that the lease had lapsed...
+        match next() {
+            Request::RenewList(name, ms, reply) => {
+                assert_eq!((name.as_str(), ms), ("f", 60_000));
+                let _ = reply.send(Ok(false));
+            }
+            _ => panic!("expected a renewal"),
+        }
+        // ...so the last good list is imported again.
+        match next() {
+            Request::Import(name, text, _, _, reply) => {
+                assert_eq!(text, "1.2.3.4\n");
+                let _ = reply.send(Ok(report(name)));
+            }
+            _ => panic!("expected the list again"),
+        }
+        stop.stop();
+        drop(rx);
+        thread.join().unwrap();
+        assert_eq!(status.lock().unwrap()[0].entries, 1);
     }
 
     #[test]

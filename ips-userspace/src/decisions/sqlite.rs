@@ -583,12 +583,13 @@ impl Store for SqliteStore {
         new.dedup();
         let origin_id = Self::origin_id_in(&self.conn, origin)?;
         let lease_ms = now_ms.saturating_add(duration_ms);
-        let (old, since_ms) = match self.lists.get(&origin_id) {
-            Some(l) if l.lease_ms > now_ms => (l.entries.as_slice(), l.since_ms),
-            // A lapsed lease left nothing active: everything is new again.
-            _ => (&[][..], now_ms),
+        // The diff is against the stored snapshot even if its lease lapsed a moment ago and the
+        // expiry tick has not dropped it yet: what the kernel may still hold.
+        let (old, since_ms, lapsed) = match self.lists.get(&origin_id) {
+            Some(l) => (l.entries.as_slice(), l.since_ms, l.lease_ms <= now_ms),
+            None => (&[][..], now_ms, false),
         };
-        let (added, removed) = super::sorted_diff(old, &new);
+        let (mut added, removed) = super::sorted_diff(old, &new);
         let tx = self.conn.transaction()?;
         Self::write_list(&tx, origin_id, &new, &added, &removed, since_ms, now_ms)?;
         tx.execute(
@@ -596,6 +597,11 @@ impl Store for SqliteStore {
             params![lease_ms, origin_id],
         )?;
         tx.commit()?;
+        if lapsed {
+            // While lapsed the entries were not active, and may have left the kernel: all of
+            // them are to be banned again.
+            added.clone_from(&new);
+        }
         self.lists.insert(
             origin_id,
             List {
@@ -1381,6 +1387,21 @@ mod tests {
         assert_eq!(gone, vec![p("5.6.0.0/16"), p("9.9.9.9")]);
         assert!(s.origin_values("list:x").unwrap().is_empty());
         assert!(!s.renew_origin("list:x", 5000, 9100).unwrap());
+        // Replaced after its lease lapsed but before the expiry tick: every entry is banned
+        // again, and what left the list is removed.
+        s.replace_origin("list:y", vec![p("7.7.7.7"), p("8.8.8.8")], 100, 0)
+            .unwrap();
+        assert!(!s.renew_origin("list:y", 100, 200).unwrap());
+        let (a, r) = s
+            .replace_origin("list:y", vec![p("8.8.8.8"), p("9.9.9.8")], 100, 200)
+            .unwrap();
+        assert_eq!(
+            (a, r),
+            (vec![p("8.8.8.8"), p("9.9.9.8")], vec![p("7.7.7.7")])
+        );
+        assert!(s.take_expired(250).unwrap().is_empty());
+        assert_eq!(s.count_active(250).unwrap(), 2);
+        s.replace_origin("list:y", vec![], 100, 260).unwrap();
         // Another origin's decision on the same value is untouched.
         let (a, _) = s
             .replace_origin("list:x", vec![p("9.9.9.9")], 1000, 9100)
