@@ -25,6 +25,11 @@ pub const PRIVATE_RANGES: &[&str] = &[
     "::1/128",
 ];
 
+/// [`PRIVATE_RANGES`] parsed.
+pub fn private_ranges() -> impl Iterator<Item = Prefix> {
+    PRIVATE_RANGES.iter().filter_map(|s| s.parse().ok())
+}
+
 /// A normalized IPv4 or IPv6 network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Prefix(IpNet);

@@ -78,13 +78,15 @@ pub(crate) struct Holes {
 
 impl Holes {
     pub(crate) fn new(allowlist: &[Prefix]) -> Self {
-        let mut holes = Vec::new();
-        for (list, why) in [
-            (crate::prefix::PRIVATE_RANGES, Why::Private),
-            (RESERVED, Why::Reserved),
-        ] {
-            holes.extend(list.iter().filter_map(|s| s.parse().ok()).map(|p| (p, why)));
-        }
+        let mut holes: Vec<(Prefix, Why)> = crate::prefix::private_ranges()
+            .map(|p| (p, Why::Private))
+            .collect();
+        holes.extend(
+            RESERVED
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .map(|p| (p, Why::Reserved)),
+        );
         holes.extend(allowlist.iter().map(|p| (*p, Why::Allow)));
         let mut touched16 = vec![false; 1 << 16];
         let mut touched8 = [[false; 256]; 2];

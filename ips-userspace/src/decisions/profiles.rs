@@ -94,9 +94,7 @@ impl Profiles {
         }
         if config.allow_private {
             never.extend(
-                crate::prefix::PRIVATE_RANGES
-                    .iter()
-                    .filter_map(|p| p.parse().ok())
+                crate::prefix::private_ranges()
                     .map(|p| (p, "a private range (profiles.allow_private)")),
             );
         }

@@ -112,23 +112,33 @@ pub mod sqlite;
 pub struct HubStore {
     backend: Box<dyn HubBackend>,
     config: HubConfig,
+    /// What is never listed: the hub's allowlist and the private ranges.
+    never: Vec<Prefix>,
 }
 
 impl HubStore {
     /// A hub on SQLite (`:memory:` for a throwaway one).
     pub fn open(path: &std::path::Path, config: HubConfig) -> Result<Self, HubError> {
-        Ok(Self {
-            backend: Box::new(sqlite::SqliteHub::open(path)?),
-            config,
-        })
+        Ok(Self::with(Box::new(sqlite::SqliteHub::open(path)?), config))
     }
 
     /// A hub on PostgreSQL (`postgres://user:pass@host/db` or `host=.. user=..`).
     pub fn postgres(url: &str, config: HubConfig) -> Result<Self, HubError> {
-        Ok(Self {
-            backend: Box::new(pg::PgHub::connect(url)?),
+        Ok(Self::with(Box::new(pg::PgHub::connect(url)?), config))
+    }
+
+    fn with(backend: Box<dyn HubBackend>, config: HubConfig) -> Self {
+        let never = config
+            .allowlist
+            .iter()
+            .copied()
+            .chain(crate::prefix::private_ranges())
+            .collect();
+        Self {
+            backend,
             config,
-        })
+            never,
+        }
     }
 
     /// Enrols an agent; returns (agent id, API key).
@@ -167,14 +177,9 @@ impl HubStore {
     }
 
     fn allowed(&self, value: &Prefix) -> bool {
-        self.config
-            .allowlist
+        self.never
             .iter()
             .any(|a| a.contains(value) || value.contains(a))
-            || crate::prefix::PRIVATE_RANGES
-                .iter()
-                .filter_map(|r| r.parse::<Prefix>().ok())
-                .any(|r| r.contains(value) || value.contains(&r))
     }
 
     /// Re-decides each value: listed iff its trust weight within the window reaches `k` and it

@@ -17,6 +17,9 @@ impl SqliteHub {
             Connection::open(path)?
         };
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // As the decision store: durable across a crash of the hub process, while a power cut
+        // may lose the last moments of pushes. No fsync per push.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS agents (
                  id INTEGER PRIMARY KEY, name TEXT NOT NULL, key_sha256 TEXT NOT NULL UNIQUE,
@@ -46,11 +49,8 @@ impl HubBackend for SqliteHub {
     fn agent_by_key(&mut self, key_sha256: &str) -> Result<Option<i64>, HubError> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT id FROM agents WHERE key_sha256 = ?1",
-                [key_sha256],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT id FROM agents WHERE key_sha256 = ?1")?
+            .query_row([key_sha256], |r| r.get(0))
             .optional()?)
     }
 
@@ -90,18 +90,20 @@ impl HubBackend for SqliteHub {
     }
 
     fn weight(&mut self, value: &str, since_ms: i64) -> Result<f64, HubError> {
-        Ok(self.conn.query_row(
-            "SELECT COALESCE(SUM(a.trust), 0) FROM signals s JOIN agents a ON a.id = s.agent_id
-             WHERE s.value = ?1 AND s.time_ms > ?2",
-            params![value, since_ms],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(a.trust), 0) FROM signals s JOIN agents a ON a.id = s.agent_id
+                 WHERE s.value = ?1 AND s.time_ms > ?2",
+            )?
+            .query_row(params![value, since_ms], |r| r.get(0))?)
     }
 
     fn is_listed(&mut self, value: &str) -> Result<bool, HubError> {
         Ok(self
             .conn
-            .query_row("SELECT 1 FROM listed WHERE value = ?1", [value], |_| Ok(()))
+            .prepare_cached("SELECT 1 FROM listed WHERE value = ?1")?
+            .query_row([value], |_| Ok(()))
             .optional()?
             .is_some())
     }
