@@ -590,8 +590,13 @@ impl Store for SqliteStore {
             None => (&[][..], now_ms, false),
         };
         let (mut added, removed) = super::sorted_diff(old, &new);
+        let unchanged =
+            added.is_empty() && removed.is_empty() && self.lists.contains_key(&origin_id);
         let tx = self.conn.transaction()?;
-        Self::write_list(&tx, origin_id, &new, &added, &removed, since_ms, now_ms)?;
+        if !unchanged {
+            // The same entries in other bytes (comments, order) only move the lease.
+            Self::write_list(&tx, origin_id, &new, &added, &removed, since_ms, now_ms)?;
+        }
         tx.execute(
             "UPDATE origins SET lease_ms = ?1 WHERE id = ?2",
             params![lease_ms, origin_id],
@@ -842,7 +847,11 @@ impl Store for SqliteStore {
             .collect();
         for id in &lapsed {
             if let Some(l) = self.lists.get(id) {
-                Self::write_list(&tx, *id, &[], &[], &l.entries, l.since_ms, now_ms)?;
+                tx.execute(
+                    "INSERT INTO list_changes (origin_id, at_ms, added, removed)
+                     VALUES (?1, ?2, x'', ?3)",
+                    params![id, now_ms, lists::encode(&l.entries)],
+                )?;
                 tx.execute("DELETE FROM lists WHERE origin_id = ?1", [id])?;
                 tx.execute("UPDATE origins SET lease_ms = NULL WHERE id = ?1", [id])?;
             }
@@ -1509,6 +1518,11 @@ mod tests {
                 .unwrap();
             s.replace_origin("list:l", vec![p("192.0.2.2"), p("192.0.2.3")], 10_000, 200)
                 .unwrap();
+            // The same entries again, in another order: only the lease moves.
+            let (a, r) = s
+                .replace_origin("list:l", vec![p("192.0.2.3"), p("192.0.2.2")], 20_000, 250)
+                .unwrap();
+            assert!(a.is_empty() && r.is_empty());
         }
         let mut s = SqliteStore::open(&path).unwrap();
         assert_eq!(
@@ -1523,6 +1537,13 @@ mod tests {
             .collect();
         assert_eq!(new, ["192.0.2.3"]);
         assert_eq!(s.created_since(0, 300).unwrap().len(), 2);
+        assert!(
+            s.list(15_000, None)
+                .unwrap()
+                .iter()
+                .all(|d| d.expires_ms == 20_250)
+        );
+        assert_eq!(s.count_active(15_000).unwrap(), 2);
         let gone = s.deleted_since(150).unwrap();
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].value, p("192.0.2.1"));
