@@ -107,11 +107,12 @@ pub enum Request {
     DeleteBouncer(String, Reply<bool>),
     /// Renew an unchanged blocklist's decisions: (name, duration ms).
     RenewList(String, i64, Reply<bool>),
-    /// Replace a blocklist's decisions: (name, text, format, duration ms).
+    /// Replace a blocklist's decisions with a list prepared off this thread: (name, list, the
+    /// allowlist it was filtered with, duration ms).
     Import(
         String,
-        String,
-        Option<crate::blocklists::Format>,
+        crate::blocklists::Prepared,
+        Vec<Prefix>,
         i64,
         Reply<crate::enforcer::ImportReport>,
     ),
@@ -477,10 +478,10 @@ fn handle(
             let r = enforcer.renew_list(&name, duration_ms, now);
             let _ = reply.send(r.map_err(ApiError::from));
         }
-        Request::Import(name, text, format, duration_ms, reply) => {
+        Request::Import(name, prepared, allow, duration_ms, reply) => {
             let _ = reply.send(
                 enforcer
-                    .import_list(&name, &text, format, duration_ms, now)
+                    .import_prepared(&name, prepared, &allow, duration_ms, now)
                     .map_err(ApiError::from),
             );
         }

@@ -181,3 +181,56 @@ mod http_source {
         assert!(status[0]["dropped"].as_u64().unwrap_or(0) >= 3, "{status}");
     }
 }
+
+/// The daemon prepares a list off the enforcer thread; an allowlist entry added meanwhile still
+/// keeps its addresses out of the store and the kernel.
+#[test]
+fn an_allowlist_entry_added_during_a_prepare_still_wins() {
+    use ips::{
+        decisions::SqliteStore,
+        enforcer::{Enforcer, KernelMaps},
+    };
+    let mut lab = Lab::new("listallow");
+    lab.start_daemon();
+    lab.stop_daemon();
+    let now = ips::daemon::now_ms();
+    let prepared = ips::blocklists::prepare("5.6.7.8\n5.6.8.8\n", None, &[]);
+    let store = SqliteStore::open(&lab.db_path()).expect("store");
+    let maps = KernelMaps::open(&lab.pin_dir).expect("maps");
+    let mut enforcer = Enforcer::new(Box::new(store), maps);
+    enforcer
+        .allow_add(
+            &"5.6.7.0/24".parse().expect("prefix"),
+            "ours",
+            "manual",
+            now,
+        )
+        .expect("allow");
+    let r = enforcer
+        .import_prepared("late", prepared, &[], 3_600_000, now)
+        .expect("import");
+    assert_eq!(
+        (r.entries, r.prepared.filtered.allowlisted),
+        (1, 1),
+        "{r:?}"
+    );
+    assert_eq!(
+        enforcer
+            .store()
+            .list(now, None)
+            .expect("list")
+            .iter()
+            .map(|d| d.value.to_string())
+            .collect::<Vec<_>>(),
+        ["5.6.8.8"]
+    );
+    let mut kernel = Vec::new();
+    enforcer
+        .maps()
+        .for_each_ban(&mut |p, _| kernel.push(p.to_string()))
+        .expect("maps");
+    assert_eq!(kernel, ["5.6.8.8"]);
+    drop(enforcer);
+    let got = lab.exchange(&frames(&[("5.6.7.8", 1), ("5.6.8.8", 2)]));
+    assert_eq!(got, vec![1]);
+}

@@ -284,9 +284,25 @@ async fn import_list(
         return Err(ApiError::bad_request("duration must be above 0"));
     }
     let ms = duration.as_millis().min(i64::MAX as u128) as i64;
-    let report = h
-        .call(|r| Request::Import(req.name, req.text, format, ms, r))
+    // Read, filter and aggregate here, not on the enforcer thread, which bans meanwhile.
+    let allow: Vec<Prefix> = h
+        .call(Request::AllowList)
+        .await?
+        .into_iter()
+        .map(|a| a.value)
+        .collect();
+    let started = std::time::Instant::now();
+    let (prepared, allow) = tokio::task::spawn_blocking(move || {
+        let prepared = crate::blocklists::prepare(&req.text, format, &allow);
+        (prepared, allow)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let prepare_ms = started.elapsed().as_millis() as u64;
+    let mut report = h
+        .call(|r| Request::Import(req.name, prepared, allow, ms, r))
         .await?;
+    report.took.prepare_ms = prepare_ms;
     Ok(Json(report).into_response())
 }
 

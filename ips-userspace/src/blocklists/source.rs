@@ -5,7 +5,8 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Format, formats};
+use super::{Format, Prepared};
+use crate::prefix::Prefix;
 
 /// `[[blocklist]]` in `ips.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,9 +82,9 @@ impl SourceConfig {
 /// What one fetch gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fetched {
-    /// New content to import.
-    New(String),
-    /// Unchanged since the last fetch (304, or the same bytes).
+    /// New content, read, filtered and aggregated, to import.
+    New(Prepared),
+    /// Unchanged since the last fetch (304, or the same bytes and allowlist).
     Unchanged,
 }
 
@@ -98,24 +99,26 @@ pub enum FetchError {
     Garbled(String),
 }
 
-/// Fetch state of one source: validators for conditional requests and the last good body.
+/// Fetch state of one source: validators for conditional requests and the last good list.
 #[derive(Debug, Default)]
 pub struct Fetcher {
     etag: Option<String>,
     last_modified: Option<String>,
-    /// The last list that passed the sanity check.
-    pub last_good: Option<String>,
+    /// Hash of the last good body and of the allowlist it was filtered with.
+    last_hash: Option<u64>,
+    /// The allowlist of the last fetch: when it changes, the list is fetched in full again.
+    last_allow: Vec<Prefix>,
+    /// The last list that passed the sanity check, prepared.
+    pub last_good: Option<Prepared>,
     /// Number of fetches that sent a conditional request and got 304.
     pub not_modified: u64,
 }
 
-/// A body is garbled if most of its meaningful lines are rejected, or it has no entry at all
+/// A list is garbled if most of its meaningful lines are rejected, or it has no entry at all
 /// while the last good list had some.
-fn sanity(text: &str, format: Option<Format>, had_entries: bool) -> Result<(), FetchError> {
-    let format = format.unwrap_or_else(|| formats::detect(text));
-    let parsed = formats::parse(text, format);
-    let rejected: u64 = parsed.rejected.values().sum();
-    let good = parsed.entries.len() as u64;
+fn sanity(list: &Prepared, had_entries: bool) -> Result<(), FetchError> {
+    let rejected: u64 = list.rejected.values().sum();
+    let good = list.read;
     if good == 0 && (had_entries || rejected > 0) {
         return Err(FetchError::Garbled(format!(
             "no valid entry ({rejected} rejected lines)"
@@ -130,13 +133,20 @@ fn sanity(text: &str, format: Option<Format>, had_entries: bool) -> Result<(), F
 }
 
 impl Fetcher {
-    /// Fetches `source` once.
+    /// Fetches `source` once and prepares it with `allow` (off the enforcer thread).
     pub fn fetch(
         &mut self,
         source: &SourceConfig,
         format: Option<Format>,
+        allow: &[Prefix],
     ) -> Result<Fetched, FetchError> {
-        let body = match (&source.url, &source.path) {
+        if self.last_allow != allow {
+            // Entries the old allowlist left out may be in: a 304 would hide them.
+            self.etag = None;
+            self.last_modified = None;
+            self.last_allow = allow.to_vec();
+        }
+        let (body, validators) = match (&source.url, &source.path) {
             (Some(url), _) => {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .http_status_as_error(false)
@@ -165,38 +175,44 @@ impl Fetcher {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned)
                 };
-                let (etag, modified) = (header("etag"), header("last-modified"));
+                let validators = (header("etag"), header("last-modified"));
                 let body = resp
                     .body_mut()
                     .with_config()
                     .limit(1 << 30)
                     .read_to_string()
                     .map_err(|e| FetchError::Failed(e.to_string()))?;
-                sanity(&body, format, self.has_entries(format))?;
-                self.etag = etag;
-                self.last_modified = modified;
-                body
+                (body, Some(validators))
             }
             (None, Some(path)) => {
                 let body = std::fs::read_to_string(path)
                     .map_err(|e| FetchError::Failed(format!("{}: {e}", path.display())))?;
-                sanity(&body, format, self.has_entries(format))?;
-                body
+                (body, None)
             }
             (None, None) => return Err(FetchError::Failed("no url or path".into())),
         };
-        if self.last_good.as_deref() == Some(body.as_str()) {
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            body.hash(&mut h);
+            allow.hash(&mut h);
+            h.finish()
+        };
+        if self.last_hash == Some(hash) {
             return Ok(Fetched::Unchanged);
         }
-        self.last_good = Some(body.clone());
-        Ok(Fetched::New(body))
-    }
-
-    fn has_entries(&self, format: Option<Format>) -> bool {
-        self.last_good.as_deref().is_some_and(|t| {
-            let f = format.unwrap_or_else(|| formats::detect(t));
-            !formats::parse(t, f).entries.is_empty()
-        })
+        let prepared = super::prepare(&body, format, allow);
+        sanity(
+            &prepared,
+            self.last_good.as_ref().is_some_and(|l| l.read > 0),
+        )?;
+        if let Some((etag, modified)) = validators {
+            self.etag = etag;
+            self.last_modified = modified;
+        }
+        self.last_hash = Some(hash);
+        self.last_good = Some(prepared.clone());
+        Ok(Fetched::New(prepared))
     }
 }
 
@@ -257,17 +273,32 @@ pub fn spawn(
                     }
                     due[i] = Instant::now() + src.refresh;
                     let format = src.validate().ok().flatten();
-                    let result = fetchers[i].fetch(src, format);
+                    let (reply, rx) = tokio::sync::oneshot::channel();
+                    if to_enforcer
+                        .send(crate::daemon::Request::AllowList(reply))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let allow: Vec<Prefix> = match rx.blocking_recv() {
+                        Ok(Ok(list)) => list.into_iter().map(|a| a.value).collect(),
+                        Ok(Err(e)) => {
+                            warn!(list = %src.name, error = %e.error, "Cannot read the allowlist; will retry.");
+                            continue;
+                        }
+                        Err(_) => return,
+                    };
+                    let result = fetchers[i].fetch(src, format, &allow);
                     let ms = src.entry_duration().as_millis() as i64;
-                    let (mut text, error) = match result {
-                        Ok(Fetched::New(text)) => (Some(text), None),
+                    let (mut list, error) = match result {
+                        Ok(Fetched::New(list)) => (Some(list), None),
                         Ok(Fetched::Unchanged) => (None, None),
                         Err(e) => {
                             warn!(list = %src.name, error = %e, "Blocklist fetch failed; keeping the last good list.");
                             (None, Some(e.to_string()))
                         }
                     };
-                    if text.is_none() {
+                    if list.is_none() {
                         // Unchanged, or the fetch failed: what is listed stays listed.
                         let (reply, rx) = tokio::sync::oneshot::channel();
                         if to_enforcer
@@ -279,19 +310,19 @@ pub fn spawn(
                         match rx.blocking_recv() {
                             // The lease lapsed (the thread was held up for three refreshes):
                             // the last good list goes in again.
-                            Ok(Ok(false)) => text = fetchers[i].last_good.clone(),
+                            Ok(Ok(false)) => list = fetchers[i].last_good.clone(),
                             Ok(_) => {}
                             Err(_) => return,
                         }
                     }
                     let mut entries = None;
-                    if let Some(text) = text {
+                    if let Some(list) = list {
                         let (reply, rx) = tokio::sync::oneshot::channel();
                         if to_enforcer
                             .send(crate::daemon::Request::Import(
                                 src.name.clone(),
-                                text,
-                                format,
+                                list,
+                                allow,
                                 ms,
                                 reply,
                             ))
@@ -332,16 +363,17 @@ mod tests {
 
     #[test]
     fn sanity_rejects_error_pages_and_empty_replacements() {
-        assert!(sanity("1.2.3.4\n5.6.7.0/24\n", None, false).is_ok());
+        let check = |text: &str, had| sanity(&crate::blocklists::prepare(text, None, &[]), had);
+        assert!(check("1.2.3.4\n5.6.7.0/24\n", false).is_ok());
         assert!(matches!(
-            sanity("<html><body>502 Bad Gateway</body></html>\n", None, true),
+            check("<html><body>502 Bad Gateway</body></html>\n", true),
             Err(FetchError::Garbled(_))
         ));
         assert!(matches!(
-            sanity("# empty\n", None, true),
+            check("# empty\n", true),
             Err(FetchError::Garbled(_))
         ));
-        assert!(sanity("# empty\n", None, false).is_ok());
+        assert!(check("# empty\n", false).is_ok());
     }
 
     #[test]
@@ -379,6 +411,13 @@ mod tests {
         let status = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let thread = spawn(vec![src], tx, stop.clone(), status.clone()).unwrap();
         let next = || rx.recv_timeout(Duration::from_secs(5)).expect("a request");
+        // The source asks for the allowlist before each fetch.
+        let allowlist = |r: Request| match r {
+            Request::AllowList(reply) => {
+                let _ = reply.send(Ok(Vec::new()));
+            }
+            _ => panic!("expected the allowlist request"),
+        };
         let report = |name: String| crate::enforcer::ImportReport {
             name,
             prepared: crate::blocklists::Prepared::default(),
@@ -388,14 +427,17 @@ mod tests {
             took: crate::enforcer::ImportTimes::default(),
         };
         // First fetch: imported.
+        let one = vec!["1.2.3.4".parse().unwrap()];
+        allowlist(next());
         match next() {
-            Request::Import(name, text, _, _, reply) => {
-                assert_eq!(text, "1.2.3.4\n");
+            Request::Import(name, list, _, _, reply) => {
+                assert_eq!(list.prefixes, one);
                 let _ = reply.send(Ok(report(name)));
             }
             _ => panic!("expected an import"),
         }
         // Same bytes: renewed, and the store answers that the lease had lapsed...
+        allowlist(next());
         match next() {
             Request::RenewList(name, ms, reply) => {
                 assert_eq!((name.as_str(), ms), ("f", 60_000));
@@ -405,8 +447,8 @@ mod tests {
         }
         // ...so the last good list is imported again.
         match next() {
-            Request::Import(name, text, _, _, reply) => {
-                assert_eq!(text, "1.2.3.4\n");
+            Request::Import(name, list, _, _, reply) => {
+                assert_eq!(list.prefixes, one);
                 let _ = reply.send(Ok(report(name)));
             }
             _ => panic!("expected the list again"),
@@ -430,12 +472,28 @@ mod tests {
             refresh: Duration::from_secs(60),
         };
         let mut f = Fetcher::default();
-        assert_eq!(f.fetch(&src, None), Ok(Fetched::New("1.2.3.4\n".into())));
-        assert_eq!(f.fetch(&src, None), Ok(Fetched::Unchanged));
+        let one = crate::blocklists::prepare("1.2.3.4\n", None, &[]);
+        assert_eq!(f.fetch(&src, None, &[]), Ok(Fetched::New(one.clone())));
+        assert_eq!(f.fetch(&src, None, &[]), Ok(Fetched::Unchanged));
+        // The same bytes under another allowlist are prepared again.
+        let allow = ["1.2.3.0/24".parse().unwrap()];
+        match f.fetch(&src, None, &allow) {
+            Ok(Fetched::New(l)) => {
+                assert!(l.prefixes.is_empty());
+                assert_eq!(l.filtered.allowlisted, 1);
+            }
+            other => panic!("{other:?}"),
+        }
         std::fs::write(&path, "garbage\nmore garbage\n").unwrap();
-        assert!(matches!(f.fetch(&src, None), Err(FetchError::Garbled(_))));
+        assert!(matches!(
+            f.fetch(&src, None, &[]),
+            Err(FetchError::Garbled(_))
+        ));
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(f.fetch(&src, None), Err(FetchError::Failed(_))));
-        assert_eq!(f.last_good.as_deref(), Some("1.2.3.4\n"));
+        assert!(matches!(
+            f.fetch(&src, None, &[]),
+            Err(FetchError::Failed(_))
+        ));
+        assert_eq!(f.last_good.map(|l| l.read), Some(1));
     }
 }

@@ -151,7 +151,7 @@ pub struct ImportReport {
 /// Wall time of an import's steps, in milliseconds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImportTimes {
-    /// Parse, filter and aggregate.
+    /// Read, filter and aggregate (where that ran: the daemon does it off the enforcer thread).
     pub prepare_ms: u64,
     /// Diff against what is stored, and write the changes to the store.
     pub store_ms: u64,
@@ -375,8 +375,9 @@ impl Enforcer {
         Ok(stored)
     }
 
-    /// Replaces blocklist `name`'s decisions with `text` parsed, filtered (bogons, private
-    /// ranges, the allowlist) and aggregated; applies the difference to the kernel in batches.
+    /// Replaces list `name`'s decisions (origin `list:<name>`) with `text`: read, filter and
+    /// aggregate it here, then [`Enforcer::import_prepared`]. The daemon prepares lists off
+    /// this thread instead.
     pub fn import_list(
         &mut self,
         name: &str,
@@ -386,19 +387,42 @@ impl Enforcer {
         now_ms: i64,
     ) -> Result<ImportReport, EnforcerError> {
         let started = Instant::now();
-        let ms = |t: Instant| t.elapsed().as_millis() as u64;
         let allow: Vec<Prefix> = self.allow_values()?;
-        let mut prepared = crate::blocklists::prepare(text, format, &allow);
-        let new = std::mem::take(&mut prepared.prefixes);
-        let prepare_ms = ms(started);
-        let stored = Instant::now();
+        let prepared = crate::blocklists::prepare(text, format, &allow);
+        let prepare_ms = started.elapsed().as_millis() as u64;
+        let mut report = self.import_prepared(name, prepared, &allow, duration_ms, now_ms)?;
+        report.took.prepare_ms = prepare_ms;
+        Ok(report)
+    }
+
+    /// Replaces list `name`'s decisions with a prepared list, filtered with `allow`: the store
+    /// gets the diff against its snapshot, the kernel the values added and removed. Should the
+    /// allowlist have changed since, the list is filtered again first.
+    pub fn import_prepared(
+        &mut self,
+        name: &str,
+        mut prepared: crate::blocklists::Prepared,
+        allow: &[Prefix],
+        duration_ms: i64,
+        now_ms: i64,
+    ) -> Result<ImportReport, EnforcerError> {
+        let started = Instant::now();
+        let ms = |t: Instant| t.elapsed().as_millis() as u64;
+        let mut new = std::mem::take(&mut prepared.prefixes);
+        let current = self.allow_values()?;
+        if current != allow {
+            let (kept, again) = crate::blocklists::filter(new, &current);
+            prepared.filtered.allowlisted += again.allowlisted;
+            prepared.filtered.split += again.split;
+            new = crate::blocklists::aggregate(kept);
+        }
         let origin = format!("list:{name}");
         let entries = new.len() as u64;
         let (added, removed) = self
             .store
             .replace_origin(&origin, new, duration_ms, now_ms)?;
         let origin_id = self.store.origin_id(&origin)?;
-        let store_ms = ms(stored);
+        let store_ms = ms(started);
         let kernel = Instant::now();
         let diff = Diff {
             upsert: added.iter().map(|p| (*p, origin_id)).collect(),
@@ -408,7 +432,7 @@ impl Enforcer {
         // A removed value may still be banned by another origin.
         self.sync_values(&removed, now_ms)?;
         let took = ImportTimes {
-            prepare_ms,
+            prepare_ms: 0,
             store_ms,
             kernel_ms: ms(kernel),
         };
