@@ -348,6 +348,12 @@ fn daemon_memory(n: usize) -> DaemonRow {
     let ifb = format!("ipsb{}b", id % 1_000_000);
     let pin = bench_dir("daemon");
     sh(&["ip", "netns", "add", &ns]);
+    let mut cleanup = Cleanup {
+        ns: ns.clone(),
+        pin: pin.clone(),
+        tmp: tmp.clone(),
+        child: None,
+    };
     sh(&[
         "ip", "link", "add", &ifa, "netns", &ns, "type", "veth", "peer", "name", &ifb, "netns", &ns,
     ]);
@@ -367,7 +373,7 @@ fn daemon_memory(n: usize) -> DaemonRow {
     .expect("config");
     let bin = std::env::var("IPS_BIN").unwrap_or_else(|_| "target/release/ips".into());
     let t = Instant::now();
-    let mut child = Command::new("nsenter")
+    let child = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{ns}"))
         .arg(&bin)
         .arg("--config")
@@ -381,6 +387,8 @@ fn daemon_memory(n: usize) -> DaemonRow {
         })
         .spawn()
         .expect("ips run");
+    let id = child.id();
+    let child = cleanup.child.insert(child);
     let ready = loop {
         let out = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{ns}"))
@@ -400,30 +408,45 @@ fn daemon_memory(n: usize) -> DaemonRow {
     if std::env::var_os("IPS_BENCH_VERBOSE").is_some() {
         eprintln!(
             "{}",
-            std::fs::read_to_string(format!("/proc/{}/smaps_rollup", child.id()))
-                .unwrap_or_default()
+            std::fs::read_to_string(format!("/proc/{id}/smaps_rollup")).unwrap_or_default()
         );
     }
-    let rss_mb = status_kb(child.id(), "VmRSS:") / 1024.0;
-    let hwm_mb = status_kb(child.id(), "VmHWM:") / 1024.0;
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-    let _ = std::fs::remove_dir_all(pin.join("links"));
-    for e in std::fs::read_dir(pin.join("links"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_file(e.path());
-    }
-    let _ = loader::remove_pins(&pin);
-    let _ = std::fs::remove_dir_all(&tmp);
+    let rss_mb = status_kb(id, "VmRSS:") / 1024.0;
+    let hwm_mb = status_kb(id, "VmHWM:") / 1024.0;
+    drop(cleanup);
     DaemonRow {
         store_fill,
         ready,
         rss_mb,
         hwm_mb,
+    }
+}
+
+/// Stops the daemon and removes the bench's namespace, pins and files when dropped: also when
+/// the bench panics half way.
+struct Cleanup {
+    ns: String,
+    pin: PathBuf,
+    tmp: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        for e in std::fs::read_dir(self.pin.join("links"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+        let _ = loader::remove_pins(&self.pin);
+        let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
 
