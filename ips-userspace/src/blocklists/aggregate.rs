@@ -118,22 +118,10 @@ impl Ranges {
         radix_sort_by_start(&mut v4);
         v6.sort_unstable();
         let mut out = Vec::with_capacity(v4.len() + v6.len());
-        // Merge IPv4 in u64 (end + 1 never overflows), cover each merged range.
-        let mut cur: Option<(u64, u64)> = None;
-        for k in v4 {
-            let (start, end) = (k >> 32, k & 0xffff_ffff);
-            cur = match cur {
-                Some((s, e)) if start <= e + 1 => Some((s, e.max(end))),
-                Some((s, e)) => {
-                    cover(true, u128::from(s), u128::from(e), &mut out);
-                    Some((start, end))
-                }
-                None => Some((start, end)),
-            };
-        }
-        if let Some((s, e)) = cur {
-            cover(true, u128::from(s), u128::from(e), &mut out);
-        }
+        let v4 = v4
+            .into_iter()
+            .map(|k| (u128::from((k >> 32) as u32), u128::from(k as u32)));
+        merge(true, v4, &mut out);
         merge(false, v6.into_iter(), &mut out);
         out
     }

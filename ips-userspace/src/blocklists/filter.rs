@@ -117,7 +117,7 @@ impl Holes {
     pub(crate) fn may_touch(&self, p: &Prefix) -> bool {
         match p.addr() {
             std::net::IpAddr::V4(a) if p.prefix_len() >= 16 => {
-                self.touched16[usize::from(u16::from_be_bytes([a.octets()[0], a.octets()[1]]))]
+                !self.v4_clear(u32::from(a), p.prefix_len())
             }
             std::net::IpAddr::V4(a) if p.prefix_len() >= 8 => {
                 self.touched8[1][usize::from(a.octets()[0])]

@@ -137,29 +137,31 @@ pub(crate) fn read_each(
             let bytes = text.as_bytes();
             let mut at = 0;
             while at < bytes.len() {
-                // A line that is just an IPv4 address or network is read in one pass.
+                let line_end = |from: usize| {
+                    memchr::memchr(b'\n', &bytes[from..]).map_or(bytes.len(), |i| from + i)
+                };
+                // A line that starts with an IPv4 address or network is read in one pass; what
+                // may follow it is what ends a first field (see `first_field`).
                 if let Some((addr, len, n)) = crate::prefix::parse_v4_at(&bytes[at..]) {
-                    let next = match &bytes[at + n..] {
-                        [] | [b'\r'] => Some(bytes.len()),
-                        [b'\n', ..] => Some(at + n + 1),
-                        [b'\r', b'\n', ..] => Some(at + n + 2),
-                        _ => None,
-                    };
-                    if let Some(next) = next {
-                        each(Entry::V4(addr, len));
-                        at = next;
-                        continue;
+                    match bytes.get(at + n) {
+                        None | Some(b'\n') => {
+                            each(Entry::V4(addr, len));
+                            at += n + 1;
+                            continue;
+                        }
+                        Some(c) if c.is_ascii_whitespace() || *c == b'#' || *c == b';' => {
+                            each(Entry::V4(addr, len));
+                            at = line_end(at + n) + 1;
+                            continue;
+                        }
+                        _ => {}
                     }
                 }
-                let end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i);
+                let end = line_end(at);
                 // `\n` is ASCII: both ends are character boundaries.
                 let token = first_field(&text[at..end]);
                 at = end + 1;
                 if token.is_empty() {
-                    continue;
-                }
-                if let Some((addr, len)) = crate::prefix::parse_v4(token.as_bytes()) {
-                    each(Entry::V4(addr, len));
                     continue;
                 }
                 match token.parse::<Prefix>() {

@@ -393,19 +393,23 @@ mod tests {
         assert_eq!(c.entry_duration(), Duration::from_secs(180));
     }
 
+    fn file_source(path: std::path::PathBuf, refresh_secs: u64) -> SourceConfig {
+        SourceConfig {
+            name: "f".into(),
+            url: None,
+            path: Some(path),
+            format: None,
+            refresh: Duration::from_secs(refresh_secs),
+        }
+    }
+
     #[test]
     fn a_lapsed_lease_brings_the_last_good_list_back() {
         use crate::daemon::Request;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.txt");
         std::fs::write(&path, "1.2.3.4\n").unwrap();
-        let src = SourceConfig {
-            name: "f".into(),
-            url: None,
-            path: Some(path),
-            format: None,
-            refresh: Duration::from_secs(1),
-        };
+        let src = file_source(path, 1);
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = crate::acquisition::Stop::default();
         let status = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -464,13 +468,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.txt");
         std::fs::write(&path, "1.2.3.4\n").unwrap();
-        let src = SourceConfig {
-            name: "f".into(),
-            url: None,
-            path: Some(path.clone()),
-            format: None,
-            refresh: Duration::from_secs(60),
-        };
+        let src = file_source(path.clone(), 60);
         let mut f = Fetcher::default();
         let one = crate::blocklists::prepare("1.2.3.4\n", None, &[]);
         assert_eq!(f.fetch(&src, None, &[]), Ok(Fetched::New(one.clone())));

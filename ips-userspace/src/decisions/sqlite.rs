@@ -100,8 +100,9 @@ CREATE TABLE IF NOT EXISTS interfaces (
 /// lease, and logs their changes.
 const SCHEMA_VERSION: i64 = 2;
 
-/// Brings a store written by an older `ips` to [`SCHEMA_VERSION`], keeping every row.
-fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+/// Creates the schema, bringing a store written by an older `ips` to [`SCHEMA_VERSION`] on the
+/// way and keeping every row.
+fn create_schema(conn: &Connection) -> Result<(), rusqlite::Error> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let has_decisions: bool = conn.query_row(
         "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'",
@@ -109,32 +110,30 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
         |r| r.get(0),
     )?;
     if version >= SCHEMA_VERSION || !has_decisions {
-        return Ok(());
+        return conn.execute_batch(SCHEMA);
     }
-    // Version 1: decisions unique on (value, origin_id), origins without a lease. A list's
-    // rows stay rows and expire as they would have; its next refresh writes a snapshot.
+    // Version 1: decisions unique on (value, origin_id), origins without a lease. The old table
+    // steps aside (its indexes dropped, their names reused), SCHEMA creates the new one, and
+    // the rows move over. A list's rows stay rows and expire as they would have; its next
+    // refresh writes a snapshot.
     conn.execute_batch(
         "BEGIN;
          ALTER TABLE origins ADD COLUMN lease_ms INTEGER;
-         CREATE TABLE decisions_v2 (
-             id INTEGER PRIMARY KEY,
-             value TEXT NOT NULL,
-             addr BLOB NOT NULL,
-             plen INTEGER NOT NULL,
-             type TEXT NOT NULL DEFAULT 'ban',
-             origin_id INTEGER NOT NULL REFERENCES origins(id),
-             reason TEXT NOT NULL,
-             created_ms INTEGER NOT NULL,
-             expires_ms INTEGER NOT NULL,
-             UNIQUE (addr, plen, origin_id)
-         );
-         INSERT OR IGNORE INTO decisions_v2
-             SELECT id, value, addr, plen, type, origin_id, reason, created_ms, expires_ms
-             FROM decisions;
-         DROP TABLE decisions;
-         ALTER TABLE decisions_v2 RENAME TO decisions;
-         COMMIT;",
+         DROP INDEX IF EXISTS decisions_addr;
+         DROP INDEX IF EXISTS decisions_expires;
+         DROP INDEX IF EXISTS decisions_created;
+         ALTER TABLE decisions RENAME TO decisions_v1;",
     )
+    .and_then(|()| conn.execute_batch(SCHEMA))
+    .and_then(|()| {
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO decisions
+                     SELECT id, value, addr, plen, type, origin_id, reason, created_ms, expires_ms
+                     FROM decisions_v1;
+                 DROP TABLE decisions_v1;
+                 COMMIT;",
+        )
+    })
     .inspect_err(|_| {
         let _ = conn.execute_batch("ROLLBACK");
     })
@@ -181,8 +180,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        migrate(&conn)?;
-        conn.execute_batch(SCHEMA)?;
+        create_schema(&conn)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         for (id, name) in [
             (origin::MANUAL, ORIGIN_MANUAL),
@@ -273,6 +271,17 @@ impl SqliteStore {
                  count = excluded.count",
             params![origin_id, lists::encode(entries), entries.len(), since_ms],
         )?;
+        Self::log_change(tx, origin_id, added, removed, now_ms)
+    }
+
+    /// Appends a list's change to the log the stream's deltas read (nothing if it is empty).
+    fn log_change(
+        tx: &rusqlite::Transaction<'_>,
+        origin_id: u32,
+        added: &[Prefix],
+        removed: &[Prefix],
+        now_ms: i64,
+    ) -> Result<(), rusqlite::Error> {
         if !added.is_empty() || !removed.is_empty() {
             tx.execute(
                 "INSERT INTO list_changes (origin_id, at_ms, added, removed)
@@ -877,11 +886,7 @@ impl Store for SqliteStore {
             .collect();
         for id in &lapsed {
             if let Some(l) = self.lists.get(id) {
-                tx.execute(
-                    "INSERT INTO list_changes (origin_id, at_ms, added, removed)
-                     VALUES (?1, ?2, x'', ?3)",
-                    params![id, now_ms, lists::encode(&l.entries)],
-                )?;
+                Self::log_change(&tx, *id, &[], &l.entries, now_ms)?;
                 tx.execute("DELETE FROM lists WHERE origin_id = ?1", [id])?;
                 tx.execute("UPDATE origins SET lease_ms = NULL WHERE id = ?1", [id])?;
             }
