@@ -464,6 +464,62 @@ mod tests {
     }
 
     #[test]
+    fn last_modified_makes_the_next_request_conditional() {
+        use std::io::{BufRead, BufReader, Write};
+        // A list server on loopback that knows only Last-Modified, as many mirrors do.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/list.txt", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let mut asked = Vec::new();
+            for _ in 0..2 {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut since = None;
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("if-modified-since")
+                    {
+                        since = Some(value.trim().to_owned());
+                    }
+                }
+                let stamp = "Wed, 25 Nov 2026 10:00:00 GMT";
+                let answer = if since.as_deref() == Some(stamp) {
+                    "HTTP/1.1 304 Not Modified\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                        .to_owned()
+                } else {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nConnection: close\r\nLast-Modified: {stamp}\r\nContent-Length: 8\r\n\r\n1.2.3.4\n"
+                    )
+                };
+                conn.write_all(answer.as_bytes()).unwrap();
+                asked.push(since);
+            }
+            asked
+        });
+        let src = SourceConfig {
+            name: "m".into(),
+            url: Some(url),
+            path: None,
+            format: None,
+            refresh: Duration::from_secs(60),
+        };
+        let mut f = Fetcher::default();
+        assert!(matches!(f.fetch(&src, None, &[]), Ok(Fetched::New(_))));
+        assert_eq!(f.fetch(&src, None, &[]), Ok(Fetched::Unchanged));
+        assert_eq!(f.not_modified, 1);
+        let asked = server.join().unwrap();
+        assert_eq!(
+            asked,
+            [None, Some("Wed, 25 Nov 2026 10:00:00 GMT".to_owned())]
+        );
+    }
+
+    #[test]
     fn a_failed_file_read_keeps_the_last_good_list() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.txt");
