@@ -20,7 +20,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use ips::{
-    decisions::{NewDecision, SqliteStore, Store},
+    decisions::{DecisionStore, NewDecision, Origin, SqliteStore},
     enforcer::{Diff, KernelMaps, loader, sys},
     prefix::Prefix,
 };
@@ -328,7 +328,7 @@ fn daemon_memory(n: usize) -> DaemonRow {
         .into_iter()
         .map(|value| NewDecision {
             value,
-            origin: "list:bench".into(),
+            origin: Origin::List("bench".into()),
             reason: "bench".into(),
             duration_ms: 24 * 3_600_000,
         })
@@ -337,7 +337,9 @@ fn daemon_memory(n: usize) -> DaemonRow {
     {
         let mut store = SqliteStore::open(&db).expect("store");
         for chunk in batch.chunks(100_000) {
-            store.upsert(chunk, ips::daemon::now_ms()).expect("upsert");
+            store
+                .upsert(chunk, ips::calendar::now_ms())
+                .expect("upsert");
         }
     }
     let store_fill = t.elapsed();
@@ -494,7 +496,13 @@ fn cpu_time() -> Duration {
 }
 
 fn import_table(n: usize) {
-    use ips::enforcer::Enforcer;
+    use ips::{
+        decisions::{
+            DecisionService,
+            profiles::{Profiles, ProfilesConfig},
+        },
+        enforcer::Enforcer,
+    };
     let mut rng = Rng(0x5eed_1234_abcd_0042);
     let list = bans(n, &mut rng);
     let text: String = list.iter().map(|p| format!("{p}\n")).collect();
@@ -509,12 +517,27 @@ fn import_table(n: usize) {
     let ebpf = loader::load(&dir, cap).expect("load");
     let maps = KernelMaps::open(&dir).expect("maps");
     let store = SqliteStore::open(&tmp.join("ips.db")).expect("store");
-    let mut enforcer = Enforcer::new(Box::new(store), maps);
-    let now = ips::daemon::now_ms();
+    let profiles = Profiles::new(ProfilesConfig::default(), &[]);
+    let mut service = DecisionService::new(Box::new(store), profiles).expect("service");
+    let mut enforcer = Enforcer::new(maps);
+    let now = ips::calendar::now_ms();
+    // As `ips blocklist import` does it, prepare (on the API's thread), store, kernel.
+    let mut import = |text: &str, now: i64| {
+        let started = Instant::now();
+        let allow = service.current_allowlist();
+        let prepared = ips::blocklists::prepare(text, None, &allow.prefixes);
+        let prepare_ms = started.elapsed().as_millis() as u64;
+        let (mut report, changes) = service
+            .replace_list("bench", prepared, allow.version, 86_400_000, now)
+            .expect("import");
+        let kernel = Instant::now();
+        enforcer.apply(&changes).expect("kernel");
+        report.took.prepare_ms = prepare_ms;
+        report.took.kernel_ms = kernel.elapsed().as_millis() as u64;
+        report
+    };
     let t = Instant::now();
-    let report = enforcer
-        .import_list("bench", &text, None, 86_400_000, now)
-        .expect("import");
+    let report = import(&text, now);
     let first = t.elapsed();
     // Refresh with 1% of the entries replaced.
     let mut changed: Vec<Prefix> = list.clone();
@@ -524,13 +547,11 @@ fn import_table(n: usize) {
     let text2: String = changed.iter().map(|p| format!("{p}\n")).collect();
     let cpu0 = cpu_time();
     let t = Instant::now();
-    let refresh = enforcer
-        .import_list("bench", &text2, None, 86_400_000, now + 1000)
-        .expect("refresh");
+    let refresh = import(&text2, now + 1000);
     let refresh_wall = t.elapsed();
     let refresh_cpu = cpu_time() - cpu0;
-    let in_store = enforcer.store().count_active(now + 2000).unwrap_or(0);
-    drop(enforcer);
+    let in_store = service.store().count_active(now + 2000).unwrap_or(0);
+    drop((enforcer, service));
     drop(ebpf);
     let _ = loader::remove_pins(&dir);
 
@@ -553,7 +574,7 @@ fn import_table(n: usize) {
         ms(first),
         nft_time.map_or_else(|| "n/a".to_owned(), ms)
     );
-    let steps = |t: &ips::enforcer::ImportTimes| {
+    let steps = |t: &ips::decisions::ImportTimes| {
         format!(
             "prepare {} ms, store {} ms, kernel {} ms",
             t.prepare_ms, t.store_ms, t.kernel_ms

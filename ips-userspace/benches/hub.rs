@@ -55,7 +55,7 @@ fn main() {
             let (keys, hub) = (keys.clone(), hub.clone());
             std::thread::spawn(move || {
                 let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
-                let now = ips::daemon::now_ms();
+                let now = ips::calendar::now_ms();
                 for a in (w..AGENTS).step_by(4) {
                     for p in 0..PUSHES_PER_AGENT {
                         let body: Vec<_> = (0..SIGNALS_PER_PUSH)
@@ -92,7 +92,7 @@ fn main() {
             agent
                 .post(&format!("{hub}/v1/hub/signals"))
                 .header("X-Api-Key", k)
-                .send_json(serde_json::json!([{ "value": value, "scenario": "x", "time_ms": ips::daemon::now_ms() }]))
+                .send_json(serde_json::json!([{ "value": value, "scenario": "x", "time_ms": ips::calendar::now_ms() }]))
                 .expect("push");
         };
         push(&keys[0]);

@@ -1,5 +1,13 @@
 //! Civil dates (proleptic Gregorian, UTC) from and to Unix time, without a time-zone database:
-//! the parsers date log lines with it and the CLI prints times with it.
+//! the parsers date log lines with it and the CLI prints times with it. [`now_ms`] is the one
+//! wall clock of the daemon.
+
+/// Unix time in milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
+}
 
 /// Days since 1970-01-01 of a civil date.
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {

@@ -1,10 +1,12 @@
 //! The `ips` controller as a library; the `ips` binary is a thin CLI over it.
 //!
-//! Data flows through the modules in this order:
-//! [`decisions`] (what is banned, with its origin and expiry, kept in a [`decisions::Store`]),
-//! [`enforcer`] (the only code that writes BPF maps: it loads and pins the XDP program and keeps
-//! the kernel maps in step with the store), and [`api`] (the local HTTP API the CLI talks to).
-//! [`daemon`] wires them together for `ips run`; [`config`] reads `ips.toml`.
+//! Data flows one way through the modules:
+//! producers ([`acquisition`] -> [`parsers`] -> [`scenarios`] in the [`pipeline`];
+//! [`blocklists`] sources and CrowdSec LAPI pulls on the [`schedule`]r; the [`api`]) speak the
+//! [`service`] protocol to the decision service ([`decisions`]: profiles, allowlist, the
+//! [`decisions::Store`]), whose every write returns the [`decisions::Changes`] it made; the
+//! [`enforcer`], the only code that writes BPF maps, mirrors those changes into the kernel.
+//! [`daemon`] starts and stops it all for `ips run`; [`config`] reads `ips.toml`.
 
 pub mod acquisition;
 pub mod api;
@@ -15,9 +17,12 @@ pub mod daemon;
 pub mod decisions;
 pub mod duration;
 pub mod enforcer;
+pub mod http;
 pub mod hub;
 pub mod parsers;
 pub mod pipeline;
 pub mod prefix;
 pub mod replay;
 pub mod scenarios;
+pub mod schedule;
+pub mod service;

@@ -1,6 +1,6 @@
 //! The detection pipeline of a running daemon: sources -> parsers -> scenario engine, on one
-//! thread fed by the acquisition threads; each alert goes to the enforcer thread, which runs
-//! the profiles and bans. Live mode stamps events with the wall clock.
+//! thread fed by the acquisition threads; each alert goes to the decision service, which runs
+//! the profiles and bans. Live mode stamps events with their arrival time (see [`process`]).
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
@@ -14,9 +14,11 @@ use tracing::warn;
 
 use crate::{
     acquisition::{self, CHANNEL_CHUNKS, Chunk, Position, SourceConfig, Stop, file::FileSource},
-    daemon::{Request, now_ms},
+    calendar::now_ms,
+    decisions::STATE_OFFSETS,
     parsers::{self, Clock},
     scenarios::Engine,
+    service::{Command, Handle},
 };
 
 /// Line counts of one source.
@@ -60,8 +62,16 @@ fn source_name(s: &SourceConfig) -> String {
     }
 }
 
-/// Parses a chunk's lines, pours their events (stamped `now`: live mode uses the wall clock) and
-/// notes the chunk's read position.
+/// Parses a chunk's lines, pours their events and notes the chunk's read position.
+///
+/// Events are stamped `now`, their arrival time, not the time the parser read from the line:
+/// the engine's buckets leak, and its counters close, on the ticks of this thread's wall clock,
+/// and line times would disagree with it. RFC 3164 stamps carry neither a year nor a zone (on a
+/// host that logs in local time they are off by its UTC offset, hours either way), most have
+/// one-second resolution, and a clock step on the logging host would move them too. Lines
+/// arrive within milliseconds of being written (inotify), so arrival time is the line's time
+/// except for a backlog read after the daemon was down: that is judged as if it came at once,
+/// which can only make a bucket fuller, never hide an attack. `ips replay` uses line times.
 fn process(
     engine: &mut Engine,
     stats: &mut [SourceStats],
@@ -99,7 +109,7 @@ pub fn spawn(
     sources: Vec<SourceConfig>,
     mut engine: Engine,
     saved: Vec<Position>,
-    to_enforcer: mpsc::Sender<Request>,
+    service: Handle,
     stop: Stop,
     stats: Arc<Mutex<DetectionStats>>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
@@ -152,8 +162,8 @@ pub fn spawn(
             let mut raised = 0u64;
             let save = |positions: &mut HashMap<PathBuf, Position>| {
                 if !positions.is_empty() {
-                    let batch: Vec<Position> = positions.drain().map(|(_, p)| p).collect();
-                    let _ = to_enforcer.send(Request::SaveOffsets(batch));
+                    let rows = positions.drain().map(|(_, p)| p.to_row()).collect();
+                    let _ = service.notify(Command::SaveState(STATE_OFFSETS, rows));
                 }
             };
             loop {
@@ -178,8 +188,8 @@ pub fn spawn(
                 }
                 for a in alerts.drain(..) {
                     raised += 1;
-                    if to_enforcer.send(Request::Alert(a)).is_err() {
-                        warn!("The enforcer has stopped; dropping alert.");
+                    if service.notify(Command::Alert(Box::new(a))).is_err() {
+                        warn!("The decision service has stopped; dropping alert.");
                     }
                 }
                 if last_save.elapsed() >= SAVE_EVERY || stop.stopped() {
@@ -210,7 +220,7 @@ pub fn spawn(
                         );
                     }
                     for a in alerts.drain(..) {
-                        let _ = to_enforcer.send(Request::Alert(a));
+                        let _ = service.notify(Command::Alert(Box::new(a)));
                     }
                     save(&mut positions);
                     break;

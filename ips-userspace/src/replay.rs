@@ -1,14 +1,13 @@
 //! `ips replay`: the whole detection pipeline offline on a log file, with the log's own
-//! timestamps, printing the alerts and the decisions it would take. No root, no kernel.
-use std::{
-    collections::{BTreeMap, HashMap},
-    io::BufRead,
-};
+//! timestamps, printing the alerts and the decisions it would take. No root, no kernel: the
+//! alerts go through the daemon's [`DecisionService`] over an in-memory store, and the changes
+//! it returns for the kernel are dropped.
+use std::{collections::BTreeMap, io::BufRead};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    decisions::profiles::{Outcome, Profiles},
+    decisions::{DecisionService, SqliteStore, StoreError, profiles::Outcome},
     parsers::{self, Clock, LogType},
     prefix::Prefix,
     scenarios::{Alert, Engine, Scenario},
@@ -44,19 +43,34 @@ impl Report {
     }
 }
 
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Reading the input failed.
+    #[error("cannot read the log: {0}")]
+    Read(#[from] std::io::Error),
+    /// The in-memory store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Runs `input` through parsers, scenarios and profiles. `clock.now_ms` dates RFC 3164 lines
-/// (their year is inferred against it); event times come from the lines.
+/// (their year is inferred against it); event times come from the lines, and each alert is
+/// decided at its own time (escalation counts the replay's earlier bans).
 pub fn run(
     input: impl BufRead,
     log_type: LogType,
     scenarios: Vec<Scenario>,
-    profiles: &Profiles,
+    profiles: &crate::decisions::profiles::Profiles,
     allowlist: &[Prefix],
     clock: Clock,
-) -> std::io::Result<Report> {
+) -> Result<Report, ReplayError> {
     let mut engine = Engine::new(scenarios, 4_000_000);
     let mut report = Report::default();
-    let mut previous: HashMap<Prefix, u32> = HashMap::new();
+    let mut service = DecisionService::new(Box::new(SqliteStore::in_memory()?), profiles.clone())?;
+    for p in allowlist {
+        service.allow_add(p, "replay --allow", 0)?;
+    }
     let mut alerts = Vec::new();
     let mut last_ms = 0;
     let mut buf = Vec::new();
@@ -82,42 +96,33 @@ pub fn run(
             }
             Err(s) => *report.skipped.entry(s.name().to_owned()).or_default() += 1,
         }
-        decide(&mut alerts, profiles, allowlist, &mut previous, &mut report);
+        decide(&mut alerts, &mut service, &mut report)?;
     }
     // Close counter windows at the end of the log.
     engine.tick(last_ms + 86_400_000, &mut alerts);
-    decide(&mut alerts, profiles, allowlist, &mut previous, &mut report);
+    decide(&mut alerts, &mut service, &mut report)?;
     Ok(report)
 }
 
 fn decide(
     alerts: &mut Vec<Alert>,
-    profiles: &Profiles,
-    allowlist: &[Prefix],
-    previous: &mut HashMap<Prefix, u32>,
+    service: &mut DecisionService,
     report: &mut Report,
-) {
+) -> Result<(), StoreError> {
     for a in alerts.drain(..) {
-        let value = profiles.value_for(a.source);
-        let host = Prefix::host(a.source);
-        let allowed = allowlist.iter().find(|p| p.contains(&host)).copied();
-        let ban = a
-            .labels
-            .get("ban")
-            .and_then(|d| crate::duration::parse(d).ok());
-        let prev = previous.get(&value).copied().unwrap_or(0);
-        let outcome = profiles.decide(&a, ban, prev, allowed);
-        if matches!(outcome, Outcome::Ban { .. }) {
-            *previous.entry(value).or_default() += 1;
-        }
-        report.alerts.push((a, outcome));
+        let (stored, _changes) = service.on_alert(&a, a.last_ms)?;
+        report.alerts.push((a, stored.outcome));
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{decisions::profiles::ProfilesConfig, scenarios::builtin};
+    use crate::{
+        decisions::profiles::{Profiles, ProfilesConfig},
+        scenarios::builtin,
+    };
 
     #[test]
     fn a_known_brute_force_is_found_and_a_quiet_source_is_not() {

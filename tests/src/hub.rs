@@ -24,7 +24,7 @@ fn enrol(hub: &str, token: &str, name: &str) -> (u16, serde_json::Value) {
 }
 
 fn push(hub: &str, key: &str, values: &[&str]) -> u16 {
-    let now = ips::daemon::now_ms();
+    let now = ips::calendar::now_ms();
     let body: Vec<_> = values
         .iter()
         .map(|v| serde_json::json!({ "value": v, "scenario": "ssh-bf", "time_ms": now }))
@@ -64,18 +64,19 @@ pub fn five_agents(store: HubStore) {
     // Two agents report 203.0.113.9: below K = 3.
     push(&hub, &keys[0], &["203.0.113.9"]);
     push(&hub, &keys[1], &["203.0.113.9"]);
-    let first = lapi::pull(&hub, &keys[3], true).expect("pull");
+    let client = ips::http::agent(std::time::Duration::from_secs(10));
+    let first = lapi::pull(&client, &hub, &keys[3], true).expect("pull");
     assert!(first.new.is_empty());
     // A third agent: listed. Agent 3 gets it as a delta.
     push(&hub, &keys[2], &["203.0.113.9"]);
-    let d = lapi::pull(&hub, &keys[3], false).expect("pull");
+    let d = lapi::pull(&client, &hub, &keys[3], false).expect("pull");
     assert_eq!(values(&d), ["203.0.113.9"]);
     assert!(d.new[0].1 > 0, "a positive duration");
     // Nothing new since: an empty delta.
-    let d = lapi::pull(&hub, &keys[3], false).expect("pull");
+    let d = lapi::pull(&client, &hub, &keys[3], false).expect("pull");
     assert_eq!(d, lapi::Delta::default());
     // Another agent starting up gets the whole list; the poisoner's address is not on it.
-    let d = lapi::pull(&hub, &keys[4], true).expect("pull");
+    let d = lapi::pull(&client, &hub, &keys[4], true).expect("pull");
     assert_eq!(values(&d), ["203.0.113.9"]);
     let list = agent()
         .get(&format!("{hub}/v1/hub/list"))

@@ -182,40 +182,44 @@ mod http_source {
     }
 }
 
-/// The daemon prepares a list off the enforcer thread; an allowlist entry added meanwhile still
+/// The daemon prepares a list off the service thread; an allowlist entry added meanwhile still
 /// keeps its addresses out of the store and the kernel.
 #[test]
 fn an_allowlist_entry_added_during_a_prepare_still_wins() {
     use ips::{
-        decisions::SqliteStore,
+        decisions::{
+            DecisionService, SqliteStore,
+            profiles::{Profiles, ProfilesConfig},
+        },
         enforcer::{Enforcer, KernelMaps},
     };
     let mut lab = Lab::new("listallow");
     lab.start_daemon();
     lab.stop_daemon();
-    let now = ips::daemon::now_ms();
-    let prepared = ips::blocklists::prepare("5.6.7.8\n5.6.8.8\n", None, &[]);
+    let now = ips::calendar::now_ms();
     let store = SqliteStore::open(&lab.db_path()).expect("store");
-    let maps = KernelMaps::open(&lab.pin_dir).expect("maps");
-    let mut enforcer = Enforcer::new(Box::new(store), maps);
-    enforcer
-        .allow_add(
-            &"5.6.7.0/24".parse().expect("prefix"),
-            "ours",
-            "manual",
-            now,
-        )
+    let profiles = Profiles::new(ProfilesConfig::default(), &[]);
+    let mut service = DecisionService::new(Box::new(store), profiles).expect("service");
+    let mut enforcer = Enforcer::new(KernelMaps::open(&lab.pin_dir).expect("maps"));
+    // Prepared with the allowlist of now...
+    let allow = service.current_allowlist();
+    let prepared = ips::blocklists::prepare("5.6.7.8\n5.6.8.8\n", None, &allow.prefixes);
+    // ...which moves before the list reaches the service.
+    let (_, changes) = service
+        .allow_add(&"5.6.7.0/24".parse().expect("prefix"), "ours", now)
         .expect("allow");
-    let r = enforcer
-        .import_prepared("late", prepared, &[], 3_600_000, now)
+    enforcer.apply(&changes).expect("kernel");
+    let (r, changes) = service
+        .replace_list("late", prepared, allow.version, 3_600_000, now)
         .expect("import");
+    enforcer.apply(&changes).expect("kernel");
     assert_eq!(
         (r.entries, r.prepared.filtered.allowlisted),
         (1, 1),
         "{r:?}"
     );
     assert_eq!(
-        enforcer
+        service
             .store()
             .list(now, None)
             .expect("list")
@@ -230,7 +234,7 @@ fn an_allowlist_entry_added_during_a_prepare_still_wins() {
         .for_each_ban(&mut |p, _| kernel.push(p.to_string()))
         .expect("maps");
     assert_eq!(kernel, ["5.6.8.8"]);
-    drop(enforcer);
+    drop((enforcer, service));
     let got = lab.exchange(&frames(&[("5.6.7.8", 1), ("5.6.8.8", 2)]));
     assert_eq!(got, vec![1]);
 }

@@ -30,7 +30,8 @@ fn get(ns: &str, url: &str, key: Option<&str>) -> (u16, String) {
 fn pull(lab: &Lab, key: &str, startup: bool) -> lapi::Delta {
     let key = key.to_owned();
     in_netns(&lab.a, move || {
-        lapi::pull("http://127.0.0.1:8080", &key, startup).expect("pull")
+        let client = ips::http::agent(std::time::Duration::from_secs(10));
+        lapi::pull(&client, "http://127.0.0.1:8080", &key, startup).expect("pull")
     })
 }
 

@@ -162,7 +162,7 @@ fn expiry_unbans_within_a_second_and_spares_the_rest() {
     let mut passed_at = None;
     for i in 0..40 {
         if lab.exchange(&ids(&[Frame::udp("203.0.113.7", 100 + i)])) == vec![100 + i] {
-            passed_at = Some(ips::daemon::now_ms());
+            passed_at = Some(ips::calendar::now_ms());
             break;
         }
         thread::sleep(Duration::from_millis(50));
@@ -208,20 +208,24 @@ fn killed_daemon_keeps_dropping_and_restart_reconciles() {
     // While it is down, the store changes (a ban is lifted, another added) and a stray entry
     // appears in the kernel: the restarted daemon makes the kernel match the store.
     {
-        use ips::decisions::{NewDecision, SqliteStore, Store};
+        use ips::decisions::{DecisionStore, NewDecision, Origin, SqliteStore};
         let mut store = SqliteStore::open(&lab.db_path()).unwrap();
         store
-            .delete(&"198.51.100.0/24".parse().unwrap(), None)
+            .delete(
+                &"198.51.100.0/24".parse().unwrap(),
+                None,
+                ips::calendar::now_ms(),
+            )
             .unwrap();
         store
             .upsert(
                 &[NewDecision {
                     value: "192.0.2.99".parse().unwrap(),
-                    origin: "manual".into(),
+                    origin: Origin::Manual,
                     reason: "offline".into(),
                     duration_ms: 3_600_000,
                 }],
-                ips::daemon::now_ms(),
+                ips::calendar::now_ms(),
             )
             .unwrap();
         let mut maps = ips::enforcer::KernelMaps::open(&lab.pin_dir).unwrap();

@@ -93,6 +93,32 @@ pub struct Position {
     pub offset: u64,
 }
 
+impl Position {
+    /// The position as a local-state row of the store: the path, and `dev:ino:offset`.
+    pub fn to_row(&self) -> (String, String) {
+        (
+            self.path.to_string_lossy().into_owned(),
+            format!("{}:{}:{}", self.dev, self.ino, self.offset),
+        )
+    }
+
+    /// Reads a row written by [`Position::to_row`]; `None` if it does not parse.
+    pub fn from_row(key: &str, value: &str) -> Option<Self> {
+        let mut parts = value.split(':').map(str::parse::<u64>);
+        let (Some(Ok(dev)), Some(Ok(ino)), Some(Ok(offset)), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        Some(Self {
+            path: PathBuf::from(key),
+            dev,
+            ino,
+            offset,
+        })
+    }
+}
+
 /// Shared stop flag for source threads.
 #[derive(Clone, Default)]
 pub struct Stop(Arc<AtomicBool>);
@@ -132,5 +158,24 @@ pub fn run_stdin(source: usize, tx: SyncSender<Chunk>, stop: Stop) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Position;
+
+    #[test]
+    fn positions_round_trip_through_store_rows() {
+        let p = Position {
+            path: "/var/log/auth.log".into(),
+            dev: 2049,
+            ino: 77,
+            offset: 123_456,
+        };
+        let (k, v) = p.to_row();
+        assert_eq!(Position::from_row(&k, &v), Some(p));
+        assert_eq!(Position::from_row("x", "1:2"), None);
+        assert_eq!(Position::from_row("x", "1:2:x"), None);
     }
 }

@@ -18,8 +18,9 @@ use sha2::{Digest, Sha256};
 
 use super::ApiError;
 use crate::{
-    daemon::{Handle, Request},
-    decisions::{Decision, Tombstone},
+    calendar::now_ms,
+    decisions::{Decision, Origin, Tombstone},
+    service::Handle,
 };
 
 /// A decision as CrowdSec's LAPI shows it.
@@ -51,27 +52,18 @@ pub struct Stream {
     pub deleted: Option<Vec<LapiDecision>>,
 }
 
-fn lapi_origin(origin: &str) -> String {
-    match origin {
-        crate::decisions::ORIGIN_MANUAL => "cscli".into(),
-        crate::decisions::ORIGIN_DETECTION => "crowdsec".into(),
-        o if o.starts_with("list:") => "lists".into(),
-        o => o.to_owned(),
-    }
-}
-
 /// A stored decision in LAPI shape, with the time left at `now_ms`.
 pub fn from_decision(d: &Decision, now_ms: i64) -> LapiDecision {
     let left = std::time::Duration::from_millis((d.expires_ms - now_ms).max(0) as u64);
     LapiDecision {
         id: d.id,
-        origin: lapi_origin(&d.origin),
+        origin: d.origin.crowdsec_name(),
         kind: d.kind.clone(),
         scope: d.scope.clone(),
         value: d.value.to_string(),
         duration: crate::duration::format(left),
-        scenario: if d.origin.starts_with("list:") {
-            d.origin.clone()
+        scenario: if let Origin::List(_) = d.origin {
+            d.origin.to_string()
         } else {
             d.reason.clone()
         },
@@ -81,7 +73,7 @@ pub fn from_decision(d: &Decision, now_ms: i64) -> LapiDecision {
 fn from_tombstone(t: &Tombstone) -> LapiDecision {
     LapiDecision {
         id: t.id,
-        origin: lapi_origin(&t.origin),
+        origin: t.origin.crowdsec_name(),
         kind: t.kind.clone(),
         scope: t.value.scope().to_owned(),
         value: t.value.to_string(),
@@ -122,7 +114,7 @@ async fn bouncer(h: &Handle, headers: &HeaderMap) -> Result<Option<String>, ApiE
         return Ok(None);
     };
     let hash = key_hash(key.trim());
-    h.call(|r| Request::BouncerByKey(hash, r)).await
+    Ok(h.bouncer_by_key(hash).await?)
 }
 
 /// `?startup=`.
@@ -142,8 +134,8 @@ pub async fn stream(
         return Ok(forbidden());
     };
     let startup = q.startup.as_deref() == Some("true");
-    let (new, deleted) = h.call(|r| Request::Stream(name, startup, r)).await?;
-    let now = crate::daemon::now_ms();
+    let (new, deleted) = h.stream(name, startup).await?;
+    let now = now_ms();
     Ok(Json(Stream {
         new: non_empty(new.iter().map(|d| from_decision(d, now)).collect()),
         deleted: non_empty(deleted.iter().map(from_tombstone).collect()),
@@ -177,8 +169,8 @@ pub async fn decisions(
     let p: crate::prefix::Prefix = v
         .parse()
         .map_err(|e: crate::prefix::PrefixError| ApiError::bad_request(e.to_string()))?;
-    let found = h.call(|r| Request::Covering(p, r)).await?;
-    let now = crate::daemon::now_ms();
+    let found = h.covering(p).await?;
+    let now = now_ms();
     let list: Vec<LapiDecision> = found.iter().map(|d| from_decision(d, now)).collect();
     Ok(Json(non_empty(list)).into_response())
 }
@@ -194,7 +186,7 @@ mod tests {
             value: "1.2.3.4".parse().unwrap(),
             scope: "Ip".into(),
             kind: "ban".into(),
-            origin: "detection".into(),
+            origin: Origin::Detection,
             reason: "ssh-bf".into(),
             created_ms: 0,
             expires_ms: 3_600_000,

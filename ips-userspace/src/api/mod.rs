@@ -18,8 +18,6 @@
 //! | GET | `/v1/decisions/stream`, `/v1/decisions` | CrowdSec LAPI, `X-Api-Key` | see [`crowdsec`] |
 //! | GET | `/v1/ips/alerts` | `?limit=&scenario=&source=` | `[StoredAlert]` |
 //! | GET | `/v1/ips/alerts/{id}` | | `StoredAlert` |
-use std::collections::BTreeMap;
-
 use axum::{
     Json, Router,
     extract::{Query, State, rejection::JsonRejection},
@@ -30,10 +28,10 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    daemon::{Handle, Request},
-    decisions::{NewDecision, ORIGIN_MANUAL, StoreError},
-    enforcer::{EnforcerError, MapFill},
+    blocklists::Format,
+    decisions::{AlertQuery, NewDecision, Origin, check_name},
     prefix::Prefix,
+    service::{ErrorKind, Handle, ImportList, ServiceError},
 };
 
 pub mod client;
@@ -68,17 +66,15 @@ impl ApiError {
     }
 }
 
-impl From<EnforcerError> for ApiError {
-    fn from(e: EnforcerError) -> Self {
-        let status = match &e {
-            EnforcerError::Store(StoreError::Allowlisted { .. } | StoreError::BouncerExists(_)) => {
-                409
-            }
-            EnforcerError::Store(
-                StoreError::BadDuration(_) | StoreError::TooManyOrigins { .. },
-            )
-            | EnforcerError::UnknownInterface { .. } => 400,
-            _ => 500,
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let status = match e.kind() {
+            ErrorKind::Invalid => 400,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::Capacity => 507,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Internal => 500,
         };
         Self {
             status,
@@ -94,51 +90,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An attached interface.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InterfaceStatus {
-    /// Name.
-    pub name: String,
-    /// `native`, `generic` or `unknown`.
-    pub mode: String,
-}
-
-/// Drops attributed to one origin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OriginStatus {
-    /// Origin id in the kernel.
-    pub id: u32,
-    /// Origin name.
-    pub name: String,
-    /// IPv4 packets dropped.
-    pub dropped_v4: u64,
-    /// IPv6 packets dropped.
-    pub dropped_v6: u64,
-}
-
-/// `ips status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    /// False when read straight from the pins with no daemon.
-    pub daemon_running: bool,
-    /// Pin directory.
-    pub pin_dir: String,
-    /// Attached interfaces.
-    pub interfaces: Vec<InterfaceStatus>,
-    /// Entries per map.
-    pub maps: MapFill,
-    /// Active decisions in the store.
-    pub decisions: u64,
-    /// Allowlist entries in the store.
-    pub allowlist: u64,
-    /// Packet counters by name.
-    pub counters: BTreeMap<String, u64>,
-    /// Drops per origin.
-    pub origins: Vec<OriginStatus>,
-    /// Detection pipeline counters (empty without `[[acquisition]]`).
-    #[serde(default)]
-    pub detection: crate::pipeline::DetectionStats,
-}
+pub use crate::service::{InterfaceStatus, OriginStatus, Status};
 
 /// Body of `POST /v1/ips/decisions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,14 +98,14 @@ pub struct AddRequest {
     /// Addresses or prefixes.
     pub values: Vec<String>,
     /// `4h`, `30m`...; the configured default if absent.
-    #[serde(default)]
-    pub duration: Option<String>,
+    #[serde(default, with = "crate::config::human_duration_opt")]
+    pub duration: Option<std::time::Duration>,
     /// Why.
     #[serde(default)]
     pub reason: Option<String>,
-    /// Origin name; `manual` if absent.
+    /// Who decides; `manual` if absent.
     #[serde(default)]
-    pub origin: Option<String>,
+    pub origin: Option<Origin>,
 }
 
 /// Body of `POST /v1/ips/allowlist`.
@@ -234,11 +186,7 @@ pub fn router(handle: Handle) -> Router {
 }
 
 async fn status(State(h): State<Handle>) -> Result<Json<Status>, ApiError> {
-    let mut status = h.call(Request::Status).await?;
-    if let Ok(d) = h.detection.lock() {
-        status.detection = d.clone();
-    }
-    Ok(Json(status))
+    Ok(Json(h.status().await?))
 }
 
 /// Body of `POST /v1/ips/blocklists/import`.
@@ -250,10 +198,10 @@ pub struct ImportRequest {
     pub text: String,
     /// Format; detected when absent.
     #[serde(default)]
-    pub format: Option<String>,
+    pub format: Option<Format>,
     /// How long the entries last unless the list is imported again (default 24h).
-    #[serde(default)]
-    pub duration: Option<String>,
+    #[serde(default, with = "crate::config::human_duration_opt")]
+    pub duration: Option<std::time::Duration>,
 }
 
 async fn import_list(
@@ -261,46 +209,32 @@ async fn import_list(
     b: Result<Json<ImportRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = body(b)?;
-    if req.name.is_empty()
-        || req.name.len() > 48
-        || !req
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(ApiError::bad_request(
-            "list name: 1 to 48 letters, digits, '-', '_' or '.'",
-        ));
-    }
-    let format = req
-        .format
-        .as_deref()
-        .map(str::parse::<crate::blocklists::Format>)
-        .transpose()
-        .map_err(ApiError::bad_request)?;
-    let duration = crate::duration::parse(req.duration.as_deref().unwrap_or("24h"))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    check_name(&req.name).map_err(|e| ApiError::bad_request(format!("list {e}")))?;
+    let duration = req
+        .duration
+        .unwrap_or(std::time::Duration::from_secs(24 * 3600));
     if duration.is_zero() {
         return Err(ApiError::bad_request("duration must be above 0"));
     }
-    let ms = duration.as_millis().min(i64::MAX as u128) as i64;
-    // Read, filter and aggregate here, not on the enforcer thread, which bans meanwhile.
-    let allow: Vec<Prefix> = h
-        .call(Request::AllowList)
-        .await?
-        .into_iter()
-        .map(|a| a.value)
-        .collect();
+    // Read, filter and aggregate here, with the allowlist the service publishes, not on the
+    // service's thread, which bans meanwhile.
+    let allow = h.allowlist();
+    let allow_version = allow.version;
     let started = std::time::Instant::now();
-    let (prepared, allow) = tokio::task::spawn_blocking(move || {
-        let prepared = crate::blocklists::prepare(&req.text, format, &allow);
-        (prepared, allow)
+    let (text, format) = (req.text, req.format);
+    let prepared = tokio::task::spawn_blocking(move || {
+        crate::blocklists::prepare(&text, format, &allow.prefixes)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?;
     let prepare_ms = started.elapsed().as_millis() as u64;
     let mut report = h
-        .call(|r| Request::Import(req.name, prepared, allow, ms, r))
+        .import_list(ImportList {
+            name: req.name,
+            prepared,
+            allow_version,
+            duration,
+        })
         .await?;
     report.took.prepare_ms = prepare_ms;
     Ok(Json(report).into_response())
@@ -324,9 +258,8 @@ async fn add_bouncer(
         ));
     }
     let key = crowdsec::new_key().map_err(|e| ApiError::internal(e.to_string()))?;
-    let hash = crowdsec::key_hash(&key);
-    let name = req.name.clone();
-    h.call(|r| Request::AddBouncer(name, hash, r)).await?;
+    h.add_bouncer(req.name.clone(), crowdsec::key_hash(&key))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "name": req.name, "api_key": key })),
@@ -335,7 +268,7 @@ async fn add_bouncer(
 }
 
 async fn list_bouncers(State(h): State<Handle>) -> Result<Response, ApiError> {
-    Ok(Json(h.call(Request::Bouncers).await?).into_response())
+    Ok(Json(h.bouncers().await?).into_response())
 }
 
 /// `?name=`.
@@ -351,15 +284,15 @@ async fn delete_bouncer(
     let name = q
         .name
         .ok_or_else(|| ApiError::bad_request("?name= is required"))?;
-    let existed = h.call(|r| Request::DeleteBouncer(name, r)).await?;
+    let existed = h.delete_bouncer(name).await?;
     Ok(Json(serde_json::json!({ "deleted": existed })).into_response())
 }
 
 async fn list_status(State(h): State<Handle>) -> Result<Response, ApiError> {
-    let status = h.call(Request::Status).await?;
+    let status = h.status().await?;
     let mut lists = h.lists.lock().map(|l| l.clone()).unwrap_or_default();
     for l in &mut lists {
-        let origin = format!("list:{}", l.name);
+        let origin = Origin::List(l.name.clone()).to_string();
         l.dropped = status
             .origins
             .iter()
@@ -372,19 +305,22 @@ async fn list_status(State(h): State<Handle>) -> Result<Response, ApiError> {
 
 /// `?limit=&scenario=&source=`.
 #[derive(Debug, Default, Deserialize)]
-struct AlertQuery {
+struct AlertParams {
     limit: Option<usize>,
     scenario: Option<String>,
-    source: Option<String>,
+    source: Option<std::net::IpAddr>,
 }
 
 async fn list_alerts(
     State(h): State<Handle>,
-    Query(q): Query<AlertQuery>,
+    Query(q): Query<AlertParams>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(50).min(10_000);
     let alerts = h
-        .call(|r| Request::Alerts(limit, q.scenario, q.source, r))
+        .alerts(AlertQuery {
+            limit: q.limit.unwrap_or(50).min(10_000),
+            scenario: q.scenario,
+            source: q.source,
+        })
         .await?;
     Ok(Json(alerts).into_response())
 }
@@ -393,7 +329,7 @@ async fn get_alert(
     State(h): State<Handle>,
     axum::extract::Path(id): axum::extract::Path<i64>,
 ) -> Result<Response, ApiError> {
-    match h.call(|r| Request::AlertById(id, r)).await? {
+    match h.alert(id).await? {
         Some(a) => Ok(Json(a).into_response()),
         None => Err(ApiError {
             status: 404,
@@ -407,7 +343,7 @@ async fn list_decisions(
     Query(q): Query<ValueQuery>,
 ) -> Result<Response, ApiError> {
     let value = q.value.as_deref().map(parse_prefix).transpose()?;
-    Ok(Json(h.call(|r| Request::List(value, r)).await?).into_response())
+    Ok(Json(h.decisions(value).await?).into_response())
 }
 
 async fn add_decisions(
@@ -418,19 +354,11 @@ async fn add_decisions(
     if req.values.is_empty() {
         return Err(ApiError::bad_request("no value given"));
     }
-    let duration = match &req.duration {
-        Some(d) => crate::duration::parse(d).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        None => h.default_duration,
-    };
+    let duration = req.duration.unwrap_or(h.default_duration);
     if duration.is_zero() {
         return Err(ApiError::bad_request("duration must be above 0"));
     }
-    let origin = req.origin.unwrap_or_else(|| ORIGIN_MANUAL.to_owned());
-    if origin.is_empty() || origin.len() > 64 || origin.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "origin must be 1 to 64 printable characters",
-        ));
-    }
+    let origin = req.origin.unwrap_or(Origin::Manual);
     let reason = req.reason.unwrap_or_else(|| "manual".to_owned());
     let batch = req
         .values
@@ -444,7 +372,7 @@ async fn add_decisions(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let added = h.call(|r| Request::Add(batch, r)).await?;
+    let added = h.ban(batch).await?;
     Ok((StatusCode::CREATED, Json(added)).into_response())
 }
 
@@ -453,12 +381,18 @@ async fn delete_decision(
     Query(q): Query<ValueQuery>,
 ) -> Result<Response, ApiError> {
     let value = required_value(&q)?;
-    let n = h.call(|r| Request::Delete(value, q.origin, r)).await?;
+    let origin = q
+        .origin
+        .as_deref()
+        .map(str::parse::<Origin>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let n = h.unban(value, origin).await?;
     Ok(Json(serde_json::json!({ "deleted": n })).into_response())
 }
 
 async fn list_allow(State(h): State<Handle>) -> Result<Response, ApiError> {
-    Ok(Json(h.call(Request::AllowList).await?).into_response())
+    Ok(Json(h.allow_entries().await?).into_response())
 }
 
 async fn add_allow(
@@ -468,7 +402,7 @@ async fn add_allow(
     let req = body(b)?;
     let value = parse_prefix(&req.value)?;
     let reason = req.reason.unwrap_or_else(|| "manual".to_owned());
-    let n = h.call(|r| Request::AllowAdd(value, reason, r)).await?;
+    let n = h.allow(value, reason).await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "value": value, "removed_decisions": n })),
@@ -481,7 +415,7 @@ async fn delete_allow(
     Query(q): Query<ValueQuery>,
 ) -> Result<Response, ApiError> {
     let value = required_value(&q)?;
-    let existed = h.call(|r| Request::AllowDelete(value, r)).await?;
+    let existed = h.disallow(value).await?;
     Ok(Json(serde_json::json!({ "deleted": existed })).into_response())
 }
 
@@ -490,6 +424,6 @@ async fn detach(
     b: Result<Json<DetachRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = body(b)?;
-    let existed = h.call(|r| Request::Detach(req.iface, r)).await?;
+    let existed = h.detach(req.iface).await?;
     Ok(Json(serde_json::json!({ "detached": existed })).into_response())
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::prefix::Prefix;
 
 /// A list format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// One address or CIDR a line; `#` and `;` start comments (FireHOL netsets too).
@@ -31,12 +31,22 @@ impl FromStr for Format {
             "plain" | "netset" | "firehol" => Ok(Self::Plain),
             "spamhaus" | "spamhaus-drop" => Ok(Self::SpamhausDrop),
             "spamhaus-json" | "ndjson" => Ok(Self::SpamhausJson),
-            "abusech" | "abuse.ch" | "csv" => Ok(Self::AbuseChCsv),
-            "crowdsec" | "lapi" => Ok(Self::CrowdsecStream),
+            "abusech" | "abuse.ch" | "abuse-ch-csv" | "csv" => Ok(Self::AbuseChCsv),
+            "crowdsec" | "crowdsec-stream" | "lapi" => Ok(Self::CrowdsecStream),
             other => Err(format!(
                 "unknown list format {other:?} (plain, spamhaus, spamhaus-json, abusech, crowdsec)"
             )),
         }
+    }
+}
+
+/// Read from the names [`FromStr`] takes (the config's and the CLI's), which include the
+/// names it is written as.
+impl<'de> Deserialize<'de> for Format {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -7,8 +7,14 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tracing::{info, warn};
 
-use crate::prefix::Prefix;
+use super::Sink;
+use crate::{
+    decisions::{NewDecision, Origin},
+    prefix::Prefix,
+    schedule::Task,
+};
 
 /// `[[crowdsec]]` in `ips.toml`: a LAPI to pull decisions from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,12 +148,7 @@ pub fn parse_stream(text: &str) -> Result<Delta, String> {
 }
 
 /// Pulls the stream once.
-pub fn pull(url: &str, api_key: &str, startup: bool) -> Result<Delta, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
+pub fn pull(agent: &ureq::Agent, url: &str, api_key: &str, startup: bool) -> Result<Delta, String> {
     let full = format!(
         "{}/v1/decisions/stream?startup={startup}",
         url.trim_end_matches('/')
@@ -171,68 +172,73 @@ pub fn pull(url: &str, api_key: &str, startup: bool) -> Result<Delta, String> {
     parse_stream(&text)
 }
 
-/// Pulls every configured LAPI until `stop`: startup first, then deltas; bans and unbans go to
-/// the enforcer with origin `lapi:<name>`.
-pub fn spawn(
+/// One configured LAPI on the scheduler: startup first, then deltas; bans and unbans go to the
+/// sink with origin `lapi:<name>`.
+pub struct LapiTask<S> {
+    config: LapiConfig,
+    origin: Origin,
+    agent: ureq::Agent,
+    sink: S,
+    started: bool,
+}
+
+/// The tasks of `sources`. A name that breaks the naming rule is an error naming it.
+pub fn tasks<S: Sink + Clone>(
     sources: Vec<LapiConfig>,
-    to_enforcer: std::sync::mpsc::Sender<crate::daemon::Request>,
-    stop: crate::acquisition::Stop,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    use std::time::Instant;
-
-    use tracing::{info, warn};
-
-    use crate::{daemon::Request, decisions::NewDecision};
-
-    std::thread::Builder::new()
-        .name("ips-lapi".into())
-        .spawn(move || {
-            let mut started = vec![false; sources.len()];
-            let mut due: Vec<Instant> = sources.iter().map(|_| Instant::now()).collect();
-            while !stop.stopped() {
-                for (i, src) in sources.iter().enumerate() {
-                    if Instant::now() < due[i] {
-                        continue;
-                    }
-                    due[i] = Instant::now() + src.interval;
-                    let delta = match pull(&src.url, &src.api_key, !started[i]) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            warn!(lapi = %src.name, error = %e, "LAPI pull failed; keeping current decisions.");
-                            continue;
-                        }
-                    };
-                    started[i] = true;
-                    let origin = format!("lapi:{}", src.name);
-                    // Values unban first, so a value deleted and re-added in one pull stays.
-                    for value in &delta.deleted {
-                        let (reply, _rx) = tokio::sync::oneshot::channel();
-                        let _ = to_enforcer.send(Request::Delete(*value, Some(origin.clone()), reply));
-                    }
-                    if !delta.new.is_empty() {
-                        let batch: Vec<NewDecision> = delta
-                            .new
-                            .iter()
-                            .map(|(value, ms, scenario)| NewDecision {
-                                value: *value,
-                                origin: origin.clone(),
-                                reason: scenario.clone(),
-                                duration_ms: *ms,
-                            })
-                            .collect();
-                        let (reply, rx) = tokio::sync::oneshot::channel();
-                        if to_enforcer.send(Request::Add(batch, reply)).is_err() {
-                            return;
-                        }
-                        if let Ok(Err(e)) = rx.blocking_recv() {
-                            warn!(lapi = %src.name, error = %e.error, "Some LAPI decisions were refused.");
-                        }
-                    }
-                    info!(lapi = %src.name, new = delta.new.len(), deleted = delta.deleted.len(), "Pulled LAPI decisions.");
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
+    sink: &S,
+) -> Result<Vec<Box<dyn Task>>, crate::decisions::OriginError> {
+    sources
+        .into_iter()
+        .map(|config| {
+            Ok(Box::new(LapiTask {
+                origin: Origin::lapi(&config.name)?,
+                config,
+                agent: crate::http::agent(Duration::from_secs(60)),
+                sink: sink.clone(),
+                started: false,
+            }) as Box<dyn Task>)
         })
+        .collect()
+}
+
+impl<S: Sink> Task for LapiTask<S> {
+    fn interval(&self) -> Duration {
+        self.config.interval
+    }
+
+    fn run(&mut self) {
+        let src = &self.config;
+        let delta = match pull(&self.agent, &src.url, &src.api_key, !self.started) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(lapi = %src.name, error = %e, "LAPI pull failed; keeping current decisions.");
+                return;
+            }
+        };
+        self.started = true;
+        // Values unban first, so a value deleted and re-added in one pull stays.
+        for value in &delta.deleted {
+            if let Err(e) = self.sink.unban(*value, self.origin.clone()) {
+                warn!(lapi = %src.name, %value, error = %e, "Cannot remove a LAPI decision.");
+            }
+        }
+        if !delta.new.is_empty() {
+            let batch: Vec<NewDecision> = delta
+                .new
+                .iter()
+                .map(|(value, ms, scenario)| NewDecision {
+                    value: *value,
+                    origin: self.origin.clone(),
+                    reason: scenario.clone(),
+                    duration_ms: *ms,
+                })
+                .collect();
+            if let Err(e) = self.sink.ban(batch) {
+                warn!(lapi = %src.name, error = %e, "Some LAPI decisions were refused.");
+            }
+        }
+        info!(lapi = %src.name, new = delta.new.len(), deleted = delta.deleted.len(), "Pulled LAPI decisions.");
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! (skipping bad entries with a counted reason), [`filter`] removes bogon, private and reserved
 //! ranges and allowlisted addresses so that a list can never lock out a private network, and
 //! [`aggregate`] merges contained and adjacent prefixes into the fewest that cover exactly the
-//! same addresses.
+//! same addresses. [`source`] fetches configured lists and [`lapi`] pulls CrowdSec LAPIs on the
+//! daemon's scheduler; both hand what they got to a [`Sink`] (the decision service) and never
+//! touch the store or the kernel.
 pub mod aggregate;
 pub mod filter;
 pub mod formats;
@@ -13,9 +15,37 @@ pub use aggregate::aggregate;
 pub use filter::{FilterReport, filter};
 pub use formats::{Format, Parsed, parse};
 
+use std::{sync::Arc, time::Duration};
+
 use serde::{Deserialize, Serialize};
 
-use crate::prefix::Prefix;
+use crate::{
+    decisions::{Allowlist, ImportReport, NewDecision, Origin},
+    prefix::Prefix,
+};
+
+/// Where list and LAPI sources send what they fetched. In the daemon it is the decision
+/// service's [`Handle`](crate::service::Handle); calls block until it answers.
+pub trait Sink: Send + 'static {
+    /// Why a call failed.
+    type Error: std::fmt::Display;
+    /// The allowlist to filter with, as published now.
+    fn allowlist(&self) -> Arc<Allowlist>;
+    /// Replaces list `name` with `prepared`, filtered with allowlist `allow_version`.
+    fn replace_list(
+        &self,
+        name: &str,
+        prepared: Prepared,
+        allow_version: u64,
+        duration: Duration,
+    ) -> Result<ImportReport, Self::Error>;
+    /// Renews list `name`'s lease; false if it had lapsed.
+    fn renew_list(&self, name: &str, duration: Duration) -> Result<bool, Self::Error>;
+    /// Adds or extends bans.
+    fn ban(&self, batch: Vec<NewDecision>) -> Result<(), Self::Error>;
+    /// Removes `origin`'s decision on `value`.
+    fn unban(&self, value: Prefix, origin: Origin) -> Result<(), Self::Error>;
+}
 
 /// A list made ready for the kernel, with what was left out and why.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,12 +1,18 @@
 //! Blocklist sources in `ips.toml`: a URL or a file, refreshed on an interval with conditional
 //! requests (ETag, If-Modified-Since). A failed or garbled fetch keeps the last good list (and
-//! renews it), so enforcement never empties because a mirror is down.
-use std::{path::PathBuf, time::Duration};
+//! renews it), so enforcement never empties because a mirror is down. Each source is a
+//! [`Task`] on the daemon's scheduler that hands new lists to a [`Sink`].
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
 
-use super::{Format, Prepared};
-use crate::prefix::Prefix;
+use super::{Format, Prepared, Sink};
+use crate::{calendar::now_ms, decisions::check_name, prefix::Prefix, schedule::Task};
 
 /// `[[blocklist]]` in `ips.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -22,7 +28,7 @@ pub struct SourceConfig {
     pub path: Option<PathBuf>,
     /// Format (detected when absent).
     #[serde(default)]
-    pub format: Option<String>,
+    pub format: Option<Format>,
     /// How often to fetch.
     #[serde(default = "hour", with = "crate::config::human_duration")]
     pub refresh: Duration,
@@ -40,18 +46,8 @@ impl SourceConfig {
     }
 
     /// Checks the entry; the message names the list.
-    pub fn validate(&self) -> Result<Option<Format>, String> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(format!(
-                "blocklist name {:?}: letters, digits, '-', '_', '.'",
-                self.name
-            ));
-        }
+    pub fn validate(&self) -> Result<(), String> {
+        check_name(&self.name).map_err(|e| format!("blocklist {e}"))?;
         match (&self.url, &self.path) {
             (Some(u), None) if u.starts_with("http://") || u.starts_with("https://") => {}
             (Some(u), None) => {
@@ -71,11 +67,7 @@ impl SourceConfig {
                 self.name
             ));
         }
-        self.format
-            .as_deref()
-            .map(str::parse::<Format>)
-            .transpose()
-            .map_err(|e| format!("blocklist {}: {e}", self.name))
+        Ok(())
     }
 }
 
@@ -133,11 +125,12 @@ fn sanity(list: &Prepared, had_entries: bool) -> Result<(), FetchError> {
 }
 
 impl Fetcher {
-    /// Fetches `source` once and prepares it with `allow` (off the enforcer thread).
+    /// Fetches `source` once with `agent` and prepares it with `allow` (on the source's
+    /// thread, not the service's).
     pub fn fetch(
         &mut self,
+        agent: &ureq::Agent,
         source: &SourceConfig,
-        format: Option<Format>,
         allow: &[Prefix],
     ) -> Result<Fetched, FetchError> {
         if self.last_allow != allow {
@@ -148,11 +141,6 @@ impl Fetcher {
         }
         let (body, validators) = match (&source.url, &source.path) {
             (Some(url), _) => {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(120)))
-                    .build()
-                    .into();
                 let mut req = agent.get(url);
                 if let Some(e) = &self.etag {
                     req = req.header("If-None-Match", e);
@@ -201,7 +189,7 @@ impl Fetcher {
         if self.last_hash == Some(hash) {
             return Ok(Fetched::Unchanged);
         }
-        let prepared = super::prepare(&body, format, allow);
+        let prepared = super::prepare(&body, source.format, allow);
         sanity(
             &prepared,
             self.last_good.as_ref().is_some_and(|l| l.read > 0),
@@ -235,18 +223,23 @@ pub struct SourceStatus {
     pub dropped: u64,
 }
 
-/// Runs every source on one thread until `stop`: fetch when due, import new content through the
-/// enforcer, renew the last good list when a fetch fails or nothing changed.
-pub fn spawn(
+/// One configured list on the scheduler: fetch when due, hand new content to the sink, renew
+/// the last good list when a fetch fails or nothing changed.
+pub struct ListTask<S> {
+    source: SourceConfig,
+    fetcher: Fetcher,
+    agent: ureq::Agent,
+    sink: S,
+    status: Arc<Mutex<Vec<SourceStatus>>>,
+    index: usize,
+}
+
+/// The tasks of `sources`, reporting into `status` (one entry per source, set here).
+pub fn tasks<S: Sink + Clone>(
     sources: Vec<SourceConfig>,
-    to_enforcer: std::sync::mpsc::Sender<crate::daemon::Request>,
-    stop: crate::acquisition::Stop,
-    status: std::sync::Arc<std::sync::Mutex<Vec<SourceStatus>>>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    use std::time::Instant;
-
-    use tracing::{info, warn};
-
+    sink: &S,
+    status: &Arc<Mutex<Vec<SourceStatus>>>,
+) -> Vec<Box<dyn Task>> {
     if let Ok(mut s) = status.lock() {
         *s = sources
             .iter()
@@ -261,100 +254,75 @@ pub fn spawn(
             })
             .collect();
     }
-    std::thread::Builder::new()
-        .name("ips-blocklists".into())
-        .spawn(move || {
-            let mut fetchers: Vec<Fetcher> = sources.iter().map(|_| Fetcher::default()).collect();
-            let mut due: Vec<Instant> = sources.iter().map(|_| Instant::now()).collect();
-            while !stop.stopped() {
-                for (i, src) in sources.iter().enumerate() {
-                    if Instant::now() < due[i] {
-                        continue;
-                    }
-                    due[i] = Instant::now() + src.refresh;
-                    let format = src.validate().ok().flatten();
-                    let (reply, rx) = tokio::sync::oneshot::channel();
-                    if to_enforcer
-                        .send(crate::daemon::Request::AllowList(reply))
-                        .is_err()
-                    {
-                        return;
-                    }
-                    let allow: Vec<Prefix> = match rx.blocking_recv() {
-                        Ok(Ok(list)) => list.into_iter().map(|a| a.value).collect(),
-                        Ok(Err(e)) => {
-                            warn!(list = %src.name, error = %e.error, "Cannot read the allowlist; will retry.");
-                            continue;
-                        }
-                        Err(_) => return,
-                    };
-                    let result = fetchers[i].fetch(src, format, &allow);
-                    let ms = src.entry_duration().as_millis() as i64;
-                    let (mut list, error) = match result {
-                        Ok(Fetched::New(list)) => (Some(list), None),
-                        Ok(Fetched::Unchanged) => (None, None),
-                        Err(e) => {
-                            warn!(list = %src.name, error = %e, "Blocklist fetch failed; keeping the last good list.");
-                            (None, Some(e.to_string()))
-                        }
-                    };
-                    if list.is_none() {
-                        // Unchanged, or the fetch failed: what is listed stays listed.
-                        let (reply, rx) = tokio::sync::oneshot::channel();
-                        if to_enforcer
-                            .send(crate::daemon::Request::RenewList(src.name.clone(), ms, reply))
-                            .is_err()
-                        {
-                            return;
-                        }
-                        match rx.blocking_recv() {
-                            // The lease lapsed (the thread was held up for three refreshes):
-                            // the last good list goes in again.
-                            Ok(Ok(false)) => list = fetchers[i].last_good.clone(),
-                            Ok(_) => {}
-                            Err(_) => return,
-                        }
-                    }
-                    let mut entries = None;
-                    if let Some(list) = list {
-                        let (reply, rx) = tokio::sync::oneshot::channel();
-                        if to_enforcer
-                            .send(crate::daemon::Request::Import(
-                                src.name.clone(),
-                                list,
-                                allow,
-                                ms,
-                                reply,
-                            ))
-                            .is_err()
-                        {
-                            return;
-                        }
-                        match rx.blocking_recv() {
-                            Ok(Ok(r)) => {
-                                info!(list = %src.name, entries = r.entries, added = r.added, removed = r.removed, "Blocklist refreshed.");
-                                entries = Some(r.entries);
-                            }
-                            Ok(Err(e)) => warn!(list = %src.name, error = %e.error, "Blocklist import failed."),
-                            Err(_) => return,
-                        }
-                    }
-                    if let Ok(mut st) = status.lock()
-                        && let Some(s) = st.get_mut(i)
-                    {
-                        if let Some(n) = entries {
-                            s.entries = n;
-                        }
-                        if error.is_none() {
-                            s.last_success_ms = Some(crate::daemon::now_ms());
-                        }
-                        s.last_error = error;
-                        s.not_modified = fetchers[i].not_modified;
-                    }
-                }
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
+    sources
+        .into_iter()
+        .enumerate()
+        .map(|(index, source)| {
+            Box::new(ListTask {
+                source,
+                fetcher: Fetcher::default(),
+                agent: crate::http::agent(Duration::from_secs(120)),
+                sink: sink.clone(),
+                status: status.clone(),
+                index,
+            }) as Box<dyn Task>
         })
+        .collect()
+}
+
+impl<S: Sink> Task for ListTask<S> {
+    fn interval(&self) -> Duration {
+        self.source.refresh
+    }
+
+    fn run(&mut self) {
+        let name = self.source.name.clone();
+        let duration = self.source.entry_duration();
+        let allow = self.sink.allowlist();
+        let (mut list, error) = match self
+            .fetcher
+            .fetch(&self.agent, &self.source, &allow.prefixes)
+        {
+            Ok(Fetched::New(list)) => (Some(list), None),
+            Ok(Fetched::Unchanged) => (None, None),
+            Err(e) => {
+                warn!(list = %name, error = %e, "Blocklist fetch failed; keeping the last good list.");
+                (None, Some(e.to_string()))
+            }
+        };
+        if list.is_none() {
+            // Unchanged, or the fetch failed: what is listed stays listed.
+            match self.sink.renew_list(&name, duration) {
+                // The lease lapsed (the thread was held up for three refreshes): the last good
+                // list goes in again.
+                Ok(false) => list = self.fetcher.last_good.clone(),
+                Ok(true) => {}
+                Err(e) => warn!(list = %name, error = %e, "Cannot renew the blocklist."),
+            }
+        }
+        let mut entries = None;
+        if let Some(list) = list {
+            match self.sink.replace_list(&name, list, allow.version, duration) {
+                Ok(r) => {
+                    info!(list = %name, entries = r.entries, added = r.added, removed = r.removed, "Blocklist refreshed.");
+                    entries = Some(r.entries);
+                }
+                Err(e) => warn!(list = %name, error = %e, "Blocklist import failed."),
+            }
+        }
+        if let Ok(mut st) = self.status.lock()
+            && let Some(s) = st.get_mut(self.index)
+        {
+            if let Some(n) = entries {
+                s.entries = n;
+            }
+            if error.is_none() {
+                s.last_success_ms = Some(now_ms());
+            }
+            s.last_error = error;
+            s.not_modified = self.fetcher.not_modified;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -387,9 +355,9 @@ mod tests {
         };
         assert!(c.validate().unwrap_err().contains("ftp"));
         c.url = Some("https://example.org/list.txt".into());
-        assert_eq!(c.validate(), Ok(None));
-        c.format = Some("nope".into());
-        assert!(c.validate().unwrap_err().contains("nope"));
+        assert_eq!(c.validate(), Ok(()));
+        c.name = "a b".into();
+        assert!(c.validate().unwrap_err().contains("a b"));
         assert_eq!(c.entry_duration(), Duration::from_secs(180));
     }
 
@@ -403,64 +371,96 @@ mod tests {
         }
     }
 
+    /// A sink that records what it is asked and answers renewals with `renewed`.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        calls: Arc<Mutex<Vec<String>>>,
+        lists: Arc<Mutex<Vec<Vec<Prefix>>>>,
+        renewed: bool,
+    }
+
+    impl Sink for Recorder {
+        type Error = String;
+
+        fn allowlist(&self) -> Arc<crate::decisions::Allowlist> {
+            Arc::default()
+        }
+
+        fn replace_list(
+            &self,
+            name: &str,
+            prepared: Prepared,
+            _: u64,
+            duration: Duration,
+        ) -> Result<crate::decisions::ImportReport, String> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("import {name} {duration:?}"));
+            self.lists.lock().unwrap().push(prepared.prefixes.clone());
+            Ok(crate::decisions::ImportReport {
+                name: name.to_owned(),
+                entries: prepared.prefixes.len() as u64,
+                prepared,
+                added: 1,
+                removed: 0,
+                took: crate::decisions::ImportTimes::default(),
+            })
+        }
+
+        fn renew_list(&self, name: &str, duration: Duration) -> Result<bool, String> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("renew {name} {duration:?}"));
+            Ok(self.renewed)
+        }
+
+        fn ban(&self, _: Vec<crate::decisions::NewDecision>) -> Result<(), String> {
+            Err("not for lists".into())
+        }
+
+        fn unban(&self, _: Prefix, _: crate::decisions::Origin) -> Result<(), String> {
+            Err("not for lists".into())
+        }
+    }
+
     #[test]
     fn a_lapsed_lease_brings_the_last_good_list_back() {
-        use crate::daemon::Request;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.txt");
         std::fs::write(&path, "1.2.3.4\n").unwrap();
         let src = file_source(path, 1);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stop = crate::acquisition::Stop::default();
-        let status = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let thread = spawn(vec![src], tx, stop.clone(), status.clone()).unwrap();
-        let next = || rx.recv_timeout(Duration::from_secs(5)).expect("a request");
-        // The source asks for the allowlist before each fetch.
-        let allowlist = |r: Request| match r {
-            Request::AllowList(reply) => {
-                let _ = reply.send(Ok(Vec::new()));
-            }
-            _ => panic!("expected the allowlist request"),
-        };
-        let report = |name: String| crate::enforcer::ImportReport {
-            name,
-            prepared: crate::blocklists::Prepared::default(),
-            entries: 1,
-            added: 1,
-            removed: 0,
-            took: crate::enforcer::ImportTimes::default(),
-        };
+        let status = Arc::new(Mutex::new(Vec::new()));
+        // The store answers renewals that the lease had lapsed.
+        let sink = Recorder::default();
+        let mut tasks = tasks(vec![src], &sink, &status);
+        assert_eq!(tasks[0].interval(), Duration::from_secs(1));
         // First fetch: imported.
-        let one = vec!["1.2.3.4".parse().unwrap()];
-        allowlist(next());
-        match next() {
-            Request::Import(name, list, _, _, reply) => {
-                assert_eq!(list.prefixes, one);
-                let _ = reply.send(Ok(report(name)));
-            }
-            _ => panic!("expected an import"),
-        }
-        // Same bytes: renewed, and the store answers that the lease had lapsed...
-        allowlist(next());
-        match next() {
-            Request::RenewList(name, ms, reply) => {
-                assert_eq!((name.as_str(), ms), ("f", 60_000));
-                let _ = reply.send(Ok(false));
-            }
-            _ => panic!("expected a renewal"),
-        }
-        // ...so the last good list is imported again.
-        match next() {
-            Request::Import(name, list, _, _, reply) => {
-                assert_eq!(list.prefixes, one);
-                let _ = reply.send(Ok(report(name)));
-            }
-            _ => panic!("expected the list again"),
-        }
-        stop.stop();
-        drop(rx);
-        thread.join().unwrap();
+        tasks[0].run();
+        // Same bytes: renewed, and the store answers that the lease had lapsed, so the last
+        // good list is imported again.
+        tasks[0].run();
+        assert_eq!(
+            *sink.calls.lock().unwrap(),
+            ["import f 60s", "renew f 60s", "import f 60s"]
+        );
+        let one: Vec<Prefix> = vec!["1.2.3.4".parse().unwrap()];
+        assert_eq!(*sink.lists.lock().unwrap(), [one.clone(), one]);
         assert_eq!(status.lock().unwrap()[0].entries, 1);
+        // A live lease is only renewed.
+        let live = Recorder {
+            renewed: true,
+            ..Recorder::default()
+        };
+        let mut tasks = super::tasks(
+            vec![file_source(dir.path().join("l.txt"), 1)],
+            &live,
+            &status,
+        );
+        tasks[0].run();
+        tasks[0].run();
+        assert_eq!(*live.calls.lock().unwrap(), ["import f 60s", "renew f 60s"]);
     }
 
     #[test]
@@ -509,8 +509,9 @@ mod tests {
             refresh: Duration::from_secs(60),
         };
         let mut f = Fetcher::default();
-        assert!(matches!(f.fetch(&src, None, &[]), Ok(Fetched::New(_))));
-        assert_eq!(f.fetch(&src, None, &[]), Ok(Fetched::Unchanged));
+        let agent = crate::http::agent(Duration::from_secs(10));
+        assert!(matches!(f.fetch(&agent, &src, &[]), Ok(Fetched::New(_))));
+        assert_eq!(f.fetch(&agent, &src, &[]), Ok(Fetched::Unchanged));
         assert_eq!(f.not_modified, 1);
         let asked = server.join().unwrap();
         assert_eq!(
@@ -526,12 +527,13 @@ mod tests {
         std::fs::write(&path, "1.2.3.4\n").unwrap();
         let src = file_source(path.clone(), 60);
         let mut f = Fetcher::default();
+        let agent = crate::http::agent(Duration::from_secs(10));
         let one = crate::blocklists::prepare("1.2.3.4\n", None, &[]);
-        assert_eq!(f.fetch(&src, None, &[]), Ok(Fetched::New(one.clone())));
-        assert_eq!(f.fetch(&src, None, &[]), Ok(Fetched::Unchanged));
+        assert_eq!(f.fetch(&agent, &src, &[]), Ok(Fetched::New(one.clone())));
+        assert_eq!(f.fetch(&agent, &src, &[]), Ok(Fetched::Unchanged));
         // The same bytes under another allowlist are prepared again.
         let allow = ["1.2.3.0/24".parse().unwrap()];
-        match f.fetch(&src, None, &allow) {
+        match f.fetch(&agent, &src, &allow) {
             Ok(Fetched::New(l)) => {
                 assert!(l.prefixes.is_empty());
                 assert_eq!(l.filtered.allowlisted, 1);
@@ -540,12 +542,12 @@ mod tests {
         }
         std::fs::write(&path, "garbage\nmore garbage\n").unwrap();
         assert!(matches!(
-            f.fetch(&src, None, &[]),
+            f.fetch(&agent, &src, &[]),
             Err(FetchError::Garbled(_))
         ));
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(
-            f.fetch(&src, None, &[]),
+            f.fetch(&agent, &src, &[]),
             Err(FetchError::Failed(_))
         ));
         assert_eq!(f.last_good.map(|l| l.read), Some(1));

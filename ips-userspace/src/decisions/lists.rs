@@ -4,13 +4,14 @@
 //!
 //! A row per entry would make a refresh that changes 1% of a million random entries touch
 //! most pages of the table and of each index; a snapshot is one blob of a few MB, rewritten.
+use super::Origin;
 use crate::prefix::Prefix;
 
 /// One list in memory.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct List {
-    /// Origin name (`list:<name>`).
-    pub origin: String,
+    /// The list's origin.
+    pub origin: Origin,
     /// The entries, sorted, without repeats.
     pub entries: Vec<Prefix>,
     /// When the lease ends (Unix ms): the entries are active until then.

@@ -1,23 +1,35 @@
 //! Decisions: what is banned, by whom, until when; and the allowlist that no decision may cover.
 //!
-//! A [`Decision`] is kept in a [`Store`] (SQLite by default, see [`sqlite::SqliteStore`]), the
-//! one truth that the enforcer mirrors into the kernel. Adding a decision that exists (same value,
-//! same origin) extends it instead of adding a second row.
+//! The [`DecisionService`] is where every producer's request ends up: it owns the store, the
+//! profiles and the allowlist, decides, writes the [`Store`] (SQLite by default, see
+//! [`sqlite::SqliteStore`]), and hands back the [`Changes`] the write made, which the enforcer
+//! mirrors into the kernel. Adding a decision that exists (same value, same origin) extends it
+//! instead of adding a second one.
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::prefix::Prefix;
 
+mod allowlist;
+mod changes;
 mod lists;
+mod origin;
 pub mod profiles;
+mod service;
 pub mod sqlite;
-pub use sqlite::SqliteStore;
+mod store;
 
-/// Origin name of decisions added by hand.
-pub const ORIGIN_MANUAL: &str = "manual";
-/// Origin name of decisions taken by the detection pipeline.
-pub const ORIGIN_DETECTION: &str = "detection";
-/// Origin name of decisions from a CrowdSec LAPI or the community hub.
-pub const ORIGIN_CROWD: &str = "crowdsec";
+pub use allowlist::{Allowlist, AllowlistWatch};
+pub use changes::{Changes, Diff, Effective};
+pub use origin::{Origin, OriginError, check_name};
+pub use profiles::Outcome;
+pub use service::{DecisionService, ImportReport, ImportTimes};
+pub use sqlite::SqliteStore;
+pub use store::{
+    AlertLog, AlertQuery, AllowStore, BouncerStore, BouncerStream, DecisionStore, KernelView,
+    ListChange, ListStore, LocalState, STATE_INTERFACES, STATE_OFFSETS, Store,
+};
 
 /// A ban as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,8 +43,8 @@ pub struct Decision {
     /// Always `ban` for now.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Who decided: `manual`, `detection`, `crowdsec`, `list:<name>`.
-    pub origin: String,
+    /// Who decided.
+    pub origin: Origin,
     /// Why: free text, or the scenario name.
     pub reason: String,
     /// Unix time in milliseconds.
@@ -47,7 +59,7 @@ pub struct NewDecision {
     /// The address or prefix.
     pub value: Prefix,
     /// Who decides.
-    pub origin: String,
+    pub origin: Origin,
     /// Why.
     pub reason: String,
     /// How long, in milliseconds from now.
@@ -75,23 +87,18 @@ pub struct StoredAlert {
     /// Scenario name.
     pub scenario: String,
     /// The source address of the overflowing event.
-    pub source: String,
+    pub source: IpAddr,
     /// The bucket group (the address, or its /64).
-    pub group: String,
+    pub group: Prefix,
     /// First event (Unix ms).
     pub first_ms: i64,
     /// Overflowing event (Unix ms).
     pub last_ms: i64,
     /// Events in the bucket.
     pub events: u32,
-    /// `ban`, `simulated` or `allowlisted`.
-    pub outcome: String,
-    /// What was (or would have been) banned.
-    pub value: Option<String>,
-    /// For how long.
-    pub duration_ms: Option<i64>,
-    /// Why not banned, for allowlisted alerts.
-    pub reason: Option<String>,
+    /// What was decided: banned (what, how long), simulated, or allowlisted (why not).
+    #[serde(flatten)]
+    pub outcome: Outcome,
     /// Sample of the log lines.
     pub evidence: Vec<String>,
     /// Scenario labels.
@@ -107,7 +114,7 @@ pub struct Tombstone {
     /// Its value.
     pub value: Prefix,
     /// Its origin.
-    pub origin: String,
+    pub origin: Origin,
     /// Its type.
     pub kind: String,
     /// Its reason or scenario.
@@ -126,9 +133,6 @@ pub struct Bouncer {
     /// When it was added.
     pub created_ms: i64,
 }
-
-/// What the kernel should hold for one value: the origin to attribute drops to, or nothing.
-pub type Effective = (Prefix, Option<u32>);
 
 /// Errors of a decision store.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +179,12 @@ pub enum StoreError {
     /// The duration is not positive.
     #[error("duration must be positive, got {0} ms")]
     BadDuration(i64),
+    /// A bad list name or origin.
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    /// A row the caller named does not exist.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// What `new` has that `old` lacks, and what `old` has that `new` lacks; both sorted and
@@ -204,106 +214,4 @@ pub fn sorted_diff(old: &[Prefix], new: &[Prefix]) -> (Vec<Prefix>, Vec<Prefix>)
         }
     }
     (added, removed)
-}
-
-/// The decision store. SQLite is the default; the trait is the seam for a PostgreSQL backend.
-pub trait Store: Send {
-    /// The numeric id of an origin name (drop counters are indexed by it), allocating one if new.
-    fn origin_id(&mut self, name: &str) -> Result<u32, StoreError>;
-    /// All origins with their ids.
-    fn origins(&self) -> Result<Vec<(u32, String)>, StoreError>;
-    /// Adds or extends decisions in one transaction. Refuses the whole batch if one value is
-    /// allowlisted.
-    fn upsert(&mut self, batch: &[NewDecision], now_ms: i64) -> Result<Vec<Decision>, StoreError>;
-    /// The entries of blocklist `origin` (sorted), empty if it has none.
-    fn origin_values(&self, origin: &str) -> Result<Vec<Prefix>, StoreError>;
-    /// Makes blocklist `origin`'s entries exactly `values` under a lease that ends
-    /// `duration_ms` from now, in one transaction; the change is logged for the stream's
-    /// deltas. Returns the values added and removed. No allowlist check here: filter before.
-    fn replace_origin(
-        &mut self,
-        origin: &str,
-        values: Vec<Prefix>,
-        duration_ms: i64,
-        now_ms: i64,
-    ) -> Result<(Vec<Prefix>, Vec<Prefix>), StoreError>;
-    /// Extends blocklist `origin`'s lease to end `duration_ms` from now (a list that did not
-    /// change, or could not be fetched). Returns whether the list is active.
-    fn renew_origin(
-        &mut self,
-        origin: &str,
-        duration_ms: i64,
-        now_ms: i64,
-    ) -> Result<bool, StoreError>;
-    /// Removes every decision on `value` (of any origin, or of one). Returns how many.
-    fn delete(&mut self, value: &Prefix, origin: Option<&str>) -> Result<usize, StoreError>;
-    /// Decisions not yet expired, optionally only those on one value.
-    fn list(&self, now_ms: i64, value: Option<&Prefix>) -> Result<Vec<Decision>, StoreError>;
-    /// How many decisions are not yet expired.
-    fn count_active(&self, now_ms: i64) -> Result<u64, StoreError>;
-    /// What the kernel should hold for each of `values`.
-    fn effective(&self, values: &[Prefix], now_ms: i64) -> Result<Vec<Effective>, StoreError>;
-    /// Calls `each` with every value that should be in the kernel and the origin to attribute it
-    /// to, without loading all decisions in memory.
-    fn for_each_active(
-        &self,
-        now_ms: i64,
-        each: &mut dyn FnMut(Prefix, u32),
-    ) -> Result<(), StoreError>;
-    /// Deletes expired decisions and returns the values they were on (each once).
-    fn take_expired(&mut self, now_ms: i64) -> Result<Vec<Prefix>, StoreError>;
-    /// Adds an allowlist entry and deletes the decisions that lie inside it. Returns those values.
-    fn allow_add(
-        &mut self,
-        value: &Prefix,
-        reason: &str,
-        source: &str,
-        now_ms: i64,
-    ) -> Result<Vec<Prefix>, StoreError>;
-    /// Removes an allowlist entry. Returns whether it existed.
-    fn allow_delete(&mut self, value: &Prefix) -> Result<bool, StoreError>;
-    /// The allowlist.
-    fn allow_list(&self) -> Result<Vec<AllowEntry>, StoreError>;
-    /// The allowlist entry that covers `value`, if any.
-    fn allow_covering(&self, value: &Prefix) -> Option<Prefix>;
-    /// Stores an alert; returns its id.
-    fn add_alert(&mut self, alert: &StoredAlert) -> Result<i64, StoreError>;
-    /// The newest alerts first, optionally of one scenario or source.
-    fn alerts(
-        &self,
-        limit: usize,
-        scenario: Option<&str>,
-        source: Option<&str>,
-    ) -> Result<Vec<StoredAlert>, StoreError>;
-    /// One alert.
-    fn alert(&self, id: i64) -> Result<Option<StoredAlert>, StoreError>;
-    /// Bans of `value` decided since `since_ms` (for escalation).
-    fn previous_bans(&self, value: &str, since_ms: i64) -> Result<u32, StoreError>;
-    /// Saves where a followed file was read up to.
-    fn save_offsets(
-        &mut self,
-        positions: &[crate::acquisition::Position],
-    ) -> Result<(), StoreError>;
-    /// Saved read positions.
-    fn offsets(&self) -> Result<Vec<crate::acquisition::Position>, StoreError>;
-    /// Decisions created after `since_ms` and still active at `now_ms`.
-    fn created_since(&self, since_ms: i64, now_ms: i64) -> Result<Vec<Decision>, StoreError>;
-    /// Decisions removed after `since_ms`.
-    fn deleted_since(&self, since_ms: i64) -> Result<Vec<Tombstone>, StoreError>;
-    /// Forgets tombstones and logged list changes older than `before_ms`; returns how many.
-    fn prune_tombstones(&mut self, before_ms: i64) -> Result<usize, StoreError>;
-    /// Registers a bouncer by the SHA-256 of its key; fails if the name exists.
-    fn add_bouncer(&mut self, name: &str, key_sha256: &str, now_ms: i64) -> Result<(), StoreError>;
-    /// The bouncer with this key hash.
-    fn bouncer_by_key(&self, key_sha256: &str) -> Result<Option<Bouncer>, StoreError>;
-    /// Records a bouncer's stream pull.
-    fn set_bouncer_pull(&mut self, name: &str, now_ms: i64) -> Result<(), StoreError>;
-    /// All bouncers.
-    fn bouncers(&self) -> Result<Vec<Bouncer>, StoreError>;
-    /// Removes a bouncer; returns whether it existed.
-    fn delete_bouncer(&mut self, name: &str) -> Result<bool, StoreError>;
-    /// Records how an interface was attached, for `ips status` after a restart.
-    fn set_interface(&mut self, name: &str, mode: Option<&str>) -> Result<(), StoreError>;
-    /// Interfaces and their attach modes.
-    fn interfaces(&self) -> Result<Vec<(String, String)>, StoreError>;
 }

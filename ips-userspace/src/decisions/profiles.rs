@@ -73,6 +73,43 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// `ban`, `simulated` or `allowlisted`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ban { .. } => "ban",
+            Self::Simulated { .. } => "simulated",
+            Self::Allowlisted { .. } => "allowlisted",
+        }
+    }
+
+    /// What was (or would have been) banned.
+    pub fn value(&self) -> Option<Prefix> {
+        match self {
+            Self::Ban { value, .. } | Self::Simulated { value, .. } => Some(*value),
+            Self::Allowlisted { .. } => None,
+        }
+    }
+
+    /// For how long, in milliseconds.
+    pub fn duration_ms(&self) -> Option<i64> {
+        match self {
+            Self::Ban { duration_ms, .. } | Self::Simulated { duration_ms, .. } => {
+                Some(*duration_ms)
+            }
+            Self::Allowlisted { .. } => None,
+        }
+    }
+
+    /// Why not banned.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Allowlisted { reason } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
 /// The decision rules, with the addresses that are never banned.
 #[derive(Clone, Debug)]
 pub struct Profiles {
@@ -120,7 +157,6 @@ impl Profiles {
     pub fn decide(
         &self,
         alert: &Alert,
-        scenario_ban: Option<Duration>,
         previous_bans: u32,
         allowlisted: Option<Prefix>,
     ) -> Outcome {
@@ -135,7 +171,7 @@ impl Profiles {
                 reason: format!("{} is in the allowlist ({p})", alert.source),
             };
         }
-        let base = scenario_ban.unwrap_or(self.config.default_ban);
+        let base = alert.ban.unwrap_or(self.config.default_ban);
         let factor = if self.config.escalation {
             1u32.checked_shl(previous_bans.min(30)).unwrap_or(u32::MAX)
         } else {
@@ -206,6 +242,7 @@ mod tests {
             events: 6,
             evidence: vec![],
             labels: BTreeMap::new(),
+            ban: None,
         }
     }
 
@@ -213,7 +250,7 @@ mod tests {
     fn bans_with_escalation_up_to_the_maximum() {
         let p = Profiles::new(ProfilesConfig::default(), &[]);
         let h4 = 4 * 3_600_000;
-        let ban = |prev| match p.decide(&alert("203.0.113.5", "ssh-bf"), None, prev, None) {
+        let ban = |prev| match p.decide(&alert("203.0.113.5", "ssh-bf"), prev, None) {
             Outcome::Ban { duration_ms, value } => {
                 assert_eq!(value.to_string(), "203.0.113.5");
                 duration_ms
@@ -230,7 +267,7 @@ mod tests {
     #[test]
     fn ipv6_sources_are_banned_by_slash64() {
         let p = Profiles::new(ProfilesConfig::default(), &[]);
-        match p.decide(&alert("2001:db8:1:2:3:4:5:6", "ssh-bf"), None, 0, None) {
+        match p.decide(&alert("2001:db8:1:2:3:4:5:6", "ssh-bf"), 0, None) {
             Outcome::Ban { value, .. } => assert_eq!(value.to_string(), "2001:db8:1:2::/64"),
             other => panic!("{other:?}"),
         }
@@ -250,14 +287,14 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    p.decide(&alert(src, "x"), None, 0, None),
+                    p.decide(&alert(src, "x"), 0, None),
                     Outcome::Allowlisted { .. }
                 ),
                 "{src}"
             );
         }
         let allow: Prefix = "203.0.113.0/24".parse().unwrap();
-        let out = p.decide(&alert("203.0.113.5", "x"), None, 0, Some(allow));
+        let out = p.decide(&alert("203.0.113.5", "x"), 0, Some(allow));
         assert!(
             matches!(out, Outcome::Allowlisted { reason } if reason.contains("203.0.113.0/24"))
         );
@@ -269,7 +306,7 @@ mod tests {
             &[],
         );
         assert!(matches!(
-            open.decide(&alert("10.1.2.3", "x"), None, 0, None),
+            open.decide(&alert("10.1.2.3", "x"), 0, None),
             Outcome::Ban { .. }
         ));
     }
@@ -284,11 +321,11 @@ mod tests {
             &[],
         );
         assert!(matches!(
-            p.decide(&alert("203.0.113.5", "http-crawl"), None, 0, None),
+            p.decide(&alert("203.0.113.5", "http-crawl"), 0, None),
             Outcome::Simulated { .. }
         ));
         assert!(matches!(
-            p.decide(&alert("203.0.113.5", "ssh-bf"), None, 0, None),
+            p.decide(&alert("203.0.113.5", "ssh-bf"), 0, None),
             Outcome::Ban { .. }
         ));
         let all = Profiles::new(
@@ -299,7 +336,7 @@ mod tests {
             &[],
         );
         assert!(matches!(
-            all.decide(&alert("203.0.113.5", "ssh-bf"), None, 0, None),
+            all.decide(&alert("203.0.113.5", "ssh-bf"), 0, None),
             Outcome::Simulated { .. }
         ));
     }
@@ -307,12 +344,9 @@ mod tests {
     #[test]
     fn scenario_duration_wins_over_default() {
         let p = Profiles::new(ProfilesConfig::default(), &[]);
-        match p.decide(
-            &alert("203.0.113.5", "x"),
-            Some(Duration::from_secs(60)),
-            0,
-            None,
-        ) {
+        let mut a = alert("203.0.113.5", "x");
+        a.ban = Some(Duration::from_secs(60));
+        match p.decide(&a, 0, None) {
             Outcome::Ban { duration_ms, .. } => assert_eq!(duration_ms, 60_000),
             other => panic!("{other:?}"),
         }

@@ -16,21 +16,7 @@ use super::{
 };
 use crate::prefix::Prefix;
 
-/// Changes to make in the kernel.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Diff {
-    /// Values to ban (or re-attribute), with their origin id.
-    pub upsert: Vec<(Prefix, u32)>,
-    /// Values to unban.
-    pub delete: Vec<Prefix>,
-}
-
-impl Diff {
-    /// True if there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.upsert.is_empty() && self.delete.is_empty()
-    }
-}
+pub use crate::decisions::Diff;
 
 /// Entries in each map.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

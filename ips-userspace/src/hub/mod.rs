@@ -348,52 +348,56 @@ pub struct AgentConfig {
     pub api_key: String,
 }
 
-/// Sends ban signals to the hub in batches, once a second; keeps (up to 100k) what could not
-/// be sent for the next try.
-pub fn spawn_pusher(
+/// Sends ban signals to the hub in batches, four times a second; keeps (up to 100k) what
+/// could not be sent for the next try. A task on the daemon's scheduler.
+pub struct Pusher {
     config: AgentConfig,
-    stop: crate::acquisition::Stop,
-) -> std::io::Result<(std::sync::mpsc::Sender<Signal>, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = std::sync::mpsc::channel::<Signal>();
-    let handle = std::thread::Builder::new()
-        .name("ips-hub-push".into())
-        .spawn(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(std::time::Duration::from_secs(30)))
-                .build()
-                .into();
-            let url = format!("{}/v1/hub/signals", config.url.trim_end_matches('/'));
-            let mut pending: Vec<Signal> = Vec::new();
-            loop {
-                match rx.recv_timeout(std::time::Duration::from_secs(1)) {
-                    Ok(s) => {
-                        pending.push(s);
-                        pending.extend(rx.try_iter());
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                }
-                if !pending.is_empty() {
-                    let sent = agent
-                        .post(&url)
-                        .header("X-Api-Key", &config.api_key)
-                        .send_json(&pending)
-                        .map(|r| r.status().is_success());
-                    match sent {
-                        Ok(true) => pending.clear(),
-                        other => {
-                            tracing::warn!(hub = %config.url, result = ?other.map_err(|e| e.to_string()), "Cannot push signals; will retry.");
-                            if pending.len() > 100_000 {
-                                pending.drain(..pending.len() - 100_000);
-                            }
-                        }
-                    }
-                }
-                if stop.stopped() {
-                    return;
+    url: String,
+    agent: ureq::Agent,
+    rx: std::sync::mpsc::Receiver<Signal>,
+    pending: Vec<Signal>,
+}
+
+impl Pusher {
+    /// The pusher and where the service sends it signals.
+    pub fn new(config: AgentConfig) -> (Self, std::sync::mpsc::Sender<Signal>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let url = format!("{}/v1/hub/signals", config.url.trim_end_matches('/'));
+        let pusher = Self {
+            config,
+            url,
+            agent: crate::http::agent(std::time::Duration::from_secs(30)),
+            rx,
+            pending: Vec::new(),
+        };
+        (pusher, tx)
+    }
+}
+
+impl crate::schedule::Task for Pusher {
+    fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(250)
+    }
+
+    fn run(&mut self) {
+        self.pending.extend(self.rx.try_iter());
+        if self.pending.is_empty() {
+            return;
+        }
+        let sent = self
+            .agent
+            .post(&self.url)
+            .header("X-Api-Key", &self.config.api_key)
+            .send_json(&self.pending)
+            .map(|r| r.status().is_success());
+        match sent {
+            Ok(true) => self.pending.clear(),
+            other => {
+                tracing::warn!(hub = %self.config.url, result = ?other.map_err(|e| e.to_string()), "Cannot push signals; will retry.");
+                if self.pending.len() > 100_000 {
+                    self.pending.drain(..self.pending.len() - 100_000);
                 }
             }
-        })?;
-    Ok((tx, handle))
+        }
+    }
 }

@@ -87,7 +87,7 @@ struct Enrol {
 }
 
 async fn enrol(State(hub): State<Shared>, Json(req): Json<Enrol>) -> Response {
-    let now = crate::daemon::now_ms();
+    let now = crate::calendar::now_ms();
     match hub.call(move |h| h.enrol(&req.token, &req.name, now)).await {
         Ok(Ok((id, key))) => (
             StatusCode::CREATED,
@@ -116,7 +116,7 @@ async fn signals(
         );
     }
     let n = list.len();
-    let now = crate::daemon::now_ms();
+    let now = crate::calendar::now_ms();
     match hub.call(move |h| h.push(id, &list, now)).await {
         Ok(Ok(())) => Json(serde_json::json!({ "accepted": n })).into_response(),
         Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -201,7 +201,7 @@ pub async fn serve(
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             every.tick().await;
-            let now = crate::daemon::now_ms();
+            let now = crate::calendar::now_ms();
             if ticker.call(move |h| h.decay(now)).await.is_err() {
                 return;
             }

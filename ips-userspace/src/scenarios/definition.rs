@@ -134,8 +134,10 @@ pub struct Scenario {
     pub leak_ms: i64,
     /// Silence after an overflow, in ms.
     pub blackhole_ms: i64,
-    /// Free labels, copied to alerts (`ban` sets the default ban duration).
+    /// Free labels, copied to alerts.
     pub labels: BTreeMap<String, String>,
+    /// The ban duration from the `ban` label, parsed at load; the profile's default if none.
+    pub ban: Option<std::time::Duration>,
 }
 
 /// A scenario file that does not validate.
@@ -302,9 +304,11 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
                 "a leaky bucket needs a capacity above 0 (use type = \"trigger\")".into(),
             ));
         }
-        if let Some(ban) = r.labels.get("ban") {
-            crate::duration::parse(ban).map_err(|e| invalid(format!("labels.ban: {e}")))?;
-        }
+        let ban = r
+            .labels
+            .get("ban")
+            .map(|b| crate::duration::parse(b).map_err(|e| invalid(format!("labels.ban: {e}"))))
+            .transpose()?;
         out.push(Scenario {
             name: r.name.clone(),
             description: r.description.clone(),
@@ -325,6 +329,7 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
             leak_ms,
             blackhole_ms: dur(&r.name, "blackhole", &r.blackhole)?.unwrap_or(0),
             labels: r.labels.clone(),
+            ban,
         });
     }
     Ok(out)

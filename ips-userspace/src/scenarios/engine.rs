@@ -31,6 +31,9 @@ pub struct Alert {
     pub evidence: Vec<String>,
     /// The scenario's labels.
     pub labels: BTreeMap<String, String>,
+    /// The scenario's ban duration (its `ban` label, read when the scenario was loaded).
+    #[serde(default, with = "crate::config::human_duration_opt")]
+    pub ban: Option<std::time::Duration>,
 }
 
 /// Counters for `ips status` and the bench.
@@ -278,6 +281,7 @@ impl Engine {
                     events: count,
                     evidence,
                     labels: s.labels.clone(),
+                    ban: s.ban,
                 });
                 self.stats.overflows += 1;
                 if s.blackhole_ms > 0 {
@@ -325,6 +329,7 @@ impl Engine {
                 events: count,
                 evidence: Vec::new(),
                 labels: s.labels.clone(),
+                ban: s.ban,
             });
         }
         let buckets = &self.buckets;

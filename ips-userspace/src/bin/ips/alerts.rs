@@ -12,7 +12,7 @@ pub enum Command {
         scenario: Option<String>,
         /// Only this source address.
         #[arg(long)]
-        source: Option<String>,
+        source: Option<std::net::IpAddr>,
         /// How many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -37,7 +37,7 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
                 path += &format!("&scenario={}", ips::api::client::encode(&s));
             }
             if let Some(s) = source {
-                path += &format!("&source={}", ips::api::client::encode(&s));
+                path += &format!("&source={}", ips::api::client::encode(&s.to_string()));
             }
             let list: Vec<StoredAlert> = client.get(&path)?;
             let rows = list
@@ -47,10 +47,12 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
                         a.id.to_string(),
                         output::time(a.last_ms),
                         a.scenario.clone(),
-                        a.source.clone(),
+                        a.source.to_string(),
                         a.events.to_string(),
-                        a.outcome.clone(),
-                        a.value.clone().unwrap_or_else(|| "-".into()),
+                        a.outcome.name().to_owned(),
+                        a.outcome
+                            .value()
+                            .map_or_else(|| "-".into(), |v| v.to_string()),
                     ]
                 })
                 .collect();
@@ -80,17 +82,17 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
             println!("  first:    {} UTC", output::time(a.first_ms));
             println!("  last:     {} UTC", output::time(a.last_ms));
             println!("  events:   {}", a.events);
-            println!("  outcome:  {}", a.outcome);
-            if let Some(v) = &a.value {
+            println!("  outcome:  {}", a.outcome.name());
+            if let Some(v) = a.outcome.value() {
                 println!("  value:    {v}");
             }
-            if let Some(d) = a.duration_ms {
+            if let Some(d) = a.outcome.duration_ms() {
                 println!(
                     "  duration: {}",
                     ips::duration::format(std::time::Duration::from_millis(d.max(0) as u64))
                 );
             }
-            if let Some(r) = &a.reason {
+            if let Some(r) = a.outcome.reason() {
                 println!("  reason:   {r}");
             }
             for (k, v) in &a.labels {

@@ -2,7 +2,9 @@
 //! what is left under origin `list:<name>` (replacing that list's earlier import).
 use std::path::PathBuf;
 
-use ips::{api::ImportRequest, enforcer::ImportReport};
+use std::time::Duration;
+
+use ips::{api::ImportRequest, blocklists::Format as ListFormat, decisions::ImportReport};
 
 use crate::{Ctx, Format};
 
@@ -17,10 +19,10 @@ pub enum Command {
         name: Option<String>,
         /// Format: plain, spamhaus, spamhaus-json, abusech, crowdsec (default: detected).
         #[arg(long)]
-        format: Option<String>,
+        format: Option<ListFormat>,
         /// How long entries last unless imported again.
-        #[arg(long, default_value = "24h")]
-        duration: String,
+        #[arg(long, default_value = "24h", value_parser = ips::duration::parse)]
+        duration: Duration,
     },
     /// The configured sources: entries, last success, last error, drops.
     Status,
@@ -36,11 +38,6 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
         } => (file, name, format, duration),
         Command::Status => return status(ctx),
     };
-    ips::duration::parse(&duration)?;
-    if let Some(f) = &format {
-        f.parse::<ips::blocklists::Format>()
-            .map_err(anyhow::Error::msg)?;
-    }
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
@@ -51,6 +48,7 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "stdin".into())
     });
+    ips::decisions::check_name(&name).map_err(|e| anyhow::anyhow!("list {e} (give --name)"))?;
     let lines = text.lines().count();
     let progress = Progress::start(format!("importing {lines} lines as list:{name}"));
     let report: Result<ImportReport, _> = ctx.client().post(

@@ -1,7 +1,9 @@
 //! `ips decisions add|delete|list`.
+use std::time::Duration;
+
 use ips::{
     api::{AddRequest, client::encode},
-    decisions::Decision,
+    decisions::{Decision, Origin},
     prefix::Prefix,
 };
 
@@ -15,14 +17,14 @@ pub enum Command {
         #[arg(required = true)]
         values: Vec<String>,
         /// How long: 90s, 30m, 4h, 7d (default: decisions.default_duration).
-        #[arg(short, long)]
-        duration: Option<String>,
+        #[arg(short, long, value_parser = ips::duration::parse)]
+        duration: Option<Duration>,
         /// Why.
         #[arg(short, long)]
         reason: Option<String>,
-        /// Origin name (default: manual).
+        /// Origin: manual (the default), detection, list:NAME, lapi:NAME.
         #[arg(long)]
-        origin: Option<String>,
+        origin: Option<Origin>,
     },
     /// Unban an address or prefix.
     Delete {
@@ -30,7 +32,7 @@ pub enum Command {
         value: String,
         /// Only the decision of this origin.
         #[arg(long)]
-        origin: Option<String>,
+        origin: Option<Origin>,
     },
     /// List active bans.
     List {
@@ -56,9 +58,6 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
             for v in &values {
                 check(v)?;
             }
-            if let Some(d) = &duration {
-                ips::duration::parse(d)?;
-            }
             let added: Vec<Decision> = client.post(
                 "/v1/ips/decisions",
                 &AddRequest {
@@ -74,7 +73,7 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
             let p = check(&value)?;
             let mut path = format!("/v1/ips/decisions?value={}", encode(&p.to_string()));
             if let Some(o) = origin {
-                path.push_str(&format!("&origin={}", encode(&o)));
+                path.push_str(&format!("&origin={}", encode(&o.to_string())));
             }
             let r: serde_json::Value = client.delete(&path)?;
             let n = r["deleted"].as_u64().unwrap_or(0);
@@ -100,7 +99,7 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn print(ctx: &Ctx, list: &[Decision]) -> anyhow::Result<()> {
-    let now = ips::daemon::now_ms();
+    let now = ips::calendar::now_ms();
     let rows = list
         .iter()
         .map(|d| {
@@ -109,7 +108,7 @@ fn print(ctx: &Ctx, list: &[Decision]) -> anyhow::Result<()> {
                 d.value.to_string(),
                 d.scope.clone(),
                 d.kind.clone(),
-                d.origin.clone(),
+                d.origin.to_string(),
                 d.reason.clone(),
                 output::time(d.expires_ms),
                 ips::duration::format(std::time::Duration::from_millis(

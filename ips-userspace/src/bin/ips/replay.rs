@@ -36,7 +36,7 @@ fn now_for(file: &PathBuf) -> i64 {
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or_else(ips::daemon::now_ms, |d| d.as_millis() as i64)
+        .map_or_else(ips::calendar::now_ms, |d| d.as_millis() as i64)
 }
 
 pub fn replay(args: ReplayArgs, ctx: &Ctx) -> anyhow::Result<()> {
@@ -124,7 +124,7 @@ pub fn replay(args: ReplayArgs, ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 pub fn explain(args: ExplainArgs, ctx: &Ctx) -> anyhow::Result<()> {
-    let clock = Clock::utc(ips::daemon::now_ms());
+    let clock = Clock::utc(ips::calendar::now_ms());
     let scenarios = ctx.config.detection.scenarios()?;
     match parsers::parse(args.log_type, &args.line, &clock) {
         Ok(e) => {

@@ -16,7 +16,7 @@ pub fn exec(ctx: &Ctx) -> anyhow::Result<()> {
             let maps = KernelMaps::open(dir)
                 .map_err(|_| anyhow::anyhow!("{e}; and nothing is pinned at {}", dir.display()))?;
             let store = SqliteStore::open(&ctx.config.store.path)?;
-            ips::daemon::status_from(&store, &maps, ips::daemon::now_ms(), false)?
+            ips::service::status_from(&store, &maps, ips::calendar::now_ms(), false)?
         }
         Err(e) => return Err(e.into()),
     };

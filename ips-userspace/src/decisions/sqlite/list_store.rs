@@ -1,0 +1,225 @@
+//! Blocklists: one sorted snapshot per list under a lease (see `decisions::lists`), and a log
+//! of each refresh's added and removed entries for the stream's deltas.
+use std::collections::BTreeMap;
+
+use rusqlite::params;
+
+use super::{SqliteStore, kernel::effective_in};
+use crate::{
+    decisions::{
+        Diff, ListChange, ListStore, Origin, StoreError,
+        lists::{self, List},
+    },
+    prefix::Prefix,
+};
+
+impl SqliteStore {
+    pub(super) fn write_list(
+        tx: &rusqlite::Transaction<'_>,
+        origin_id: u32,
+        entries: &[Prefix],
+        added: &[Prefix],
+        removed: &[Prefix],
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), rusqlite::Error> {
+        tx.execute(
+            "INSERT INTO lists (origin_id, entries, count, since_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (origin_id) DO UPDATE SET entries = excluded.entries,
+                 count = excluded.count",
+            params![origin_id, lists::encode(entries), entries.len(), since_ms],
+        )?;
+        Self::log_change(tx, origin_id, added, removed, now_ms)
+    }
+
+    /// Appends a list's change to the log the stream's deltas read (nothing if it is empty).
+    pub(super) fn log_change(
+        tx: &rusqlite::Transaction<'_>,
+        origin_id: u32,
+        added: &[Prefix],
+        removed: &[Prefix],
+        now_ms: i64,
+    ) -> Result<(), rusqlite::Error> {
+        if !added.is_empty() || !removed.is_empty() {
+            tx.execute(
+                "INSERT INTO list_changes (origin_id, at_ms, added, removed)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    origin_id,
+                    now_ms,
+                    lists::encode(added),
+                    lists::encode(removed)
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Removes the entries that `gone` picks from every list (of one origin, or all), in the
+    /// store and in memory. Returns the removed entries.
+    pub(super) fn remove_from_lists(
+        &mut self,
+        gone: &dyn Fn(&Prefix) -> bool,
+        origin: Option<&Origin>,
+        now_ms: i64,
+    ) -> Result<Vec<Prefix>, StoreError> {
+        let mut changed = Vec::new();
+        for (id, l) in &self.lists {
+            if origin.is_some_and(|o| *o != l.origin) {
+                continue;
+            }
+            let (out, kept): (Vec<Prefix>, Vec<Prefix>) = l.entries.iter().partition(|p| gone(p));
+            if !out.is_empty() {
+                changed.push((*id, kept, out));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.conn.transaction()?;
+        for (id, kept, out) in &changed {
+            let since = self.lists.get(id).map_or(now_ms, |l| l.since_ms);
+            Self::write_list(&tx, *id, kept, &[], out, since, now_ms)?;
+        }
+        tx.commit()?;
+        let mut removed = Vec::new();
+        for (id, kept, out) in changed {
+            removed.extend(out);
+            if let Some(l) = self.lists.get_mut(&id) {
+                l.entries = kept;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Logged list changes after `since_ms`, by origin id: (added, removed, when).
+    #[expect(clippy::type_complexity, reason = "one private helper")]
+    pub(super) fn list_changes(
+        &self,
+        since_ms: i64,
+    ) -> Result<BTreeMap<u32, Vec<(Vec<Prefix>, Vec<Prefix>, i64)>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT origin_id, added, removed, at_ms FROM list_changes
+             WHERE at_ms > ?1 ORDER BY at_ms",
+        )?;
+        let mut rows = stmt.query([since_ms])?;
+        let mut out: BTreeMap<u32, Vec<_>> = BTreeMap::new();
+        while let Some(r) = rows.next()? {
+            let blob = |i| -> Result<Vec<Prefix>, StoreError> {
+                lists::decode(r.get_ref(i)?.as_blob().unwrap_or_default()).map_err(|reason| {
+                    StoreError::BadRow {
+                        value: "a list change".to_owned(),
+                        reason: reason.to_owned(),
+                    }
+                })
+            };
+            let change = (blob(1)?, blob(2)?, r.get(3)?);
+            out.entry(r.get(0)?).or_default().push(change);
+        }
+        Ok(out)
+    }
+}
+
+impl ListStore for SqliteStore {
+    fn list_values(&self, origin: &Origin) -> Result<Vec<Prefix>, StoreError> {
+        Ok(self
+            .lists
+            .values()
+            .find(|l| l.origin == *origin)
+            .map(|l| l.entries.clone())
+            .unwrap_or_default())
+    }
+
+    fn replace_list(
+        &mut self,
+        origin: &Origin,
+        values: Vec<Prefix>,
+        duration_ms: i64,
+        now_ms: i64,
+    ) -> Result<ListChange, StoreError> {
+        if duration_ms <= 0 {
+            return Err(StoreError::BadDuration(duration_ms));
+        }
+        let mut new = values;
+        if !new.is_sorted() {
+            new.sort_unstable();
+        }
+        new.dedup();
+        let origin_id = Self::origin_id_in(&self.conn, &origin.to_string())?;
+        let lease_ms = now_ms.saturating_add(duration_ms);
+        // The diff is against the stored snapshot even if its lease lapsed a moment ago and the
+        // expiry tick has not dropped it yet: what the kernel may still hold.
+        let (old, since_ms, lapsed) = match self.lists.get(&origin_id) {
+            Some(l) => (l.entries.as_slice(), l.since_ms, l.lease_ms <= now_ms),
+            None => (&[][..], now_ms, false),
+        };
+        let (mut added, removed) = crate::decisions::sorted_diff(old, &new);
+        let unchanged =
+            added.is_empty() && removed.is_empty() && self.lists.contains_key(&origin_id);
+        let tx = self.conn.transaction()?;
+        if !unchanged {
+            // The same entries in other bytes (comments, order) only move the lease.
+            Self::write_list(&tx, origin_id, &new, &added, &removed, since_ms, now_ms)?;
+        }
+        tx.execute(
+            "UPDATE origins SET lease_ms = ?1 WHERE id = ?2",
+            params![lease_ms, origin_id],
+        )?;
+        tx.commit()?;
+        if lapsed {
+            // While lapsed the entries were not active, and may have left the kernel: all of
+            // them are to be banned again.
+            added.clone_from(&new);
+        }
+        self.lists.insert(
+            origin_id,
+            List {
+                origin: origin.clone(),
+                entries: new,
+                lease_ms,
+                since_ms,
+            },
+        );
+        // Added entries are this list's in the kernel; a removed one may still be banned by
+        // another origin.
+        let mut kernel = Diff {
+            upsert: added.iter().map(|p| (*p, origin_id)).collect(),
+            delete: Vec::new(),
+        };
+        kernel.extend(Diff::from_effective(effective_in(
+            &self.conn,
+            &self.lists,
+            &removed,
+            now_ms,
+        )?));
+        Ok(ListChange {
+            added,
+            removed,
+            kernel,
+        })
+    }
+
+    fn renew_list(
+        &mut self,
+        origin: &Origin,
+        duration_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let lease_ms = now_ms.saturating_add(duration_ms);
+        let Some((id, list)) = self
+            .lists
+            .iter_mut()
+            .find(|(_, l)| l.origin == *origin && l.lease_ms > now_ms)
+        else {
+            return Ok(false);
+        };
+        if lease_ms > list.lease_ms {
+            self.conn.execute(
+                "UPDATE origins SET lease_ms = ?1 WHERE id = ?2",
+                params![lease_ms, id],
+            )?;
+            list.lease_ms = lease_ms;
+        }
+        Ok(true)
+    }
+}

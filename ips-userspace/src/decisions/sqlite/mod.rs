@@ -1,0 +1,414 @@
+//! [`SqliteStore`]: the decision store in one SQLite file (WAL mode).
+//!
+//! One file per concern: this one opens the file, creates and migrates the schema and holds
+//! the helpers the others share; [`decisions`](self) rows, blocklist snapshots (`lists`), the
+//! allowlist (`allow`), the kernel view that merges rows and lists (`kernel`), the bouncer
+//! stream (`stream`), and the records that are not decisions (`records`: alerts, bouncers,
+//! local state).
+use std::{collections::BTreeMap, path::Path};
+
+use ips_common::origin;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    Decision, Origin, StoreError,
+    lists::{self, List},
+};
+use crate::prefix::Prefix;
+
+mod allow;
+mod decisions;
+mod kernel;
+mod list_store;
+mod records;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS origins (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    lease_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    value TEXT NOT NULL,
+    addr BLOB NOT NULL,
+    plen INTEGER NOT NULL,
+    type TEXT NOT NULL DEFAULT 'ban',
+    origin_id INTEGER NOT NULL REFERENCES origins(id),
+    reason TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    UNIQUE (addr, plen, origin_id)
+);
+CREATE INDEX IF NOT EXISTS decisions_expires ON decisions (expires_ms);
+CREATE TABLE IF NOT EXISTS allowlist (
+    value TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    scenario TEXT NOT NULL,
+    source TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    value TEXT,
+    duration_ms INTEGER,
+    reason TEXT,
+    evidence TEXT NOT NULL,
+    labels TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_value ON alerts (value, last_ms);
+CREATE TABLE IF NOT EXISTS local_state (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS tombstones (
+    decision_id INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    type TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    deleted_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tombstones_time ON tombstones (deleted_ms);
+CREATE INDEX IF NOT EXISTS decisions_created ON decisions (created_ms);
+CREATE TABLE IF NOT EXISTS bouncers (
+    name TEXT PRIMARY KEY,
+    key_sha256 TEXT NOT NULL UNIQUE,
+    last_pull_ms INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lists (
+    origin_id INTEGER PRIMARY KEY REFERENCES origins(id),
+    entries BLOB NOT NULL,
+    count INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS list_changes (
+    origin_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    added BLOB NOT NULL,
+    removed BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS list_changes_time ON list_changes (at_ms);
+";
+
+/// Version 2 keys decisions by (addr, plen, origin), keeps blocklists as snapshots under a
+/// lease, and logs their changes. Version 3 keeps read offsets and interfaces as opaque rows of
+/// `local_state`.
+const SCHEMA_VERSION: i64 = 3;
+
+/// Moves version 2's `offsets` and `interfaces` tables into `local_state` (the encodings of
+/// `acquisition::Position` and of an attach mode), if they are there.
+fn migrate_local_state(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let has = |table: &str| -> Result<bool, rusqlite::Error> {
+        conn.query_row(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+    };
+    if has("offsets")? {
+        conn.execute_batch(
+            "BEGIN;
+             INSERT OR IGNORE INTO local_state (kind, key, value)
+                 SELECT 'read-offset', path, dev || ':' || ino || ':' || offset FROM offsets;
+             DROP TABLE offsets;
+             COMMIT;",
+        )?;
+    }
+    if has("interfaces")? {
+        conn.execute_batch(
+            "BEGIN;
+             INSERT OR IGNORE INTO local_state (kind, key, value)
+                 SELECT 'interface', name, mode FROM interfaces;
+             DROP TABLE interfaces;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
+/// Creates the schema, bringing a store written by an older `ips` to [`SCHEMA_VERSION`] on the
+/// way and keeping every row.
+fn create_schema(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let has_decisions: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'",
+        [],
+        |r| r.get(0),
+    )?;
+    if version >= 2 || !has_decisions {
+        conn.execute_batch(SCHEMA)?;
+        return migrate_local_state(conn);
+    }
+    // Version 1: decisions unique on (value, origin_id), origins without a lease. The old table
+    // steps aside (its indexes dropped, their names reused), SCHEMA creates the new one, and
+    // the rows move over. A list's rows stay rows and expire as they would have; its next
+    // refresh writes a snapshot.
+    conn.execute_batch(
+        "BEGIN;
+         ALTER TABLE origins ADD COLUMN lease_ms INTEGER;
+         DROP INDEX IF EXISTS decisions_addr;
+         DROP INDEX IF EXISTS decisions_expires;
+         DROP INDEX IF EXISTS decisions_created;
+         ALTER TABLE decisions RENAME TO decisions_v1;",
+    )
+    .and_then(|()| conn.execute_batch(SCHEMA))
+    .and_then(|()| {
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO decisions
+                     SELECT id, value, addr, plen, type, origin_id, reason, created_ms, expires_ms
+                     FROM decisions_v1;
+                 DROP TABLE decisions_v1;
+                 COMMIT;",
+        )
+    })
+    .inspect_err(|_| {
+        let _ = conn.execute_batch("ROLLBACK");
+    })?;
+    migrate_local_state(conn)
+}
+
+/// The SQLite decision store.
+pub struct SqliteStore {
+    conn: Connection,
+    /// The allowlist, kept in memory: it is small and checked on every upsert.
+    allow: Vec<Prefix>,
+    /// Blocklist snapshots by origin id, as stored, decoded once.
+    lists: BTreeMap<u32, List>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`, creating the parent directory.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                open_err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("cannot create {}: {e}", dir.display())),
+                ))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(open_err)?;
+        Self::with_allowlist(Self::init(conn).map_err(open_err)?)
+    }
+
+    /// An in-memory store, for tests and `ips replay`.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::with_allowlist(Self::init(Connection::open_in_memory()?)?)
+    }
+
+    fn init(conn: Connection) -> Result<Connection, rusqlite::Error> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        create_schema(&conn)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        for (id, name) in [
+            (origin::MANUAL, Origin::Manual),
+            (origin::DETECTION, Origin::Detection),
+            (origin::CROWD, Origin::Crowd),
+        ] {
+            conn.execute(
+                "INSERT OR IGNORE INTO origins (id, name) VALUES (?1, ?2)",
+                params![id, name.to_string()],
+            )?;
+        }
+        Ok(conn)
+    }
+
+    fn with_allowlist(conn: Connection) -> Result<Self, StoreError> {
+        let mut store = Self {
+            conn,
+            allow: Vec::new(),
+            lists: BTreeMap::new(),
+        };
+        store.allow = super::AllowStore::allow_list(&store)?
+            .into_iter()
+            .map(|a| a.value)
+            .collect();
+        store.lists = store.load_lists()?;
+        Ok(store)
+    }
+
+    fn load_lists(&self) -> Result<BTreeMap<u32, List>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT l.origin_id, o.name, l.entries, COALESCE(o.lease_ms, 0), l.since_ms
+             FROM lists l JOIN origins o ON o.id = l.origin_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = BTreeMap::new();
+        while let Some(r) = rows.next()? {
+            let name: String = r.get(1)?;
+            let origin = parse_origin(name)?;
+            let entries =
+                lists::decode(r.get_ref(2)?.as_blob().unwrap_or_default()).map_err(|reason| {
+                    StoreError::BadRow {
+                        value: format!("snapshot of {origin}"),
+                        reason: reason.to_owned(),
+                    }
+                })?;
+            let list = List {
+                origin,
+                entries,
+                lease_ms: r.get(3)?,
+                since_ms: r.get(4)?,
+            };
+            out.insert(r.get(0)?, list);
+        }
+        Ok(out)
+    }
+
+    /// Active lists with their origin ids.
+    fn active_lists(&self, now_ms: i64) -> impl Iterator<Item = (u32, &List)> {
+        Self::active_in(&self.lists, now_ms)
+    }
+
+    /// The lists of `lists` whose lease has not ended at `now_ms`.
+    fn active_in(lists: &BTreeMap<u32, List>, now_ms: i64) -> impl Iterator<Item = (u32, &List)> {
+        lists
+            .iter()
+            .filter(move |(_, l)| l.lease_ms > now_ms)
+            .map(|(id, l)| (*id, l))
+    }
+
+    /// A list entry as a decision.
+    fn list_decision(id: u32, list: &List, value: Prefix) -> Decision {
+        Decision {
+            id: lists::entry_id(id, &value),
+            value,
+            scope: value.scope().to_owned(),
+            kind: "ban".to_owned(),
+            origin: list.origin.clone(),
+            reason: list.origin.to_string(),
+            created_ms: list.since_ms,
+            expires_ms: list.lease_ms,
+        }
+    }
+
+    /// Writes `entries` as the snapshot of list `origin_id` and logs the change, in `tx`.
+    fn allowlisted_by(&self, value: &Prefix) -> Option<Prefix> {
+        self.allow.iter().find(|a| a.contains(value)).copied()
+    }
+
+    fn origin_id_in(conn: &Connection, name: &str) -> Result<u32, StoreError> {
+        if let Some(id) = conn
+            .query_row("SELECT id FROM origins WHERE name = ?1", [name], |r| {
+                r.get::<_, u32>(0)
+            })
+            .optional()?
+        {
+            return Ok(id);
+        }
+        let next: u32 = conn.query_row(
+            "SELECT MAX(?1, COALESCE(MAX(id) + 1, 0)) FROM origins",
+            [origin::FIRST_LIST],
+            |r| r.get(0),
+        )?;
+        if next >= origin::MAX {
+            return Err(StoreError::TooManyOrigins {
+                name: name.to_owned(),
+                max: origin::MAX,
+            });
+        }
+        conn.execute(
+            "INSERT INTO origins (id, name) VALUES (?1, ?2)",
+            params![next, name],
+        )?;
+        Ok(next)
+    }
+}
+
+/// Copies the decisions matched by `filter` (a WHERE clause over `d`) into the tombstones.
+const TOMBSTONE: &str =
+    "INSERT INTO tombstones (decision_id, value, origin, type, reason, deleted_ms)
+     SELECT d.id, d.value, o.name, d.type, d.reason, ?1 FROM decisions d
+     JOIN origins o ON o.id = d.origin_id WHERE ";
+
+fn parse_value(value: String) -> Result<Prefix, StoreError> {
+    value
+        .parse()
+        .map_err(|e: crate::prefix::PrefixError| StoreError::BadRow {
+            value,
+            reason: e.reason.to_owned(),
+        })
+}
+
+/// A decision row with its value and origin still as text: [`finish`] parses them.
+type RawDecision = (Decision, String, String);
+
+fn row_to_decision(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDecision> {
+    let value: String = r.get(1)?;
+    let origin: String = r.get(3)?;
+    let d = Decision {
+        id: r.get(0)?,
+        // Filled in by `finish`, once the texts are known to parse.
+        value: Prefix::host(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        scope: String::new(),
+        kind: r.get(2)?,
+        origin: Origin::Manual,
+        reason: r.get(4)?,
+        created_ms: r.get(5)?,
+        expires_ms: r.get(6)?,
+    };
+    Ok((d, value, origin))
+}
+
+/// An origin name as stored.
+fn parse_origin(name: String) -> Result<Origin, StoreError> {
+    name.parse()
+        .map_err(|e: super::OriginError| StoreError::BadRow {
+            value: name,
+            reason: e.to_string(),
+        })
+}
+
+/// The prefix in a row's first two columns (`addr`, `plen`).
+fn prefix_of(row: &rusqlite::Row<'_>) -> Result<Prefix, StoreError> {
+    let addr = row.get_ref(0)?.as_blob().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into())
+    })?;
+    let plen: u8 = row.get(1)?;
+    Prefix::from_octets(addr, plen).map_err(|reason| StoreError::BadRow {
+        value: format!("{addr:?}/{plen}"),
+        reason: reason.to_owned(),
+    })
+}
+
+fn finish(rows: Vec<RawDecision>) -> Result<Vec<Decision>, StoreError> {
+    rows.into_iter()
+        .map(|(mut d, value, origin)| {
+            d.value = parse_value(value)?;
+            d.scope = d.value.scope().to_owned();
+            d.origin = parse_origin(origin)?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// Decisions with their origin's name.
+fn select_decision(filter: &str) -> String {
+    format!(
+        "SELECT d.id, d.value, d.type, o.name, d.reason, d.created_ms, d.expires_ms \
+         FROM decisions d JOIN origins o ON o.id = d.origin_id WHERE {filter}"
+    )
+}

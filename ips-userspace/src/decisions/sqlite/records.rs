@@ -1,0 +1,262 @@
+//! Records that are not decisions: alerts with their evidence, registered bouncers, and this
+//! host's local state as opaque rows.
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, parse_value};
+use crate::{
+    decisions::{
+        AlertLog, AlertQuery, Bouncer, BouncerStore, LocalState, Outcome, StoreError, StoredAlert,
+    },
+    prefix::Prefix,
+};
+
+const SELECT_ALERT: &str = "SELECT id, scenario, source, grp, first_ms, last_ms, events, \
+     outcome, value, duration_ms, reason, evidence, labels FROM alerts";
+
+/// An alert row as stored: its typed fields are parsed by [`into_alert`].
+struct AlertRow {
+    id: i64,
+    scenario: String,
+    source: String,
+    group: String,
+    first_ms: i64,
+    last_ms: i64,
+    events: u32,
+    outcome: String,
+    value: Option<String>,
+    duration_ms: Option<i64>,
+    reason: Option<String>,
+    evidence: String,
+    labels: String,
+}
+
+fn row_to_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
+    Ok(AlertRow {
+        id: r.get(0)?,
+        scenario: r.get(1)?,
+        source: r.get(2)?,
+        group: r.get(3)?,
+        first_ms: r.get(4)?,
+        last_ms: r.get(5)?,
+        events: r.get(6)?,
+        outcome: r.get(7)?,
+        value: r.get(8)?,
+        duration_ms: r.get(9)?,
+        reason: r.get(10)?,
+        evidence: r.get(11)?,
+        labels: r.get(12)?,
+    })
+}
+
+fn into_alert(r: AlertRow) -> Result<StoredAlert, StoreError> {
+    let bad = |value: String, reason: &str| StoreError::BadRow {
+        value,
+        reason: reason.to_owned(),
+    };
+    let source = r
+        .source
+        .parse()
+        .map_err(|_| bad(r.source.clone(), "not an address"))?;
+    let value = |v: Option<String>| match v {
+        Some(v) => parse_value(v),
+        None => Err(bad(String::new(), "a ban without a value")),
+    };
+    let outcome = match r.outcome.as_str() {
+        "ban" => Outcome::Ban {
+            value: value(r.value)?,
+            duration_ms: r.duration_ms.unwrap_or(0),
+        },
+        "simulated" => Outcome::Simulated {
+            value: value(r.value)?,
+            duration_ms: r.duration_ms.unwrap_or(0),
+        },
+        "allowlisted" => Outcome::Allowlisted {
+            reason: r.reason.unwrap_or_default(),
+        },
+        other => return Err(bad(other.to_owned(), "unknown alert outcome")),
+    };
+    Ok(StoredAlert {
+        id: r.id,
+        scenario: r.scenario,
+        source,
+        group: parse_value(r.group)?,
+        first_ms: r.first_ms,
+        last_ms: r.last_ms,
+        events: r.events,
+        outcome,
+        evidence: serde_json::from_str(&r.evidence).unwrap_or_default(),
+        labels: serde_json::from_str(&r.labels).unwrap_or_default(),
+    })
+}
+
+/// The columns `outcome`, `value`, `duration_ms`, `reason` of an outcome.
+fn outcome_columns(o: &Outcome) -> (&'static str, Option<String>, Option<i64>, Option<&str>) {
+    match o {
+        Outcome::Ban { value, duration_ms } => {
+            ("ban", Some(value.to_string()), Some(*duration_ms), None)
+        }
+        Outcome::Simulated { value, duration_ms } => (
+            "simulated",
+            Some(value.to_string()),
+            Some(*duration_ms),
+            None,
+        ),
+        Outcome::Allowlisted { reason } => ("allowlisted", None, None, Some(reason.as_str())),
+    }
+}
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+impl AlertLog for SqliteStore {
+    fn add_alert(&mut self, a: &StoredAlert) -> Result<i64, StoreError> {
+        let (outcome, value, duration_ms, reason) = outcome_columns(&a.outcome);
+        self.conn.execute(
+            "INSERT INTO alerts (scenario, source, grp, first_ms, last_ms, events, outcome, value,
+                 duration_ms, reason, evidence, labels)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                a.scenario,
+                a.source.to_string(),
+                a.group.to_string(),
+                a.first_ms,
+                a.last_ms,
+                a.events,
+                outcome,
+                value,
+                duration_ms,
+                reason,
+                json(&a.evidence),
+                json(&a.labels),
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn alerts(&self, q: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "{SELECT_ALERT} WHERE (?1 IS NULL OR scenario = ?1) AND (?2 IS NULL OR source = ?2)
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let source = q.source.map(|s| s.to_string());
+        let rows = stmt
+            .query_map(params![q.scenario, source, q.limit as i64], row_to_alert)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(into_alert).collect()
+    }
+
+    fn alert(&self, id: i64) -> Result<Option<StoredAlert>, StoreError> {
+        self.conn
+            .query_row(&format!("{SELECT_ALERT} WHERE id = ?1"), [id], row_to_alert)
+            .optional()?
+            .map(into_alert)
+            .transpose()
+    }
+
+    fn previous_bans(&self, value: &Prefix, since_ms: i64) -> Result<u32, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM alerts WHERE value = ?1 AND outcome = 'ban' AND last_ms >= ?2",
+            params![value.to_string(), since_ms],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+impl BouncerStore for SqliteStore {
+    fn add_bouncer(&mut self, name: &str, key_sha256: &str, now_ms: i64) -> Result<(), StoreError> {
+        match self.conn.execute(
+            "INSERT INTO bouncers (name, key_sha256, created_ms) VALUES (?1, ?2, ?3)",
+            params![name, key_sha256, now_ms],
+        ) {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::BouncerExists(name.to_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn bouncer_by_key(&self, key_sha256: &str) -> Result<Option<Bouncer>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, last_pull_ms, created_ms FROM bouncers WHERE key_sha256 = ?1",
+                [key_sha256],
+                |r| {
+                    Ok(Bouncer {
+                        name: r.get(0)?,
+                        last_pull_ms: r.get(1)?,
+                        created_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn set_bouncer_pull(&mut self, name: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE bouncers SET last_pull_ms = ?1 WHERE name = ?2",
+            params![now_ms, name],
+        )?;
+        Ok(())
+    }
+
+    fn bouncers(&self) -> Result<Vec<Bouncer>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, last_pull_ms, created_ms FROM bouncers ORDER BY name")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Bouncer {
+                    name: r.get(0)?,
+                    last_pull_ms: r.get(1)?,
+                    created_ms: r.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn delete_bouncer(&mut self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM bouncers WHERE name = ?1", [name])?
+            > 0)
+    }
+}
+
+impl LocalState for SqliteStore {
+    fn save_state(&mut self, kind: &str, rows: &[(String, String)]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO local_state (kind, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
+            )?;
+            for (key, value) in rows {
+                stmt.execute(params![kind, key, value])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn state(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value FROM local_state WHERE kind = ?1 ORDER BY key")?;
+        let rows = stmt.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn delete_state(&mut self, kind: &str, key: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM local_state WHERE kind = ?1 AND key = ?2",
+            params![kind, key],
+        )?;
+        Ok(())
+    }
+}

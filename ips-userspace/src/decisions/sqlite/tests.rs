@@ -1,0 +1,570 @@
+use ips_common::origin;
+use rusqlite::Connection;
+
+use super::SqliteStore;
+use crate::{
+    decisions::{
+        AlertLog, AlertQuery, AllowStore, BouncerStore, BouncerStream, DecisionStore, KernelView,
+        ListStore, LocalState, NewDecision, Origin, Outcome, StoreError, StoredAlert, lists,
+    },
+    prefix::Prefix,
+};
+
+fn p(s: &str) -> Prefix {
+    s.parse().unwrap()
+}
+
+fn o(s: &str) -> Origin {
+    s.parse().unwrap()
+}
+
+fn ban(value: &str, origin: &str, secs: i64) -> NewDecision {
+    NewDecision {
+        value: p(value),
+        origin: o(origin),
+        reason: "test".to_owned(),
+        duration_ms: secs * 1000,
+    }
+}
+
+#[test]
+fn adding_an_existing_decision_extends_it() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    let a = s
+        .upsert(&[ban("203.0.113.7", "manual", 60)], 1_000)
+        .unwrap()
+        .0;
+    let b = s
+        .upsert(&[ban("203.0.113.7", "manual", 600)], 2_000)
+        .unwrap()
+        .0;
+    assert_eq!(a[0].id, b[0].id);
+    assert_eq!(b[0].expires_ms, 2_000 + 600_000);
+    // A shorter one does not shorten it.
+    let c = s
+        .upsert(&[ban("203.0.113.7", "manual", 1)], 3_000)
+        .unwrap()
+        .0;
+    assert_eq!(c[0].expires_ms, 2_000 + 600_000);
+    assert_eq!(s.list(3_000, None).unwrap().len(), 1);
+    assert_eq!(s.count_active(3_000).unwrap(), 1);
+    assert_eq!(s.count_active(3_000_000).unwrap(), 0);
+}
+
+#[test]
+fn effective_origin_is_the_longest_lasting() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    s.upsert(&[ban("198.51.100.0/24", "manual", 60)], 0)
+        .unwrap()
+        .0;
+    s.upsert(&[ban("198.51.100.0/24", "list:firehol", 600)], 0)
+        .unwrap()
+        .0;
+    let list_id = s.origin_id(&o("list:firehol")).unwrap();
+    assert!(list_id >= origin::FIRST_LIST);
+    let e = s.effective(&[p("198.51.100.0/24")], 1).unwrap();
+    assert_eq!(e, vec![(p("198.51.100.0/24"), Some(list_id))]);
+    let mut seen = Vec::new();
+    s.for_each_active(1, &mut |v, o| seen.push((v, o))).unwrap();
+    assert_eq!(seen, vec![(p("198.51.100.0/24"), list_id)]);
+}
+
+#[test]
+fn expiry_takes_only_what_expired() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    let mut batch: Vec<_> = (0..2000)
+        .map(|i| ban(&format!("10.{}.{}.1", i / 250, i % 250), "manual", 10))
+        .collect();
+    batch.push(ban("192.0.2.1", "manual", 100));
+    s.upsert(&batch, 0).unwrap().0;
+    let gone = s.take_expired(10_000).unwrap();
+    assert_eq!(gone.delete.len(), 2000);
+    let left = s.list(10_000, None).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].value, p("192.0.2.1"));
+}
+
+#[test]
+fn allowlisted_values_are_refused_and_cleared() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    s.upsert(&[ban("192.0.2.9", "manual", 60)], 0).unwrap().0;
+    let covered = s
+        .allow_add(&p("192.0.2.0/28"), "office", "manual", 0)
+        .unwrap()
+        .0;
+    assert_eq!(covered, vec![p("192.0.2.9")]);
+    let err = s.upsert(&[ban("192.0.2.3", "manual", 60)], 0).unwrap_err();
+    assert!(err.to_string().contains("allowlisted"), "{err}");
+    // A wider ban around the allowlisted range is fine: the kernel checks the allowlist first.
+    s.upsert(&[ban("192.0.2.0/24", "manual", 60)], 0).unwrap().0;
+    assert!(s.allow_delete(&p("192.0.2.0/28")).unwrap());
+    s.upsert(&[ban("192.0.2.3", "manual", 60)], 0).unwrap().0;
+}
+
+#[test]
+fn state_survives_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/ips.db");
+    {
+        let mut s = SqliteStore::open(&path).unwrap();
+        s.upsert(&[ban("2001:db8::/64", "manual", 60)], 0)
+            .unwrap()
+            .0;
+        s.allow_add(&p("2001:db8:1::1"), "me", "config", 0)
+            .unwrap()
+            .0;
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.list(1, None).unwrap()[0].value, p("2001:db8::/64"));
+    assert_eq!(s.allow_list().unwrap()[0].source, "config");
+}
+
+#[test]
+fn alerts_and_escalation_counts() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    let mut a = StoredAlert {
+        id: 0,
+        scenario: "ssh-bf".into(),
+        source: "203.0.113.5".parse().unwrap(),
+        group: p("203.0.113.5"),
+        first_ms: 1,
+        last_ms: 1000,
+        events: 6,
+        outcome: Outcome::Ban {
+            value: p("203.0.113.5"),
+            duration_ms: 60_000,
+        },
+        evidence: vec!["line 1".into()],
+        labels: [("ban".to_owned(), "4h".to_owned())].into(),
+    };
+    let id = s.add_alert(&a).unwrap();
+    a.last_ms = 5000;
+    s.add_alert(&a).unwrap();
+    a.outcome = Outcome::Simulated {
+        value: p("203.0.113.5"),
+        duration_ms: 60_000,
+    };
+    s.add_alert(&a).unwrap();
+    assert_eq!(s.previous_bans(&p("203.0.113.5"), 0).unwrap(), 2);
+    assert_eq!(s.previous_bans(&p("203.0.113.5"), 2000).unwrap(), 1);
+    let got = s.alert(id).unwrap().unwrap();
+    assert_eq!(got.evidence, vec!["line 1"]);
+    assert_eq!(got.labels["ban"], "4h");
+    let query = |scenario: Option<&str>, source: Option<&str>| AlertQuery {
+        limit: 10,
+        scenario: scenario.map(str::to_owned),
+        source: source.map(|s| s.parse().unwrap()),
+    };
+    assert_eq!(s.alerts(&query(Some("ssh-bf"), None)).unwrap().len(), 3);
+    assert_eq!(s.alerts(&query(None, Some("192.0.2.1"))).unwrap().len(), 0);
+    assert!(matches!(
+        got.outcome,
+        Outcome::Ban {
+            duration_ms: 60_000,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn replacing_a_list_adds_renews_and_removes() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    let (a, r) = s
+        .replace_list(
+            &o("list:x"),
+            vec![p("1.2.3.4"), p("5.6.0.0/16"), p("1.2.3.4")],
+            1000,
+            0,
+        )
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+    assert_eq!((a.len(), r.len()), (2, 0));
+    let (a, r) = s
+        .replace_list(&o("list:x"), vec![p("5.6.0.0/16"), p("9.9.9.9")], 5000, 100)
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+    assert_eq!(a, vec![p("9.9.9.9")]);
+    assert_eq!(r, vec![p("1.2.3.4")]);
+    let list = s.list(200, None).unwrap();
+    assert_eq!(list.len(), 2);
+    // Every entry ends with the list's lease, and is listed since the first import.
+    assert!(list.iter().all(|d| d.expires_ms == 5100
+        && d.created_ms == 0
+        && d.origin == o("list:x")
+        && d.id >= 1 << 52));
+    assert_eq!(s.list(200, Some(&p("9.9.9.9"))).unwrap().len(), 1);
+    assert!(s.list(200, Some(&p("9.9.9.8"))).unwrap().is_empty());
+    // Renewing moves the lease, never back.
+    assert!(s.renew_list(&o("list:x"), 5000, 4000).unwrap());
+    assert!(s.renew_list(&o("list:x"), 10, 4000).unwrap());
+    assert!(!s.renew_list(&o("list:nope"), 5000, 4000).unwrap());
+    assert!(
+        s.list(4100, None)
+            .unwrap()
+            .iter()
+            .all(|d| d.expires_ms == 9000)
+    );
+    assert_eq!(s.count_active(8999).unwrap(), 2);
+    // Past the lease the entries are no longer active, then gone from the store.
+    let mut active = 0;
+    s.for_each_active(9000, &mut |_, _| active += 1).unwrap();
+    assert_eq!((s.count_active(9000).unwrap(), active), (0, 0));
+    assert_eq!(s.effective(&[p("9.9.9.9")], 9000).unwrap()[0].1, None);
+    let gone = s.take_expired(9000).unwrap().delete;
+    assert_eq!(gone, vec![p("5.6.0.0/16"), p("9.9.9.9")]);
+    assert!(s.list_values(&o("list:x")).unwrap().is_empty());
+    assert!(!s.renew_list(&o("list:x"), 5000, 9100).unwrap());
+    // Replaced after its lease lapsed but before the expiry tick: every entry is banned
+    // again, and what left the list is removed.
+    s.replace_list(&o("list:y"), vec![p("7.7.7.7"), p("8.8.8.8")], 100, 0)
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+    assert!(!s.renew_list(&o("list:y"), 100, 200).unwrap());
+    let (a, r) = s
+        .replace_list(&o("list:y"), vec![p("8.8.8.8"), p("9.9.9.8")], 100, 200)
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+    assert_eq!(
+        (a, r),
+        (vec![p("8.8.8.8"), p("9.9.9.8")], vec![p("7.7.7.7")])
+    );
+    assert!(s.take_expired(250).unwrap().is_empty());
+    assert_eq!(s.count_active(250).unwrap(), 2);
+    s.replace_list(&o("list:y"), vec![], 100, 260)
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+    // Another origin's decision on the same value is untouched.
+    let (a, _) = s
+        .replace_list(&o("list:x"), vec![p("9.9.9.9")], 1000, 9100)
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+    assert_eq!(a, vec![p("9.9.9.9")]);
+    s.upsert(&[ban("9.9.9.9", "manual", 60)], 9100).unwrap().0;
+    let (_, r) = s
+        .replace_list(&o("list:x"), vec![], 1000, 9200)
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+    assert_eq!(r, vec![p("9.9.9.9")]);
+    let left = s.list(9300, None).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].origin, Origin::Manual);
+    let mut kernel = Vec::new();
+    s.for_each_active(9300, &mut |v, o| kernel.push((v, o)))
+        .unwrap();
+    assert_eq!(kernel, vec![(p("9.9.9.9"), origin::MANUAL)]);
+}
+
+#[test]
+fn rows_and_lists_merge_into_one_kernel_view() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    s.upsert(
+        &[
+            ban("1.1.1.1", "manual", 100),
+            ban("5.5.5.5", "manual", 10),
+            ban("2001:db8::1", "manual", 100),
+            ban("2001:db8::/32", "manual", 10),
+            // Sorts after the IPv6 rows in the index (0x2d > 0x20).
+            ban("45.0.0.1", "manual", 100),
+        ],
+        0,
+    )
+    .unwrap()
+    .0;
+    s.replace_list(
+        &o("list:a"),
+        vec![p("3.3.3.3"), p("5.5.5.5"), p("45.0.0.2")],
+        50_000,
+        0,
+    )
+    .map(|c| (c.added, c.removed))
+    .unwrap();
+    s.replace_list(
+        &o("list:b"),
+        vec![p("0.0.0.0/1"), p("2001:db8::/32")],
+        60_000,
+        0,
+    )
+    .map(|c| (c.added, c.removed))
+    .unwrap();
+    let a = s.origin_id(&o("list:a")).unwrap();
+    let b = s.origin_id(&o("list:b")).unwrap();
+    let mut seen = Vec::new();
+    s.for_each_active(1, &mut |v, o| seen.push((v.to_string(), o)))
+        .unwrap();
+    let want = [
+        ("0.0.0.0/1", b),
+        ("1.1.1.1", origin::MANUAL),
+        ("3.3.3.3", a),
+        // The list lasts longer than the hand-made ban.
+        ("5.5.5.5", a),
+        ("45.0.0.1", origin::MANUAL),
+        ("45.0.0.2", a),
+        // The list lasts longer than the hand-made ban.
+        ("2001:db8::/32", b),
+        ("2001:db8::1", origin::MANUAL),
+    ];
+    let mut want: Vec<(String, u32)> = want.iter().map(|(v, o)| (v.to_string(), *o)).collect();
+    // The order of the calls is not part of the contract; each value comes once.
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want);
+    assert_eq!(s.count_active(1).unwrap(), 10);
+    assert_eq!(s.list_values(&o("list:b")).unwrap().len(), 2);
+    // Deleting a listed value takes it out of the list; an allowlist entry too.
+    assert_eq!(s.delete(&p("3.3.3.3"), None, 0).unwrap().0, 1);
+    assert_eq!(
+        s.list_values(&o("list:a")).unwrap(),
+        vec![p("5.5.5.5"), p("45.0.0.2")]
+    );
+    let covered = s
+        .allow_add(&p("5.5.5.0/24"), "ours", "manual", 2)
+        .unwrap()
+        .0;
+    assert_eq!(covered, vec![p("5.5.5.5")]);
+    assert_eq!(s.list_values(&o("list:a")).unwrap(), vec![p("45.0.0.2")]);
+}
+
+#[test]
+fn effective_reads_the_same_one_by_one_and_in_bulk() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    let values: Vec<Prefix> = (0..300u32)
+        .map(|i| Prefix::v4(0x0a00_0000 | i, 32))
+        .collect();
+    let batch: Vec<NewDecision> = values[..100]
+        .iter()
+        .map(|v| NewDecision {
+            value: *v,
+            origin: Origin::Manual,
+            reason: "t".into(),
+            duration_ms: 1000,
+        })
+        .collect();
+    s.upsert(&batch, 0).unwrap().0;
+    s.replace_list(&o("list:z"), values[50..150].to_vec(), 5000, 0)
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+    let z = s.origin_id(&o("list:z")).unwrap();
+    // 300 values: the bulk path; one at a time: the per-value path.
+    let bulk = s.effective(&values, 10).unwrap();
+    for (i, (v, o)) in bulk.iter().enumerate() {
+        assert_eq!(s.effective(&[*v], 10).unwrap(), vec![(*v, *o)]);
+        let want = match i {
+            0..50 => Some(origin::MANUAL),
+            50..150 => Some(z),
+            _ => None,
+        };
+        assert_eq!(*o, want, "{v}");
+    }
+}
+
+#[test]
+fn list_snapshots_survive_reopening_and_feed_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ips.db");
+    {
+        let mut s = SqliteStore::open(&path).unwrap();
+        s.replace_list(
+            &o("list:l"),
+            vec![p("192.0.2.1"), p("192.0.2.2")],
+            10_000,
+            100,
+        )
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+        s.replace_list(
+            &o("list:l"),
+            vec![p("192.0.2.2"), p("192.0.2.3")],
+            10_000,
+            200,
+        )
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+        // The same entries again, in another order: only the lease moves.
+        let (a, r) = s
+            .replace_list(
+                &o("list:l"),
+                vec![p("192.0.2.3"), p("192.0.2.2")],
+                20_000,
+                250,
+            )
+            .map(|c| (c.added, c.removed))
+            .unwrap();
+        assert!(a.is_empty() && r.is_empty());
+    }
+    let mut s = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        s.list_values(&o("list:l")).unwrap(),
+        vec![p("192.0.2.2"), p("192.0.2.3")]
+    );
+    let new: Vec<String> = s
+        .created_since(150, 300)
+        .unwrap()
+        .iter()
+        .map(|d| d.value.to_string())
+        .collect();
+    assert_eq!(new, ["192.0.2.3"]);
+    assert_eq!(s.created_since(0, 300).unwrap().len(), 2);
+    assert!(
+        s.list(15_000, None)
+            .unwrap()
+            .iter()
+            .all(|d| d.expires_ms == 20_250)
+    );
+    assert_eq!(s.count_active(15_000).unwrap(), 2);
+    let gone = s.deleted_since(150).unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].value, p("192.0.2.1"));
+    assert_eq!(gone[0].origin, o("list:l"));
+    assert_eq!(
+        gone[0].id,
+        lists::entry_id(s.origin_id(&o("list:l")).unwrap(), &p("192.0.2.1"))
+    );
+    s.prune_tombstones(250).unwrap();
+    assert!(s.deleted_since(0).unwrap().is_empty());
+}
+
+#[test]
+fn a_version_1_store_migrates_with_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE origins (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+             CREATE TABLE decisions (
+                 id INTEGER PRIMARY KEY, value TEXT NOT NULL, addr BLOB NOT NULL,
+                 plen INTEGER NOT NULL, type TEXT NOT NULL DEFAULT 'ban',
+                 origin_id INTEGER NOT NULL REFERENCES origins(id), reason TEXT NOT NULL,
+                 created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+                 UNIQUE (value, origin_id));
+             CREATE INDEX decisions_addr ON decisions (addr);
+             INSERT INTO origins VALUES (0, 'manual'), (16, 'list:old');
+             INSERT INTO decisions VALUES
+                 (1, '192.0.2.1', x'c0000201', 32, 'ban', 0, 'm', 0, 5000),
+                 (2, '198.51.100.0/24', x'c6336400', 24, 'ban', 16, 'l', 0, 7000),
+                 (3, '198.51.101.1', x'c6336501', 32, 'ban', 16, 'l', 0, 6000);",
+        )
+        .unwrap();
+    }
+    let mut s = SqliteStore::open(&path).unwrap();
+    let all = s.list(0, None).unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(
+        all.iter().map(|d| d.expires_ms).collect::<Vec<_>>(),
+        [5000, 7000, 6000]
+    );
+    // The list's next import takes over; its old rows end as they would have.
+    s.replace_list(&o("list:old"), vec![p("198.51.100.0/24")], 100_000, 1000)
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+    assert_eq!(s.count_active(6500).unwrap(), 2);
+    assert_eq!(s.count_active(8000).unwrap(), 1);
+    drop(s);
+    // Opening again does not migrate twice.
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.count_active(8000).unwrap(), 1);
+}
+
+#[test]
+fn tombstones_record_every_way_out() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    s.upsert(
+        &[
+            ban("192.0.2.1", "manual", 10),
+            ban("192.0.2.2", "manual", 1000),
+        ],
+        0,
+    )
+    .unwrap()
+    .0;
+    s.replace_list(&o("list:l"), vec![p("198.51.100.1")], 1000, 0)
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+    s.take_expired(10_000).unwrap();
+    s.delete(&p("192.0.2.2"), None, 0).unwrap().0;
+    s.replace_list(&o("list:l"), vec![], 1000, 20_000)
+        .map(|c| (c.added, c.removed))
+        .unwrap();
+    let gone: Vec<String> = s
+        .deleted_since(-1)
+        .unwrap()
+        .iter()
+        .map(|t| t.value.to_string())
+        .collect();
+    assert_eq!(gone.len(), 3, "{gone:?}");
+    for v in ["192.0.2.1", "192.0.2.2", "198.51.100.1"] {
+        assert!(gone.contains(&v.to_owned()), "{v}");
+    }
+    // Two decision tombstones and the list's two logged changes (its import, its lapse).
+    assert_eq!(s.prune_tombstones(i64::MAX).unwrap(), 4);
+    assert!(s.deleted_since(-1).unwrap().is_empty());
+}
+
+#[test]
+fn bouncers_by_key_hash() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    s.add_bouncer("nginx", "abc", 1).unwrap();
+    assert!(matches!(
+        s.add_bouncer("nginx", "def", 1),
+        Err(StoreError::BouncerExists(_))
+    ));
+    assert_eq!(s.bouncer_by_key("abc").unwrap().unwrap().name, "nginx");
+    assert!(s.bouncer_by_key("nope").unwrap().is_none());
+    s.set_bouncer_pull("nginx", 42).unwrap();
+    assert_eq!(s.bouncers().unwrap()[0].last_pull_ms, 42);
+    assert!(s.delete_bouncer("nginx").unwrap());
+}
+
+#[test]
+fn local_state_rows_round_trip() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    let row = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    s.save_state("read-offset", &[row("/var/log/auth.log", "1:2:3")])
+        .unwrap();
+    s.save_state("read-offset", &[row("/var/log/auth.log", "1:2:9")])
+        .unwrap();
+    s.save_state("interface", &[row("eth1", "native")]).unwrap();
+    assert_eq!(
+        s.state("read-offset").unwrap(),
+        [row("/var/log/auth.log", "1:2:9")]
+    );
+    s.delete_state("interface", "eth1").unwrap();
+    assert!(s.state("interface").unwrap().is_empty());
+}
+
+#[test]
+fn a_version_2_store_keeps_its_offsets_and_interfaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        // Version 2 had the two tables of its own.
+        s.conn
+            .execute_batch(
+                "CREATE TABLE offsets (path TEXT PRIMARY KEY, dev INTEGER NOT NULL,
+                     ino INTEGER NOT NULL, offset INTEGER NOT NULL);
+                 INSERT INTO offsets VALUES ('/var/log/auth.log', 7, 8, 900);
+                 CREATE TABLE interfaces (name TEXT PRIMARY KEY, mode TEXT NOT NULL);
+                 INSERT INTO interfaces VALUES ('eth1', 'generic');
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        s.state("read-offset").unwrap(),
+        [("/var/log/auth.log".to_owned(), "7:8:900".to_owned())]
+    );
+    assert_eq!(
+        s.state("interface").unwrap(),
+        [("eth1".to_owned(), "generic".to_owned())]
+    );
+}
+
+#[test]
+fn unopenable_store_is_a_clear_error() {
+    let err = SqliteStore::open(std::path::Path::new("/proc/nope/ips.db"))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("/proc/nope/ips.db"), "{err}");
+}

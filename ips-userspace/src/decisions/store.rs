@@ -1,0 +1,211 @@
+//! The store's traits, one per concern, and [`Store`], which is all of them. SQLite implements
+//! them today ([`super::SqliteStore`]); they are the seam for a PostgreSQL backend.
+//!
+//! Writes that change what the kernel should hold return the [`Diff`] they made, computed in
+//! the same transaction: callers never read back what they just wrote.
+use super::{
+    AllowEntry, Bouncer, Decision, Diff, Effective, NewDecision, Origin, StoreError, StoredAlert,
+    Tombstone,
+};
+use crate::prefix::Prefix;
+
+/// Decisions kept as rows: bans by hand, by detection, from a LAPI.
+pub trait DecisionStore: Send {
+    /// The numeric id of an origin (drop counters are indexed by it), allocating one if new.
+    fn origin_id(&mut self, origin: &Origin) -> Result<u32, StoreError>;
+    /// All origins with their ids, by name as stored.
+    fn origins(&self) -> Result<Vec<(u32, String)>, StoreError>;
+    /// Adds or extends decisions in one transaction. Refuses the whole batch if one value is
+    /// allowlisted. Returns the decisions and what the kernel should now hold for their values.
+    fn upsert(
+        &mut self,
+        batch: &[NewDecision],
+        now_ms: i64,
+    ) -> Result<(Vec<Decision>, Diff), StoreError>;
+    /// Removes every decision on `value` (of any origin, or of one). Returns how many, and what
+    /// the kernel should now hold for the value (another origin may still ban it).
+    fn delete(
+        &mut self,
+        value: &Prefix,
+        origin: Option<&Origin>,
+        now_ms: i64,
+    ) -> Result<(usize, Diff), StoreError>;
+    /// Decisions not yet expired, optionally only those on one value.
+    fn list(&self, now_ms: i64, value: Option<&Prefix>) -> Result<Vec<Decision>, StoreError>;
+    /// Active decisions whose value covers `value` (equal or wider).
+    fn covering(&self, value: &Prefix, now_ms: i64) -> Result<Vec<Decision>, StoreError> {
+        let mut out = Vec::new();
+        for len in 0..=value.prefix_len() {
+            if let Ok(wider) = Prefix::new(value.addr(), len) {
+                out.extend(self.list(now_ms, Some(&wider))?);
+            }
+        }
+        Ok(out)
+    }
+    /// How many decisions are not yet expired.
+    fn count_active(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Deletes expired decisions (and lists whose lease ended); returns what the kernel should
+    /// now hold for the values they were on.
+    fn take_expired(&mut self, now_ms: i64) -> Result<Diff, StoreError>;
+}
+
+/// What replacing a list did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ListChange {
+    /// Values newly on the list.
+    pub added: Vec<Prefix>,
+    /// Values no longer on it.
+    pub removed: Vec<Prefix>,
+    /// What the kernel should now hold for both.
+    pub kernel: Diff,
+}
+
+/// Blocklists: one sorted snapshot per list under a lease, and a log of their changes.
+pub trait ListStore: Send {
+    /// The entries of a list (sorted), empty if it has none.
+    fn list_values(&self, origin: &Origin) -> Result<Vec<Prefix>, StoreError>;
+    /// Makes a list's entries exactly `values` under a lease that ends `duration_ms` from now,
+    /// in one transaction; the change is logged for the stream's deltas. No allowlist check
+    /// here: filter before.
+    fn replace_list(
+        &mut self,
+        origin: &Origin,
+        values: Vec<Prefix>,
+        duration_ms: i64,
+        now_ms: i64,
+    ) -> Result<ListChange, StoreError>;
+    /// Extends a list's lease to end `duration_ms` from now (a list that did not change, or
+    /// could not be fetched). Returns whether the list is active.
+    fn renew_list(
+        &mut self,
+        origin: &Origin,
+        duration_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+}
+
+/// The allowlist: addresses no decision may cover.
+pub trait AllowStore: Send {
+    /// Adds an entry and deletes the decisions that lie inside it. Returns those values and
+    /// what the kernel should now hold for them.
+    fn allow_add(
+        &mut self,
+        value: &Prefix,
+        reason: &str,
+        source: &str,
+        now_ms: i64,
+    ) -> Result<(Vec<Prefix>, Diff), StoreError>;
+    /// Removes an entry. Returns whether it existed.
+    fn allow_delete(&mut self, value: &Prefix) -> Result<bool, StoreError>;
+    /// The allowlist.
+    fn allow_list(&self) -> Result<Vec<AllowEntry>, StoreError>;
+}
+
+/// Rows and lists merged into what the kernel should hold.
+pub trait KernelView {
+    /// What the kernel should hold for each of `values`: the origin of the decision that lasts
+    /// longest, or nothing.
+    fn effective(&self, values: &[Prefix], now_ms: i64) -> Result<Vec<Effective>, StoreError>;
+    /// Calls `each` with every value that should be in the kernel and the origin to attribute it
+    /// to, without loading all decisions in memory.
+    fn for_each_active(
+        &self,
+        now_ms: i64,
+        each: &mut dyn FnMut(Prefix, u32),
+    ) -> Result<(), StoreError>;
+}
+
+/// Registered bouncers (CrowdSec API keys, stored as SHA-256).
+pub trait BouncerStore: Send {
+    /// Registers a bouncer by the SHA-256 of its key; fails if the name exists.
+    fn add_bouncer(&mut self, name: &str, key_sha256: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// The bouncer with this key hash.
+    fn bouncer_by_key(&self, key_sha256: &str) -> Result<Option<Bouncer>, StoreError>;
+    /// Records a bouncer's stream pull.
+    fn set_bouncer_pull(&mut self, name: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// All bouncers.
+    fn bouncers(&self) -> Result<Vec<Bouncer>, StoreError>;
+    /// Removes a bouncer; returns whether it existed.
+    fn delete_bouncer(&mut self, name: &str) -> Result<bool, StoreError>;
+}
+
+/// The CrowdSec stream's deltas: what was created and removed since a time.
+pub trait BouncerStream: DecisionStore + BouncerStore {
+    /// Decisions created after `since_ms` and still active at `now_ms`.
+    fn created_since(&self, since_ms: i64, now_ms: i64) -> Result<Vec<Decision>, StoreError>;
+    /// Decisions removed after `since_ms`.
+    fn deleted_since(&self, since_ms: i64) -> Result<Vec<Tombstone>, StoreError>;
+    /// Forgets tombstones and logged list changes older than `before_ms`; returns how many.
+    fn prune_tombstones(&mut self, before_ms: i64) -> Result<usize, StoreError>;
+    /// A bouncer's stream pull: everything active on `startup` (or its first pull), else what
+    /// changed since its last pull; records the pull.
+    fn stream(
+        &mut self,
+        bouncer: &str,
+        startup: bool,
+        now_ms: i64,
+    ) -> Result<(Vec<Decision>, Vec<Tombstone>), StoreError> {
+        let last = self
+            .bouncers()?
+            .into_iter()
+            .find(|b| b.name == bouncer)
+            .map_or(0, |b| b.last_pull_ms);
+        let answer = if startup || last == 0 {
+            (self.list(now_ms, None)?, Vec::new())
+        } else {
+            (self.created_since(last, now_ms)?, self.deleted_since(last)?)
+        };
+        self.set_bouncer_pull(bouncer, now_ms)?;
+        Ok(answer)
+    }
+}
+
+/// Which alerts [`AlertLog::alerts`] returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AlertQuery {
+    /// At most this many, newest first.
+    pub limit: usize,
+    /// Only this scenario.
+    pub scenario: Option<String>,
+    /// Only this source address.
+    pub source: Option<std::net::IpAddr>,
+}
+
+/// Alerts with their evidence and outcome.
+pub trait AlertLog: Send {
+    /// Stores an alert; returns its id.
+    fn add_alert(&mut self, alert: &StoredAlert) -> Result<i64, StoreError>;
+    /// The newest alerts first.
+    fn alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError>;
+    /// One alert.
+    fn alert(&self, id: i64) -> Result<Option<StoredAlert>, StoreError>;
+    /// Bans of `value` decided since `since_ms` (for escalation).
+    fn previous_bans(&self, value: &Prefix, since_ms: i64) -> Result<u32, StoreError>;
+}
+
+/// State of this host's daemon that is not a decision, kept as opaque rows: read offsets of
+/// followed files (the acquisition module encodes them), how interfaces were attached.
+pub trait LocalState: Send {
+    /// Sets rows of `kind` (key, value), replacing those with the same key.
+    fn save_state(&mut self, kind: &str, rows: &[(String, String)]) -> Result<(), StoreError>;
+    /// The rows of `kind`, by key.
+    fn state(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Removes one row.
+    fn delete_state(&mut self, kind: &str, key: &str) -> Result<(), StoreError>;
+}
+
+/// The whole store.
+pub trait Store:
+    DecisionStore + ListStore + AllowStore + KernelView + BouncerStream + AlertLog + LocalState
+{
+}
+
+impl<T> Store for T where
+    T: DecisionStore + ListStore + AllowStore + KernelView + BouncerStream + AlertLog + LocalState
+{
+}
+
+/// Row kind of read offsets in [`LocalState`].
+pub const STATE_OFFSETS: &str = "read-offset";
+/// Row kind of attach modes in [`LocalState`].
+pub const STATE_INTERFACES: &str = "interface";
