@@ -283,6 +283,9 @@ impl Config {
                 return Err(invalid(format!("blocklist {} is defined twice", b.name)));
             }
         }
+        for l in &self.crowdsec {
+            crate::decisions::check_name(&l.name).map_err(|e| invalid(format!("crowdsec {e}")))?;
+        }
         if !self.api.listen.ip().is_loopback() {
             return Err(invalid(format!(
                 "api.listen = {} is not a loopback address: the API has no authentication yet",
@@ -398,6 +401,28 @@ mod tests {
         assert_eq!(c.blocklist[0].refresh, Duration::from_secs(1800));
         let e = Config::from_toml("[[blocklist]]\nname = \"f1\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("f1"), "{e}");
+        // The format is read once, here, into its type; a bad one names itself.
+        let c = Config::from_toml(
+            "[[blocklist]]\nname = \"s\"\npath = \"/x\"\nformat = \"spamhaus\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.blocklist[0].format,
+            Some(crate::blocklists::Format::SpamhausDrop)
+        );
+        let e = Config::from_toml(
+            "[[blocklist]]\nname = \"s\"\npath = \"/x\"\nformat = \"nope\"\n",
+            Path::new("x"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        let e = Config::from_toml(
+            "[[crowdsec]]\nname = \"a/b\"\nurl = \"http://127.0.0.1:1\"\napi_key = \"k\"\n",
+            Path::new("x"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("a/b"), "{e}");
     }
 
     #[test]

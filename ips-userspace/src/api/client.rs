@@ -43,11 +43,7 @@ pub struct Client {
 impl Client {
     /// A client for the daemon listening on `addr`.
     pub fn new(addr: SocketAddr) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
+        let agent = crate::http::agent(Duration::from_secs(120));
         Self { addr, agent }
     }
 

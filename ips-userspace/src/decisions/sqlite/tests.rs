@@ -55,11 +55,9 @@ fn adding_an_existing_decision_extends_it() {
 fn effective_origin_is_the_longest_lasting() {
     let mut s = SqliteStore::in_memory().unwrap();
     s.upsert(&[ban("198.51.100.0/24", "manual", 60)], 0)
-        .unwrap()
-        .0;
+        .unwrap();
     s.upsert(&[ban("198.51.100.0/24", "list:firehol", 600)], 0)
-        .unwrap()
-        .0;
+        .unwrap();
     let list_id = s.origin_id(&o("list:firehol")).unwrap();
     assert!(list_id >= origin::FIRST_LIST);
     let e = s.effective(&[p("198.51.100.0/24")], 1).unwrap();
@@ -76,7 +74,7 @@ fn expiry_takes_only_what_expired() {
         .map(|i| ban(&format!("10.{}.{}.1", i / 250, i % 250), "manual", 10))
         .collect();
     batch.push(ban("192.0.2.1", "manual", 100));
-    s.upsert(&batch, 0).unwrap().0;
+    s.upsert(&batch, 0).unwrap();
     let gone = s.take_expired(10_000).unwrap();
     assert_eq!(gone.delete.len(), 2000);
     let left = s.list(10_000, None).unwrap();
@@ -87,7 +85,7 @@ fn expiry_takes_only_what_expired() {
 #[test]
 fn allowlisted_values_are_refused_and_cleared() {
     let mut s = SqliteStore::in_memory().unwrap();
-    s.upsert(&[ban("192.0.2.9", "manual", 60)], 0).unwrap().0;
+    s.upsert(&[ban("192.0.2.9", "manual", 60)], 0).unwrap();
     let covered = s
         .allow_add(&p("192.0.2.0/28"), "office", "manual", 0)
         .unwrap()
@@ -96,9 +94,9 @@ fn allowlisted_values_are_refused_and_cleared() {
     let err = s.upsert(&[ban("192.0.2.3", "manual", 60)], 0).unwrap_err();
     assert!(err.to_string().contains("allowlisted"), "{err}");
     // A wider ban around the allowlisted range is fine: the kernel checks the allowlist first.
-    s.upsert(&[ban("192.0.2.0/24", "manual", 60)], 0).unwrap().0;
+    s.upsert(&[ban("192.0.2.0/24", "manual", 60)], 0).unwrap();
     assert!(s.allow_delete(&p("192.0.2.0/28")).unwrap());
-    s.upsert(&[ban("192.0.2.3", "manual", 60)], 0).unwrap().0;
+    s.upsert(&[ban("192.0.2.3", "manual", 60)], 0).unwrap();
 }
 
 #[test]
@@ -107,12 +105,8 @@ fn state_survives_reopening_the_file() {
     let path = dir.path().join("sub/ips.db");
     {
         let mut s = SqliteStore::open(&path).unwrap();
-        s.upsert(&[ban("2001:db8::/64", "manual", 60)], 0)
-            .unwrap()
-            .0;
-        s.allow_add(&p("2001:db8:1::1"), "me", "config", 0)
-            .unwrap()
-            .0;
+        s.upsert(&[ban("2001:db8::/64", "manual", 60)], 0).unwrap();
+        s.allow_add(&p("2001:db8:1::1"), "me", "config", 0).unwrap();
     }
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.list(1, None).unwrap()[0].value, p("2001:db8::/64"));
@@ -239,7 +233,7 @@ fn replacing_a_list_adds_renews_and_removes() {
         .map(|c| (c.added, c.removed))
         .unwrap();
     assert_eq!(a, vec![p("9.9.9.9")]);
-    s.upsert(&[ban("9.9.9.9", "manual", 60)], 9100).unwrap().0;
+    s.upsert(&[ban("9.9.9.9", "manual", 60)], 9100).unwrap();
     let (_, r) = s
         .replace_list(&o("list:x"), vec![], 1000, 9200)
         .map(|c| (c.added, c.removed))
@@ -268,8 +262,7 @@ fn rows_and_lists_merge_into_one_kernel_view() {
         ],
         0,
     )
-    .unwrap()
-    .0;
+    .unwrap();
     s.replace_list(
         &o("list:a"),
         vec![p("3.3.3.3"), p("5.5.5.5"), p("45.0.0.2")],
@@ -339,7 +332,7 @@ fn effective_reads_the_same_one_by_one_and_in_bulk() {
             duration_ms: 1000,
         })
         .collect();
-    s.upsert(&batch, 0).unwrap().0;
+    s.upsert(&batch, 0).unwrap();
     s.replace_list(&o("list:z"), values[50..150].to_vec(), 5000, 0)
         .map(|c| (c.added, c.removed))
         .unwrap();
@@ -475,13 +468,12 @@ fn tombstones_record_every_way_out() {
         ],
         0,
     )
-    .unwrap()
-    .0;
+    .unwrap();
     s.replace_list(&o("list:l"), vec![p("198.51.100.1")], 1000, 0)
         .map(|c| (c.added, c.removed))
         .unwrap();
     s.take_expired(10_000).unwrap();
-    s.delete(&p("192.0.2.2"), None, 0).unwrap().0;
+    s.delete(&p("192.0.2.2"), None, 0).unwrap();
     s.replace_list(&o("list:l"), vec![], 1000, 20_000)
         .map(|c| (c.added, c.removed))
         .unwrap();
