@@ -45,7 +45,13 @@ pub struct DetectionStats {
     pub buckets: u64,
     /// Buckets evicted to stay within `detection.max_buckets`.
     pub evicted: u64,
+    /// Times the detection loop failed and was started again (0 when all is well).
+    #[serde(default)]
+    pub restarts: u64,
 }
+
+/// Skip reason of a line that made a parser or the engine fail.
+pub const LINE_FAILED: &str = "failed";
 
 /// How often read positions are saved while lines flow.
 const SAVE_EVERY: Duration = Duration::from_millis(200);
@@ -84,18 +90,36 @@ fn process(
     let clock = Clock::utc(now);
     let kind = types.get(chunk.source).copied().unwrap_or_default();
     let last = stats.len().saturating_sub(1);
-    let Some(st) = stats.get_mut(chunk.source.min(last)) else {
+    let source = chunk.source;
+    let Some(st) = stats.get_mut(source.min(last)) else {
         return;
     };
     for line in chunk.text.lines() {
         st.lines += 1;
-        match parsers::parse(kind, line, &clock) {
-            Ok(mut e) => {
-                st.events += 1;
-                e.time_ms = now;
-                engine.pour(&e, line, alerts);
+        // A line that makes a parser or the engine fail is skipped and counted; it never takes
+        // detection down with it.
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                match parsers::parse(kind, line, &clock) {
+                    Ok(mut e) => {
+                        e.time_ms = now;
+                        engine.pour(&e, line, alerts);
+                        None
+                    }
+                    Err(skip) => Some(skip.name()),
+                }
+            }));
+        match outcome {
+            Ok(None) => st.events += 1,
+            Ok(Some(skip)) => *st.skipped.entry(skip.to_owned()).or_default() += 1,
+            Err(_) => {
+                *st.skipped.entry(LINE_FAILED.to_owned()).or_default() += 1;
+                warn!(
+                    source,
+                    line = %line.escape_debug().to_string().chars().take(200).collect::<String>(),
+                    "A log line made detection fail; skipped."
+                );
             }
-            Err(skip) => *st.skipped.entry(skip.name().to_owned()).or_default() += 1,
         }
     }
     if let Some(p) = chunk.position {
@@ -166,65 +190,76 @@ pub fn spawn(
                     let _ = service.notify(Command::SaveState(STATE_OFFSETS, rows));
                 }
             };
-            loop {
-                let chunk = match rx.recv_timeout(Duration::from_millis(250)) {
-                    Ok(c) => Some(c),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                };
-                let now = now_ms();
-                if let Some(chunk) = chunk {
-                    process(
-                        &mut engine,
-                        &mut local,
-                        &types,
-                        chunk,
-                        now,
-                        &mut alerts,
-                        &mut positions,
-                    );
-                } else {
-                    engine.tick(now, &mut alerts);
-                }
-                for a in alerts.drain(..) {
-                    raised += 1;
-                    if service.notify(Command::Alert(Box::new(a))).is_err() {
-                        warn!("The decision service has stopped; dropping alert.");
-                    }
-                }
-                if last_save.elapsed() >= SAVE_EVERY || stop.stopped() {
-                    save(&mut positions);
-                    last_save = Instant::now();
-                    if let Ok(mut s) = stats.lock() {
-                        for (dst, src) in s.sources.iter_mut().zip(&local) {
-                            dst.lines = src.lines;
-                            dst.events = src.events;
-                            dst.skipped = src.skipped.clone();
-                        }
-                        s.alerts = raised;
-                        s.buckets = engine.buckets() as u64;
-                        s.evicted = engine.stats().evicted;
-                    }
-                }
-                if stop.stopped() {
-                    // Take what is already queued, then stop.
-                    while let Ok(c) = rx.try_recv() {
+            // The loop, restarted if it ever fails (per-line failures are caught in `process`);
+            // the state it keeps (buckets, positions, counters) carries over.
+            let mut run = || {
+                loop {
+                    let chunk = match rx.recv_timeout(Duration::from_millis(250)) {
+                        Ok(c) => Some(c),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
+                    let now = now_ms();
+                    if let Some(chunk) = chunk {
                         process(
                             &mut engine,
                             &mut local,
                             &types,
-                            c,
+                            chunk,
                             now,
                             &mut alerts,
                             &mut positions,
                         );
+                    } else {
+                        engine.tick(now, &mut alerts);
                     }
                     for a in alerts.drain(..) {
-                        let _ = service.notify(Command::Alert(Box::new(a)));
+                        raised += 1;
+                        if service.notify(Command::Alert(Box::new(a))).is_err() {
+                            warn!("The decision service has stopped; dropping alert.");
+                        }
                     }
-                    save(&mut positions);
-                    break;
+                    if last_save.elapsed() >= SAVE_EVERY || stop.stopped() {
+                        save(&mut positions);
+                        last_save = Instant::now();
+                        if let Ok(mut s) = stats.lock() {
+                            for (dst, src) in s.sources.iter_mut().zip(&local) {
+                                dst.lines = src.lines;
+                                dst.events = src.events;
+                                dst.skipped = src.skipped.clone();
+                            }
+                            s.alerts = raised;
+                            s.buckets = engine.buckets() as u64;
+                            s.evicted = engine.stats().evicted;
+                        }
+                    }
+                    if stop.stopped() {
+                        // Take what is already queued, then stop.
+                        while let Ok(c) = rx.try_recv() {
+                            process(
+                                &mut engine,
+                                &mut local,
+                                &types,
+                                c,
+                                now,
+                                &mut alerts,
+                                &mut positions,
+                            );
+                        }
+                        for a in alerts.drain(..) {
+                            let _ = service.notify(Command::Alert(Box::new(a)));
+                        }
+                        save(&mut positions);
+                        break;
+                    }
                 }
+            };
+            while std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut run)).is_err() {
+                tracing::error!("The detection loop failed; starting it again.");
+                stats
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .restarts += 1;
             }
             save(&mut positions);
         })

@@ -155,4 +155,33 @@ mod tests {
         assert_eq!(r.banned(), vec!["203.0.113.66".parse::<Prefix>().unwrap()]);
         assert_eq!(r.alerts[0].0.scenario, "ssh-bf");
     }
+
+    #[test]
+    fn a_user_field_with_brackets_does_not_hide_a_probe() {
+        let log: String = (0..30)
+            .map(|i| {
+                format!(
+                    "198.18.7.9 - a[b] [30/Nov/2026:16:02:{i:02} +0000] \"GET /probe{i}.php HTTP/1.1\" 404 12 \"-\" \"x\"\n"
+                )
+            })
+            .collect();
+        let profiles = Profiles::new(
+            ProfilesConfig {
+                allow_private: false,
+                ..ProfilesConfig::default()
+            },
+            &[],
+        );
+        let r = run(
+            log.as_bytes(),
+            LogType::Nginx,
+            builtin(),
+            &profiles,
+            &[],
+            Clock::utc(1_795_737_600_000),
+        )
+        .unwrap();
+        assert_eq!(r.events, 30, "{:?}", r.skipped);
+        assert_eq!(r.banned(), vec!["198.18.7.9".parse::<Prefix>().unwrap()]);
+    }
 }

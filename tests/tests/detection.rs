@@ -155,3 +155,39 @@ fn restart_resumes_at_the_saved_offset() {
     assert_eq!(lines, 6);
     assert_eq!(status["detection"]["sources"][0]["lines"], 6, "{status}");
 }
+
+/// Corrupt lines (a multi-byte character where a timestamp is read, binary junk) are skipped
+/// and counted; they never stop detection.
+#[test]
+fn corrupt_lines_are_skipped_and_detection_goes_on() {
+    let (mut lab, log) = detection_lab("corrupt");
+    lab.start_daemon();
+    let junk = [
+        "Nov 3\u{2bd} 16:02:44 web01 sshd[1]: Failed password for root from 203.0.113.80 port 1 ssh2",
+        "Nov 30 1\u{2bd}:02:44 web01 sshd[1]: Failed password for root from 203.0.113.80 port 1 ssh2",
+        "2026-11-3\u{2bd}T16:02:44+00:00 web01 sshd[1]: Invalid user a from 203.0.113.80",
+        "\u{1}\u{7f}\u{fffd}\u{fffd} [",
+    ];
+    append(&log, &junk.map(str::to_owned));
+    append(&log, &failures("203.0.113.81", 6));
+    assert!(
+        wait_for_drop(&lab, "203.0.113.81", Duration::from_secs(5)).is_some(),
+        "detection stopped after corrupt lines; daemon log:\n{}",
+        lab.daemon_log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let status = lab.ips_json(&["status"]);
+        let source = &status["detection"]["sources"][0];
+        let skipped: u64 = source["skipped"].as_object().map_or(0, |m| {
+            m.values().filter_map(serde_json::Value::as_u64).sum()
+        });
+        if source["lines"] == 10 && skipped == 4 {
+            assert_eq!(source["events"], 6, "{status}");
+            assert_eq!(status["detection"]["restarts"], 0, "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}

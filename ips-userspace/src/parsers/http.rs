@@ -19,11 +19,16 @@ fn clf_time(s: &str) -> Result<i64, Skip> {
     if b.len() != 26 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[20] != b' ' {
         return Err(Skip::BadTime);
     }
-    let num = |r: std::ops::Range<usize>| s[r].parse::<i64>().map_err(|_| Skip::BadTime);
+    // Checked ranges: the bytes around the separators may be anything.
+    let num = |r: std::ops::Range<usize>| {
+        s.get(r)
+            .and_then(|t| t.parse::<i64>().ok())
+            .ok_or(Skip::BadTime)
+    };
     let d = num(0..2)?;
     let mo = MONTHS
         .iter()
-        .position(|m| &s[3..6] == *m)
+        .position(|m| s.get(3..6) == Some(*m))
         .ok_or(Skip::BadTime)? as u32
         + 1;
     let y = num(7..11)?;
@@ -55,14 +60,36 @@ fn quoted(s: &str) -> Option<(&str, &str)> {
     None
 }
 
+/// The `[10/Oct/2000:13:55:36 -0700]` field: the first `[` that opens a well-formed time
+/// followed by `]` (the user field before it may hold brackets of its own), its time, and
+/// what follows. `BadTime` if a `[` is there but no time parses.
+fn time_field(s: &str) -> Result<(i64, &str), Skip> {
+    let mut found = false;
+    for (open, _) in s.match_indices('[') {
+        found = true;
+        let Some(inside) = s.get(open + 1..open + 27) else {
+            continue;
+        };
+        if s.as_bytes().get(open + 27) != Some(&b']') {
+            continue;
+        }
+        if let Ok(t) = clf_time(inside) {
+            return Ok((t, &s[open + 28..]));
+        }
+    }
+    Err(if found {
+        Skip::BadTime
+    } else {
+        Skip::BadFormat
+    })
+}
+
 /// Parses one access log line.
 pub fn parse<'a>(line: &'a str, _clock: &Clock) -> Result<Event<'a>, Skip> {
     let (addr, rest) = line.split_once(' ').ok_or(Skip::BadFormat)?;
     let source = ip(addr).ok_or(Skip::BadFormat)?;
-    let open = rest.find('[').ok_or(Skip::BadFormat)?;
-    let close = rest[open..].find(']').ok_or(Skip::BadFormat)? + open;
-    let time_ms = clf_time(&rest[open + 1..close])?;
-    let (request, rest) = quoted(&rest[close + 1..]).ok_or(Skip::BadFormat)?;
+    let (time_ms, rest) = time_field(rest)?;
+    let (request, rest) = quoted(rest).ok_or(Skip::BadFormat)?;
     let mut fields = rest.trim_start().splitn(3, ' ');
     let status: u16 = fields
         .next()
@@ -118,6 +145,18 @@ mod tests {
             p(r#"192.0.2.1 - - [01/Jan/2024:00:00:00 +0000] "GET /a\"b HTTP/1.1" 200 1 "-" "ua""#)
                 .unwrap();
         assert_eq!(e.user_agent, Some("ua"));
+    }
+
+    #[test]
+    fn a_user_field_with_brackets_is_still_a_request() {
+        let e = p(
+            r#"203.0.113.9 - a[b] [10/Oct/2000:13:55:36 -0700] "GET /.env HTTP/1.1" 404 1 "-" "x""#,
+        )
+        .unwrap();
+        assert_eq!((e.path, e.status), (Some("/.env"), Some(404)));
+        let e =
+            p(r#"203.0.113.9 - [x [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 1"#).unwrap();
+        assert_eq!(e.time_ms, iso8601("2000-10-10T20:55:36Z").unwrap());
     }
 
     #[test]

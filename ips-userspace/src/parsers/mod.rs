@@ -283,6 +283,62 @@ pub fn port_after(s: &str) -> Option<u16> {
 mod tests {
     use super::*;
 
+    /// Lines of every format, with a multi-byte character put at every byte position, cut at
+    /// every position, and random bytes: no parser may panic, whatever the line holds.
+    #[test]
+    fn no_line_makes_a_parser_panic() {
+        let lines = [
+            "Nov 30 16:02:44 web01 sshd[1]: Failed password for root from 203.0.113.9 port 22 ssh2",
+            "<34>1 2026-11-30T16:02:44.123+01:00 web01 sshd 1 - - Invalid user a from 203.0.113.9",
+            "2026-11-30T16:02:44+00:00 web01 sshd-session[9]: Connection closed by 2001:db8::1 port 1",
+            "2026-11-30 16:02:44 web01 kernel: IN=eth0 SRC=203.0.113.9 DST=192.0.2.1 PROTO=TCP DPT=22",
+            r#"203.0.113.9 - a[b] [30/Nov/2026:16:02:44 +0000] "GET /a\"b HTTP/1.1" 404 1 "-" "ua""#,
+        ];
+        let clock = Clock::utc(1_795_737_600_000);
+        let kinds = [
+            LogType::Auto,
+            LogType::Sshd,
+            LogType::Nginx,
+            LogType::Syslog,
+        ];
+        let check = |line: &str| {
+            for k in kinds {
+                let _ = parse(k, line, &clock);
+            }
+        };
+        for line in lines {
+            for at in 0..=line.len() {
+                if !line.is_char_boundary(at) {
+                    continue;
+                }
+                check(&line[..at]);
+                for ch in ["\u{2bd}", "\u{20ac}", "\u{1f600}", "\u{0}"] {
+                    let mut l = line.to_owned();
+                    l.insert_str(at, ch);
+                    check(&l);
+                }
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut bytes = Vec::new();
+        for _ in 0..20_000 {
+            bytes.clear();
+            for _ in 0..(x % 120) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Mostly the characters the formats are made of, some anything.
+                let b = b"0123456789:[]/ -\"<>.TZ+NovJan".as_slice();
+                bytes.push(if x.is_multiple_of(4) {
+                    (x >> 8) as u8
+                } else {
+                    b[(x >> 8) as usize % b.len()]
+                });
+            }
+            check(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
     #[test]
     fn auto_tells_formats_apart() {
         let c = Clock::utc(1_700_000_000_000);

@@ -40,6 +40,11 @@ fn hms(s: &str) -> Result<(u32, u32, u32), Skip> {
     Ok((h, m, sec))
 }
 
+/// The bytes `r` of `s`, if they lie on character boundaries (a line may hold anything).
+fn part(s: &str, r: std::ops::Range<usize>) -> Result<&str, Skip> {
+    s.get(r).ok_or(Skip::BadTime)
+}
+
 fn ms_of(y: i64, mo: u32, d: u32, (h, mi, s): (u32, u32, u32)) -> i64 {
     (days_from_civil(y, mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + s)) * 1000
 }
@@ -50,12 +55,16 @@ pub fn iso8601(s: &str) -> Result<i64, Skip> {
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b' ') {
         return Err(Skip::BadTime);
     }
-    let (y, mo, d): (i64, u32, u32) = (num(&s[0..4])?, num(&s[5..7])?, num(&s[8..10])?);
+    let (y, mo, d): (i64, u32, u32) = (
+        num(part(s, 0..4)?)?,
+        num(part(s, 5..7)?)?,
+        num(part(s, 8..10)?)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
         return Err(Skip::BadTime);
     }
-    let t = hms(&s[11..19])?;
-    let mut rest = &s[19..];
+    let t = hms(part(s, 11..19)?)?;
+    let mut rest = part(s, 19..s.len())?;
     let mut frac_ms = 0i64;
     if let Some(r) = rest.strip_prefix('.') {
         let digits = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
@@ -68,8 +77,8 @@ pub fn iso8601(s: &str) -> Result<i64, Skip> {
         "" | "Z" | "z" => 0,
         r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) => {
             let sign = if r.starts_with('-') { -1 } else { 1 };
-            let h: i64 = num(&r[1..3])?;
-            let m: i64 = num(&r[4..6])?;
+            let h: i64 = num(part(r, 1..3)?)?;
+            let m: i64 = num(part(r, 4..6)?)?;
             sign * (h * 3600 + m * 60)
         }
         _ => return Err(Skip::BadTime),
@@ -103,11 +112,11 @@ pub fn parse<'a>(line: &'a str, clock: &Clock) -> Result<Header<'a>, Skip> {
         .position(|m| s.starts_with(m))
         .ok_or(Skip::BadFormat)? as u32
         + 1;
-    let day: u32 = s[4..6].trim().parse().map_err(|_| Skip::BadFormat)?;
+    let day: u32 = part(s, 4..6)?.trim().parse().map_err(|_| Skip::BadFormat)?;
     if s.as_bytes()[15] != b' ' {
         return Err(Skip::BadFormat);
     }
-    let t = hms(&s[7..15])?;
+    let t = hms(part(s, 7..15)?)?;
     let mut year = year_of(clock.now_ms);
     let offset = i64::from(clock.utc_offset_s) * 1000;
     let mut time_ms = ms_of(year, month, day, t) - offset;
@@ -116,7 +125,7 @@ pub fn parse<'a>(line: &'a str, clock: &Clock) -> Result<Header<'a>, Skip> {
         year -= 1;
         time_ms = ms_of(year, month, day, t) - offset;
     }
-    after_time(time_ms, &s[16..])
+    after_time(time_ms, part(s, 16..s.len())?)
 }
 
 /// `host program[pid]: message`.
