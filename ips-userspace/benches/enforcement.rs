@@ -525,7 +525,7 @@ fn import_table(n: usize) {
     let mut import = |text: &str, now: i64| {
         let started = Instant::now();
         let allow = service.current_allowlist();
-        let prepared = ips::blocklists::prepare(text, None, &allow.prefixes);
+        let prepared = ips::blocklists::prepare(text, None, &allow);
         let prepare_ms = started.elapsed().as_millis() as u64;
         let (mut report, changes) = service
             .replace_list("bench", prepared, allow.version, 86_400_000, now)

@@ -178,12 +178,29 @@ pub struct DecisionsConfig {
     /// Duration of a ban added without `--duration`.
     #[serde(with = "human_duration")]
     pub default_duration: Duration,
+    /// The shortest IPv4 prefix any source may ban (`--force` lifts it for the operator).
+    pub min_prefix_v4: u8,
+    /// The shortest IPv6 prefix any source may ban.
+    pub min_prefix_v6: u8,
 }
 
 impl Default for DecisionsConfig {
     fn default() -> Self {
+        let min = crate::decisions::MinPrefix::default();
         Self {
             default_duration: Duration::from_secs(4 * 3600),
+            min_prefix_v4: min.v4,
+            min_prefix_v6: min.v6,
+        }
+    }
+}
+
+impl DecisionsConfig {
+    /// The minimum prefix lengths.
+    pub fn min_prefix(&self) -> crate::decisions::MinPrefix {
+        crate::decisions::MinPrefix {
+            v4: self.min_prefix_v4,
+            v6: self.min_prefix_v6,
         }
     }
 }
@@ -275,6 +292,13 @@ impl Config {
         }
         if self.decisions.default_duration.is_zero() {
             return Err(invalid("decisions.default_duration must be above 0".into()));
+        }
+        if !(1..=32).contains(&self.decisions.min_prefix_v4)
+            || !(1..=128).contains(&self.decisions.min_prefix_v6)
+        {
+            return Err(invalid(
+                "decisions.min_prefix_v4 must be 1 to 32 and decisions.min_prefix_v6 1 to 128 (a /0 ban is never allowed)".into(),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for b in &self.blocklist {

@@ -47,6 +47,52 @@ pub enum DaemonError {
     /// No interface to attach to.
     #[error("no interface to attach to: pass --iface IF or set enforcer.interfaces in the config")]
     NoInterface,
+    /// Another daemon runs with this store.
+    #[error(
+        "another `ips run` uses this store ({path} is locked{by}); stop it first, or give this one its own [store] path"
+    )]
+    Locked {
+        /// The lock file.
+        path: String,
+        /// `, by pid N` when the file says.
+        by: String,
+    },
+}
+
+/// Takes the daemon's lock, next to the store (`ips.db` -> `ips.db.lock`), before anything
+/// touches the kernel: a second daemon with the same config stops here. Held until the file is
+/// closed (the daemon exits, however it exits).
+fn lock(store: &std::path::Path) -> Result<std::fs::File, DaemonError> {
+    use std::{io::Write, os::fd::AsRawFd};
+
+    let path = std::path::PathBuf::from(format!("{}.lock", store.display()));
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    // SAFETY: flock on an fd we own; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let pid = std::fs::read_to_string(&path).unwrap_or_default();
+        let pid = pid.trim();
+        return Err(DaemonError::Locked {
+            path: path.display().to_string(),
+            by: if pid.is_empty() {
+                String::new()
+            } else {
+                format!(", by pid {pid}")
+            },
+        });
+    }
+    file.set_len(0)?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 /// Runs the daemon until SIGINT or SIGTERM. The XDP program stays attached afterwards (its link
@@ -63,6 +109,7 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
     }
     let dir = config.enforcer.pin_dir.clone();
     loader::require_root()?;
+    let _lock = lock(&config.store.path)?;
     for iface in &interfaces {
         loader::require_interface(iface)?;
     }
@@ -76,7 +123,8 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
     )?;
     let mut enforcer = Enforcer::new(KernelMaps::open(&dir)?);
     let profiles = Profiles::new(config.profiles.clone(), &local_addresses());
-    let mut decisions = DecisionService::new(Box::new(store), profiles)?;
+    let mut decisions = DecisionService::new(Box::new(store), profiles)?
+        .with_min_prefix(config.decisions.min_prefix());
     // Maps first, then attach: a freshly attached program starts with every ban in place. The
     // reconcile below sets the whole kernel, so these two calls' changes are not applied.
     decisions.sync_config_allowlist(&config.allowlist.entries, now_ms())?;

@@ -203,7 +203,7 @@ fn an_allowlist_entry_added_during_a_prepare_still_wins() {
     let mut enforcer = Enforcer::new(KernelMaps::open(&lab.pin_dir).expect("maps"));
     // Prepared with the allowlist of now...
     let allow = service.current_allowlist();
-    let prepared = ips::blocklists::prepare("5.6.7.8\n5.6.8.8\n", None, &allow.prefixes);
+    let prepared = ips::blocklists::prepare("5.6.7.8\n5.6.8.8\n", None, &allow);
     // ...which moves before the list reaches the service.
     let (_, changes) = service
         .allow_add(&"5.6.7.0/24".parse().expect("prefix"), "ours", now)

@@ -295,3 +295,117 @@ fn several_interfaces_in_forced_generic_mode() {
     assert_eq!(lab.exchange(&f), vec![2]);
     assert!(lab.pin_dir.exists());
 }
+
+#[test]
+fn detach_with_the_daemon_running_takes_the_program_off_also_a_reused_link() {
+    let mut lab = Lab::new("detachrun");
+    lab.start_daemon();
+    lab.ips(&["decisions", "add", "203.0.113.7"]);
+    // The second start reuses the pinned link (and swaps the program in).
+    lab.stop_daemon();
+    lab.start_daemon();
+    assert!(
+        lab.exchange(&ids(&[Frame::udp("203.0.113.7", 1)]))
+            .is_empty()
+    );
+    let out = lab.ips(&["detach", "--iface", &lab.a_if.clone()]);
+    assert!(out.contains("detached"), "{out}");
+    // At once, with the daemon still running: nothing is dropped any more.
+    assert_eq!(
+        lab.exchange(&ids(&[Frame::udp("203.0.113.7", 2)])),
+        vec![2],
+        "{}",
+        lab.daemon_log()
+    );
+    assert!(!lab.pin_dir.exists(), "pins left behind");
+}
+
+#[test]
+fn catch_all_and_too_wide_bans_are_refused() {
+    let mut lab = Lab::new("guard");
+    lab.start_daemon();
+    for v in ["0.0.0.0/0", "::/0", "::ffff:0:0/96"] {
+        let out = lab.ips_raw(&["decisions", "add", v, "--force"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{v} was accepted");
+        assert!(err.contains("covers every address"), "{v}: {err}");
+    }
+    let out = lab.ips_raw(&["decisions", "add", "5.0.0.0/7"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("min_prefix_v4"),
+        "{err}"
+    );
+    let out = lab.ips_raw(&["decisions", "add", "2a00::/15"]);
+    assert!(!out.status.success());
+    // Nothing of that reached the store or the kernel.
+    let status = lab.ips_json(&["status"]);
+    assert_eq!(
+        (
+            status["decisions"].as_u64(),
+            status["maps"]["nets_v4"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        lab.exchange(&ids(&[
+            Frame::udp("5.1.2.3", 1),
+            Frame::udp("192.0.2.1", 2)
+        ])),
+        vec![1, 2]
+    );
+    // The operator can force a wide prefix, never a catch-all.
+    lab.ips(&["decisions", "add", "5.0.0.0/7", "--force"]);
+    assert_eq!(
+        lab.exchange(&ids(&[
+            Frame::udp("5.1.2.3", 3),
+            Frame::udp("192.0.2.1", 4)
+        ])),
+        vec![4]
+    );
+}
+
+#[test]
+fn a_second_daemon_with_the_same_config_stops_before_touching_the_kernel() {
+    use std::process::{Command, Stdio};
+    let mut lab = Lab::new("twice");
+    lab.start_daemon();
+    lab.ips(&["decisions", "add", "203.0.113.7"]);
+    let mut second = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.a))
+        .arg(ips_tests::ips_bin())
+        .arg("--config")
+        .arg(&lab.config)
+        .args(["run", "--iface", &lab.a_if])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = second.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second daemon did not stop");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(!status.success());
+    assert!(err.contains("another `ips run`"), "{err}");
+    // The first one is untouched: it answers and still drops.
+    assert_eq!(lab.ips_json(&["status"])["daemon_running"], true);
+    assert!(
+        lab.exchange(&ids(&[Frame::udp("203.0.113.7", 1)]))
+            .is_empty()
+    );
+    // It stopped before loading, reconciling or attaching anything.
+    assert!(
+        !err.contains("Reconciled") && !err.contains("Attached") && !err.contains("Reused"),
+        "{err}"
+    );
+}

@@ -106,6 +106,9 @@ pub struct AddRequest {
     /// Who decides; `manual` if absent.
     #[serde(default)]
     pub origin: Option<Origin>,
+    /// Ban prefixes shorter than the minimum length.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Body of `POST /v1/ips/allowlist`.
@@ -222,11 +225,10 @@ async fn import_list(
     let allow_version = allow.version;
     let started = std::time::Instant::now();
     let (text, format) = (req.text, req.format);
-    let prepared = tokio::task::spawn_blocking(move || {
-        crate::blocklists::prepare(&text, format, &allow.prefixes)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let prepared =
+        tokio::task::spawn_blocking(move || crate::blocklists::prepare(&text, format, &allow))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
     let prepare_ms = started.elapsed().as_millis() as u64;
     let mut report = h
         .import_list(ImportList {
@@ -372,7 +374,7 @@ async fn add_decisions(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let added = h.ban(batch).await?;
+    let added = h.ban(batch, req.force).await?;
     Ok((StatusCode::CREATED, Json(added)).into_response())
 }
 

@@ -5,7 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::{from_range, range};
-use crate::prefix::Prefix;
+use crate::{
+    decisions::{Allowlist, MinPrefix},
+    prefix::Prefix,
+};
 
 /// What the filter removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +21,10 @@ pub struct FilterReport {
     pub allowlisted: u64,
     /// Entries cut around such a range (the parts outside are kept).
     pub split: u64,
+    /// Entries shorter than the minimum prefix length (`0.0.0.0/0` and the like): rejected
+    /// whole, never cut into pieces that would cover the internet.
+    #[serde(default)]
+    pub too_short: u64,
 }
 
 const RESERVED: &[&str] = &[
@@ -68,6 +75,8 @@ fn subtract(p: &Prefix, hole: &Prefix, out: &mut Vec<Prefix>) {
 
 /// What a list may not ban, with a quick test for entries far from all of it.
 pub(crate) struct Holes {
+    /// The shortest prefixes allowed.
+    min: MinPrefix,
     /// (prefix, its range, why), most important reason first.
     holes: Vec<(Prefix, (bool, u128, u128), Why)>,
     /// IPv4 /16s that some hole touches, for entries of /16 or longer.
@@ -77,7 +86,8 @@ pub(crate) struct Holes {
 }
 
 impl Holes {
-    pub(crate) fn new(allowlist: &[Prefix]) -> Self {
+    pub(crate) fn new(allow: &Allowlist) -> Self {
+        let allowlist = &allow.prefixes;
         let mut holes: Vec<(Prefix, Why)> = crate::prefix::private_ranges()
             .map(|p| (p, Why::Private))
             .collect();
@@ -100,6 +110,7 @@ impl Holes {
             }
         }
         Self {
+            min: allow.min,
             holes: holes.into_iter().map(|(p, w)| (p, range(&p), w)).collect(),
             touched16,
             touched8,
@@ -109,12 +120,15 @@ impl Holes {
     /// False when IPv4 `addr`/`len` (host bits set or not) cannot meet a hole: it is a /16 or
     /// longer in a /16 that no hole touches.
     pub(crate) fn v4_clear(&self, addr: u32, len: u8) -> bool {
-        len >= 16 && !self.touched16[(addr >> 16) as usize]
+        len >= 16 && len >= self.min.v4 && !self.touched16[(addr >> 16) as usize]
     }
 
     /// False when `p` cannot meet a hole: it lies in a /16 (IPv4) or first byte that no hole
     /// touches. Most entries of a list do.
     pub(crate) fn may_touch(&self, p: &Prefix) -> bool {
+        if !self.min.allows(p) {
+            return true;
+        }
         match p.addr() {
             std::net::IpAddr::V4(a) if p.prefix_len() >= 16 => {
                 !self.v4_clear(u32::from(a), p.prefix_len())
@@ -138,6 +152,10 @@ impl Holes {
         while let Some(p) = work.pop() {
             if !self.may_touch(&p) {
                 out.push(p);
+                continue;
+            }
+            if !self.min.allows(&p) {
+                report.too_short += 1;
                 continue;
             }
             let (v4, start, end) = range(&p);
@@ -170,9 +188,48 @@ impl Holes {
     }
 }
 
-/// Filters entries; returns what is left and what was removed.
-pub fn filter(entries: Vec<Prefix>, allowlist: &[Prefix]) -> (Vec<Prefix>, FilterReport) {
-    Holes::new(allowlist).filter(entries)
+/// Filters entries with the published allowlist and minimum lengths; returns what is left and
+/// what was removed.
+pub fn filter(entries: Vec<Prefix>, allow: &Allowlist) -> (Vec<Prefix>, FilterReport) {
+    Holes::new(allow).filter(entries)
+}
+
+/// Filters decisions from a source as list entries are filtered: each value that the filter
+/// cuts becomes a decision per piece, with the same duration and reason.
+pub fn filter_decisions(
+    batch: Vec<crate::decisions::NewDecision>,
+    allow: &Allowlist,
+) -> (Vec<crate::decisions::NewDecision>, FilterReport) {
+    let holes = Holes::new(allow);
+    let mut report = FilterReport::default();
+    let mut out = Vec::with_capacity(batch.len());
+    for d in batch {
+        if !holes.may_touch(&d.value) {
+            out.push(d);
+            continue;
+        }
+        let (pieces, r) = holes.filter(vec![d.value]);
+        report.private += r.private;
+        report.reserved += r.reserved;
+        report.allowlisted += r.allowlisted;
+        report.split += r.split;
+        report.too_short += r.too_short;
+        out.extend(
+            pieces
+                .into_iter()
+                .map(|value| crate::decisions::NewDecision { value, ..d.clone() }),
+        );
+    }
+    (out, report)
+}
+
+/// An allowlist of `prefixes` with the default minimum lengths (tests, offline tools).
+pub fn allowing(prefixes: &[Prefix]) -> Allowlist {
+    Allowlist {
+        version: 0,
+        prefixes: prefixes.to_vec(),
+        min: MinPrefix::default(),
+    }
 }
 
 #[cfg(test)]
@@ -194,7 +251,7 @@ mod tests {
                 p("fe80::1"),
                 p("2a00::1"),
             ],
-            &[p("1.1.1.0/24")],
+            &allowing(&[p("1.1.1.0/24")]),
         );
         let kept: Vec<String> = kept.iter().map(Prefix::to_string).collect();
         assert_eq!(kept, ["8.8.8.8", "2a00::1"]);
@@ -204,7 +261,7 @@ mod tests {
     #[test]
     fn firehol_level1_style_entries_never_cover_private_space() {
         // FireHOL level1 lists 10.0.0.0/8 and wide ranges around private ones.
-        let (kept, r) = filter(vec![p("10.0.0.0/8"), p("172.0.0.0/8")], &[]);
+        let (kept, r) = filter(vec![p("10.0.0.0/8"), p("172.0.0.0/8")], &allowing(&[]));
         assert_eq!(r.private, 1);
         assert_eq!(r.split, 1);
         let inside = |a: &str| kept.iter().any(|k| k.contains(&p(a)));
@@ -227,7 +284,11 @@ mod tests {
                 p("2a01::1"),
                 p("4.0.0.0/6"),
             ],
-            &[p("45.0.0.0/16"), p("2a01::/16"), p("5.6.7.8")],
+            // A /6 is under the default minimum: this list's operator lowered it.
+            &Allowlist {
+                min: MinPrefix { v4: 6, v6: 16 },
+                ..allowing(&[p("45.0.0.0/16"), p("2a01::/16"), p("5.6.7.8")])
+            },
         );
         let kept: Vec<String> = kept.iter().map(Prefix::to_string).collect();
         assert_eq!(r.allowlisted, 2);
@@ -254,5 +315,50 @@ mod tests {
             let covered = out.iter().any(|o| o.contains(&a));
             assert_eq!(covered, last != 7, "10.0.0.{last}");
         }
+    }
+
+    #[test]
+    fn entries_shorter_than_the_minimum_are_rejected_whole_not_cut() {
+        let (kept, r) = filter(
+            vec![
+                p("0.0.0.0/0"),
+                p("::/0"),
+                p("::ffff:0:0/96"),
+                p("4.0.0.0/6"),
+                p("2a00::/12"),
+                p("5.0.0.0/8"),
+            ],
+            &allowing(&[]),
+        );
+        assert_eq!(kept, [p("5.0.0.0/8")]);
+        assert_eq!((r.too_short, r.split, r.private), (5, 0, 0));
+        let list = crate::blocklists::prepare("0.0.0.0/0\n::/0\n8.8.8.8\n", None, &allowing(&[]));
+        assert_eq!(list.prefixes, [p("8.8.8.8")]);
+        assert_eq!(list.filtered.too_short, 2);
+        // Decisions from a source: left out and counted, or cut around what they hold.
+        let d = |v: &str| crate::decisions::NewDecision {
+            value: p(v),
+            origin: crate::decisions::Origin::Lapi("l".into()),
+            reason: "x".into(),
+            duration_ms: 1000,
+        };
+        let (kept, r) = filter_decisions(
+            vec![
+                d("0.0.0.0/0"),
+                d("10.1.1.1"),
+                d("172.0.0.0/8"),
+                d("8.8.8.8"),
+            ],
+            &allowing(&[p("8.8.8.8")]),
+        );
+        assert_eq!(
+            (r.too_short, r.private, r.allowlisted, r.split),
+            (1, 1, 1, 1)
+        );
+        assert!(
+            kept.iter()
+                .all(|k| k.duration_ms == 1000 && !k.value.contains(&p("172.16.0.1")))
+        );
+        assert!(kept.iter().any(|k| k.value.contains(&p("172.32.0.1"))));
     }
 }

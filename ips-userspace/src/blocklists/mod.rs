@@ -12,7 +12,7 @@ pub mod lapi;
 pub mod source;
 
 pub use aggregate::aggregate;
-pub use filter::{FilterReport, filter};
+pub use filter::{FilterReport, allowing, filter, filter_decisions};
 pub use formats::{Format, Parsed, parse};
 
 use std::{sync::Arc, time::Duration};
@@ -41,7 +41,7 @@ pub trait Sink: Send + 'static {
     ) -> Result<ImportReport, Self::Error>;
     /// Renews list `name`'s lease; false if it had lapsed.
     fn renew_list(&self, name: &str, duration: Duration) -> Result<bool, Self::Error>;
-    /// Adds or extends bans.
+    /// Adds or extends bans; values the guard refuses are left out (and counted).
     fn ban(&self, batch: Vec<NewDecision>) -> Result<(), Self::Error>;
     /// Removes `origin`'s decision on `value`.
     fn unban(&self, value: Prefix, origin: Origin) -> Result<(), Self::Error>;
@@ -64,9 +64,9 @@ pub struct Prepared {
 
 /// Parse (format given or detected), filter and aggregate a list. Entries far from every
 /// range the filter removes go straight to aggregation; only the others are filtered one by one.
-pub fn prepare(text: &str, format: Option<Format>, allowlist: &[Prefix]) -> Prepared {
+pub fn prepare(text: &str, format: Option<Format>, allow: &Allowlist) -> Prepared {
     let format = format.unwrap_or_else(|| formats::detect(text));
-    let holes = filter::Holes::new(allowlist);
+    let holes = filter::Holes::new(allow);
     let mut ranges = aggregate::Ranges::with_capacity(text.len() / 14);
     let mut near = Vec::new();
     let mut read = 0u64;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{Format, Prepared, Sink};
-use crate::{calendar::now_ms, decisions::check_name, prefix::Prefix, schedule::Task};
+use crate::{calendar::now_ms, decisions::check_name, schedule::Task};
 
 /// `[[blocklist]]` in `ips.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -99,7 +99,7 @@ pub struct Fetcher {
     /// Hash of the last good body and of the allowlist it was filtered with.
     last_hash: Option<u64>,
     /// The allowlist of the last fetch: when it changes, the list is fetched in full again.
-    last_allow: Vec<Prefix>,
+    last_allow: Option<Arc<crate::decisions::Allowlist>>,
     /// The last list that passed the sanity check, prepared.
     pub last_good: Option<Prepared>,
     /// Number of fetches that sent a conditional request and got 304.
@@ -131,13 +131,17 @@ impl Fetcher {
         &mut self,
         agent: &ureq::Agent,
         source: &SourceConfig,
-        allow: &[Prefix],
+        allow: &Arc<crate::decisions::Allowlist>,
     ) -> Result<Fetched, FetchError> {
-        if self.last_allow != allow {
+        if self
+            .last_allow
+            .as_ref()
+            .is_none_or(|a| a.prefixes != allow.prefixes || a.min != allow.min)
+        {
             // Entries the old allowlist left out may be in: a 304 would hide them.
             self.etag = None;
             self.last_modified = None;
-            self.last_allow = allow.to_vec();
+            self.last_allow = Some(allow.clone());
         }
         let (body, validators) = match (&source.url, &source.path) {
             (Some(url), _) => {
@@ -183,7 +187,8 @@ impl Fetcher {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             body.hash(&mut h);
-            allow.hash(&mut h);
+            allow.prefixes.hash(&mut h);
+            allow.min.hash(&mut h);
             h.finish()
         };
         if self.last_hash == Some(hash) {
@@ -279,10 +284,7 @@ impl<S: Sink> Task for ListTask<S> {
         let name = self.source.name.clone();
         let duration = self.source.entry_duration();
         let allow = self.sink.allowlist();
-        let (mut list, error) = match self
-            .fetcher
-            .fetch(&self.agent, &self.source, &allow.prefixes)
-        {
+        let (mut list, error) = match self.fetcher.fetch(&self.agent, &self.source, &allow) {
             Ok(Fetched::New(list)) => (Some(list), None),
             Ok(Fetched::Unchanged) => (None, None),
             Err(e) => {
@@ -328,10 +330,12 @@ impl<S: Sink> Task for ListTask<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prefix::Prefix;
 
     #[test]
     fn sanity_rejects_error_pages_and_empty_replacements() {
-        let check = |text: &str, had| sanity(&crate::blocklists::prepare(text, None, &[]), had);
+        let none = crate::blocklists::allowing(&[]);
+        let check = |text: &str, had| sanity(&crate::blocklists::prepare(text, None, &none), had);
         assert!(check("1.2.3.4\n5.6.7.0/24\n", false).is_ok());
         assert!(matches!(
             check("<html><body>502 Bad Gateway</body></html>\n", true),
@@ -510,8 +514,9 @@ mod tests {
         };
         let mut f = Fetcher::default();
         let agent = crate::http::agent(Duration::from_secs(10));
-        assert!(matches!(f.fetch(&agent, &src, &[]), Ok(Fetched::New(_))));
-        assert_eq!(f.fetch(&agent, &src, &[]), Ok(Fetched::Unchanged));
+        let none = Arc::new(crate::blocklists::allowing(&[]));
+        assert!(matches!(f.fetch(&agent, &src, &none), Ok(Fetched::New(_))));
+        assert_eq!(f.fetch(&agent, &src, &none), Ok(Fetched::Unchanged));
         assert_eq!(f.not_modified, 1);
         let asked = server.join().unwrap();
         assert_eq!(
@@ -528,11 +533,14 @@ mod tests {
         let src = file_source(path.clone(), 60);
         let mut f = Fetcher::default();
         let agent = crate::http::agent(Duration::from_secs(10));
-        let one = crate::blocklists::prepare("1.2.3.4\n", None, &[]);
-        assert_eq!(f.fetch(&agent, &src, &[]), Ok(Fetched::New(one.clone())));
-        assert_eq!(f.fetch(&agent, &src, &[]), Ok(Fetched::Unchanged));
+        let none = Arc::new(crate::blocklists::allowing(&[]));
+        let one = crate::blocklists::prepare("1.2.3.4\n", None, &none);
+        assert_eq!(f.fetch(&agent, &src, &none), Ok(Fetched::New(one.clone())));
+        assert_eq!(f.fetch(&agent, &src, &none), Ok(Fetched::Unchanged));
         // The same bytes under another allowlist are prepared again.
-        let allow = ["1.2.3.0/24".parse().unwrap()];
+        let allow = Arc::new(crate::blocklists::allowing(&["1.2.3.0/24"
+            .parse()
+            .unwrap()]));
         match f.fetch(&agent, &src, &allow) {
             Ok(Fetched::New(l)) => {
                 assert!(l.prefixes.is_empty());
@@ -542,12 +550,12 @@ mod tests {
         }
         std::fs::write(&path, "garbage\nmore garbage\n").unwrap();
         assert!(matches!(
-            f.fetch(&agent, &src, &[]),
+            f.fetch(&agent, &src, &none),
             Err(FetchError::Garbled(_))
         ));
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(
-            f.fetch(&agent, &src, &[]),
+            f.fetch(&agent, &src, &none),
             Err(FetchError::Failed(_))
         ));
         assert_eq!(f.last_good.map(|l| l.read), Some(1));

@@ -6,15 +6,19 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::MinPrefix;
 use crate::prefix::Prefix;
 
-/// One version of the allowlist.
+/// One version of the allowlist, with the shortest prefixes any source may ban: what every
+/// source's entries are filtered with.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Allowlist {
     /// Bumped by every change.
     pub version: u64,
     /// The allowed prefixes.
     pub prefixes: Vec<Prefix>,
+    /// The minimum prefix lengths (from `[decisions]`, fixed while the daemon runs).
+    pub min: MinPrefix,
 }
 
 impl Allowlist {
@@ -33,15 +37,6 @@ impl AllowlistWatch {
     pub fn current(&self) -> Arc<Allowlist> {
         self.0.borrow().clone()
     }
-
-    /// A fixed allowlist (tests, offline tools).
-    pub fn fixed(prefixes: Vec<Prefix>) -> Self {
-        let (_, rx) = watch::channel(Arc::new(Allowlist {
-            version: 0,
-            prefixes,
-        }));
-        Self(rx)
-    }
 }
 
 /// The sending side, held by the decision service.
@@ -49,10 +44,11 @@ impl AllowlistWatch {
 pub(crate) struct Publisher(watch::Sender<Arc<Allowlist>>);
 
 impl Publisher {
-    pub(crate) fn new(prefixes: Vec<Prefix>) -> Self {
+    pub(crate) fn new(prefixes: Vec<Prefix>, min: MinPrefix) -> Self {
         Self(watch::Sender::new(Arc::new(Allowlist {
             version: 1,
             prefixes,
+            min,
         })))
     }
 
@@ -73,6 +69,7 @@ impl Publisher {
         let next = Arc::new(Allowlist {
             version: current.version + 1,
             prefixes,
+            min: current.min,
         });
         self.0.send_replace(next.clone());
         next

@@ -13,6 +13,7 @@ use crate::prefix::Prefix;
 
 mod allowlist;
 mod changes;
+mod guard;
 mod lists;
 mod origin;
 pub mod profiles;
@@ -22,9 +23,10 @@ mod store;
 
 pub use allowlist::{Allowlist, AllowlistWatch};
 pub use changes::{Changes, Diff, Effective};
+pub use guard::{GuardError, MinPrefix};
 pub use origin::{Origin, OriginError, check_name};
 pub use profiles::Outcome;
-pub use service::{DecisionService, ImportReport, ImportTimes};
+pub use service::{BanMode, DecisionService, ImportReport, ImportTimes};
 pub use sqlite::SqliteStore;
 pub use store::{
     AlertLog, AlertQuery, AllowStore, BouncerStore, BouncerStream, DecisionStore, KernelView,
@@ -185,6 +187,9 @@ pub enum StoreError {
     /// A row the caller named does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The guard refused a value (catch-all, too wide, private or reserved).
+    #[error(transparent)]
+    Guard(#[from] GuardError),
 }
 
 /// What `new` has that `old` lacks, and what `old` has that `new` lacks; both sorted and

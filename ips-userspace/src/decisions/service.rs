@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
 use super::{
-    Allowlist, AllowlistWatch, Changes, Decision, Diff, NewDecision, Origin, Store, StoreError,
-    StoredAlert, allowlist::Publisher, profiles::Profiles,
+    Allowlist, AllowlistWatch, Changes, Decision, Diff, MinPrefix, NewDecision, Origin, Store,
+    StoreError, StoredAlert, allowlist::Publisher, guard, profiles::Profiles,
 };
 use crate::{
     blocklists::{self, Prepared},
@@ -51,6 +51,20 @@ pub struct ImportTimes {
     pub kernel_ms: u64,
 }
 
+/// Who asks for a ban, which decides what the guard does with a value it refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BanMode {
+    /// The operator (CLI, API): a refused value refuses the whole request, with the reason;
+    /// `force` lifts the minimum length.
+    Operator {
+        /// Ban what the guard would refuse (never a catch-all, never the allowlist).
+        force: bool,
+    },
+    /// A source (a LAPI, the hub): refused values are left out and counted, the rest banned;
+    /// entries around a private range are cut around it, as a list's are.
+    Source,
+}
+
 /// The decision service.
 pub struct DecisionService {
     store: Box<dyn Store>,
@@ -65,8 +79,16 @@ impl DecisionService {
         Ok(Self {
             store,
             profiles,
-            allow: Publisher::new(prefixes),
+            allow: Publisher::new(prefixes, MinPrefix::default()),
         })
+    }
+
+    /// Sets the shortest prefixes any source may ban (`[decisions] min_prefix_v4`, `_v6`).
+    #[must_use]
+    pub fn with_min_prefix(mut self, min: MinPrefix) -> Self {
+        let current = self.allow.current();
+        self.allow = Publisher::new(current.prefixes.clone(), min);
+        self
     }
 
     /// The store, for reads.
@@ -128,13 +150,31 @@ impl DecisionService {
         })
     }
 
-    /// Adds or extends bans. Refuses the whole batch if a value is allowlisted.
+    /// Adds or extends bans, after the guard (see [`BanMode`]). An operator's batch is refused
+    /// whole if a value is refused or allowlisted.
     pub fn ban(
         &mut self,
-        batch: &[NewDecision],
+        batch: Vec<NewDecision>,
+        mode: BanMode,
         now_ms: i64,
     ) -> Result<(Vec<Decision>, Changes), StoreError> {
-        let (added, bans) = self.store.upsert(batch, now_ms)?;
+        let batch = match mode {
+            BanMode::Operator { force } => {
+                let min = self.allow.current().min;
+                for d in &batch {
+                    guard::check(&d.value, &min, force)?;
+                }
+                batch
+            }
+            BanMode::Source => {
+                let (kept, report) = blocklists::filter_decisions(batch, &self.allow.current());
+                if report != blocklists::FilterReport::default() {
+                    info!(?report, "Left out decisions the guard refuses.");
+                }
+                kept
+            }
+        };
+        let (added, bans) = self.store.upsert(&batch, now_ms)?;
         debug!(count = added.len(), "Banned.");
         Ok((added, bans.into()))
     }
@@ -244,7 +284,7 @@ impl DecisionService {
         let mut new = std::mem::take(&mut prepared.prefixes);
         let current = self.allow.current();
         if current.version != allow_version {
-            let (kept, again) = blocklists::filter(new, &current.prefixes);
+            let (kept, again) = blocklists::filter(new, &current);
             prepared.filtered.allowlisted += again.allowlisted;
             prepared.filtered.split += again.split;
             new = blocklists::aggregate(kept);
@@ -378,7 +418,7 @@ mod tests {
     fn a_list_prepared_under_an_older_allowlist_is_filtered_again() {
         let mut s = service();
         let allow = s.current_allowlist();
-        let prepared = blocklists::prepare("5.6.7.0/24\n8.8.4.4\n", None, &allow.prefixes);
+        let prepared = blocklists::prepare("5.6.7.0/24\n8.8.4.4\n", None, &allow);
         s.allow_add(&"5.6.7.128/25".parse().unwrap(), "ours", 0)
             .unwrap();
         let (report, changes) = s

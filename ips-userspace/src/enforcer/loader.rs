@@ -54,10 +54,20 @@ pub struct Capacity {
 pub struct Attachment {
     /// Kept alive for as long as the daemon runs.
     _ebpf: Ebpf,
-    /// Reused links, held so they are closed (not detached) when the daemon stops.
-    _links: Vec<XdpLink>,
+    /// Every link's fd, by interface, held while the daemon runs: a link stays attached while
+    /// the daemon holds it even if its pin is removed, and is closed (not detached: the pin
+    /// holds it) when the daemon stops. [`Attachment::release`] lets one go.
+    links: Vec<(String, FdLink)>,
     /// Interface name and how it is attached (`native`, `generic`, `reused`).
     pub interfaces: Vec<(String, String)>,
+}
+
+impl Attachment {
+    /// Lets go of `iface`'s link (after its pin was removed: the program then leaves it).
+    pub fn release(&mut self, iface: &str) {
+        self.links.retain(|(name, _)| name != iface);
+        self.interfaces.retain(|(name, _)| name != iface);
+    }
 }
 
 /// Fails with a clear error unless we are root.
@@ -174,11 +184,15 @@ pub fn attach(
                     reason: format!("cannot replace the program on the pinned link: {e}"),
                 })?;
             // Held (not detached) for as long as the daemon runs; the pin keeps it after.
-            let link = program.take_link(id).map_err(|e| EnforcerError::Attach {
-                iface: iface.clone(),
-                reason: e.to_string(),
-            })?;
-            links.push(link);
+            let link = program
+                .take_link(id)
+                .map_err(|e| e.to_string())
+                .and_then(|l: XdpLink| FdLink::try_from(l).map_err(|e| e.to_string()))
+                .map_err(|reason| EnforcerError::Attach {
+                    iface: iface.clone(),
+                    reason,
+                })?;
+            links.push((iface.clone(), link));
             info!(%iface, "Reused the pinned XDP link and swapped in the new program.");
             attached.push((iface.clone(), "reused".to_owned()));
             continue;
@@ -218,16 +232,18 @@ pub fn attach(
             iface: iface.clone(),
             reason: format!("the kernel gave no bpf_link, so it cannot be pinned: {e}"),
         })?;
-        fd_link.pin(&pin).map_err(|e| EnforcerError::Attach {
+        let pinned = fd_link.pin(&pin).map_err(|e| EnforcerError::Attach {
             iface: iface.clone(),
             reason: format!("cannot pin link at {}: {e}", pin.display()),
         })?;
+        // Keep our own fd too, so the link outlives its pin while the daemon runs.
+        links.push((iface.clone(), FdLink::from(pinned)));
         info!(%iface, mode = label, "Attached XDP program.");
         attached.push((iface.clone(), label.to_owned()));
     }
     Ok(Attachment {
         _ebpf: ebpf,
-        _links: links,
+        links,
         interfaces: attached,
     })
 }

@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 use crate::{
     blocklists::{Prepared, source::SourceStatus},
     decisions::{
-        AlertQuery, AllowEntry, Allowlist, AllowlistWatch, Bouncer, Decision, ImportReport,
-        NewDecision, Origin, StoreError, StoredAlert, Tombstone,
+        AlertQuery, AllowEntry, Allowlist, AllowlistWatch, BanMode, Bouncer, Decision,
+        ImportReport, NewDecision, Origin, StoreError, StoredAlert, Tombstone,
     },
     enforcer::EnforcerError,
     pipeline::DetectionStats,
@@ -104,7 +104,9 @@ impl ServiceError {
     fn from_store_kind(e: &StoreError) -> ErrorKind {
         match e {
             StoreError::Allowlisted { .. } | StoreError::BouncerExists(_) => ErrorKind::Conflict,
-            StoreError::BadDuration(_) | StoreError::Origin(_) => ErrorKind::Invalid,
+            StoreError::BadDuration(_) | StoreError::Origin(_) | StoreError::Guard(_) => {
+                ErrorKind::Invalid
+            }
             StoreError::TooManyOrigins { .. } => ErrorKind::Capacity,
             StoreError::NotFound(_) => ErrorKind::NotFound,
             _ => ErrorKind::Internal,
@@ -155,10 +157,19 @@ pub struct RenewList {
     pub duration: Duration,
 }
 
+/// Add or extend bans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ban {
+    /// The bans.
+    pub decisions: Vec<NewDecision>,
+    /// Who asks: what the guard does with a value it refuses.
+    pub mode: BanMode,
+}
+
 /// The commands of the decision service.
 pub enum Command {
     /// Add or extend bans.
-    Ban(Vec<NewDecision>, Reply<Vec<Decision>>),
+    Ban(Ban, Reply<Vec<Decision>>),
     /// Remove bans.
     Unban(Unban, Reply<usize>),
     /// Active decisions, all or on one value.
@@ -266,9 +277,17 @@ impl Handle {
         self.allowlist.current()
     }
 
-    /// Adds or extends bans.
-    pub async fn ban(&self, batch: Vec<NewDecision>) -> Result<Vec<Decision>, ServiceError> {
-        self.call(|r| Command::Ban(batch, r)).await
+    /// Adds or extends bans for the operator; `force` lifts the minimum prefix length.
+    pub async fn ban(
+        &self,
+        decisions: Vec<NewDecision>,
+        force: bool,
+    ) -> Result<Vec<Decision>, ServiceError> {
+        let ban = Ban {
+            decisions,
+            mode: BanMode::Operator { force },
+        };
+        self.call(|r| Command::Ban(ban, r)).await
     }
 
     /// Removes the decisions on a value (of one origin, or all).
@@ -399,8 +418,12 @@ impl crate::blocklists::Sink for Handle {
         self.call_blocking(|r| Command::RenewList(renew, r))
     }
 
-    fn ban(&self, batch: Vec<NewDecision>) -> Result<(), ServiceError> {
-        self.call_blocking(|r| Command::Ban(batch, r)).map(drop)
+    fn ban(&self, decisions: Vec<NewDecision>) -> Result<(), ServiceError> {
+        let ban = Ban {
+            decisions,
+            mode: BanMode::Source,
+        };
+        self.call_blocking(|r| Command::Ban(ban, r)).map(drop)
     }
 
     fn unban(&self, value: Prefix, origin: Origin) -> Result<(), ServiceError> {

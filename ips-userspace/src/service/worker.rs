@@ -95,8 +95,10 @@ impl Worker {
         let now = now_ms();
         let d = &mut self.decisions;
         match cmd {
-            Command::Ban(batch, reply) => {
-                let r = d.ban(&batch, now).map_err(ServiceError::from);
+            Command::Ban(ban, reply) => {
+                let r = d
+                    .ban(ban.decisions, ban.mode, now)
+                    .map_err(ServiceError::from);
                 let _ = reply.send(r.and_then(|x| self.apply(x)));
             }
             Command::Unban(u, reply) => {
@@ -199,8 +201,9 @@ impl Worker {
                     .map_err(ServiceError::from)
                     .and_then(|existed| {
                         d.records().delete_state(STATE_INTERFACES, &iface)?;
+                        // The pin is gone; letting go of our fd takes the program off.
                         if let Some(a) = &mut self.attachment {
-                            a.interfaces.retain(|(n, _)| *n != iface);
+                            a.release(&iface);
                         }
                         Ok(existed)
                     });

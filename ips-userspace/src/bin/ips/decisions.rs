@@ -25,6 +25,9 @@ pub enum Command {
         /// Origin: manual (the default), detection, list:NAME, lapi:NAME.
         #[arg(long)]
         origin: Option<Origin>,
+        /// Ban prefixes shorter than decisions.min_prefix_v4/_v6 (never 0.0.0.0/0 or ::/0).
+        #[arg(long)]
+        force: bool,
     },
     /// Unban an address or prefix.
     Delete {
@@ -54,6 +57,7 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
             duration,
             reason,
             origin,
+            force,
         } => {
             for v in &values {
                 check(v)?;
@@ -65,6 +69,7 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
                     duration,
                     reason,
                     origin,
+                    force,
                 },
             )?;
             print(ctx, &added)
