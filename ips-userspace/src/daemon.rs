@@ -130,7 +130,16 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
     decisions.sync_config_allowlist(&config.allowlist.entries, now_ms())?;
     decisions.expire(now_ms())?;
     let allow = decisions.current_allowlist();
-    enforcer.reconcile(decisions.store(), &allow.prefixes, now_ms())?;
+    let reconciled = enforcer.reconcile(decisions.store(), &allow.prefixes, now_ms())?;
+    let fill = enforcer.maps().fill()?;
+    for (what, n, cap) in crate::service::nearly_full(&fill, &enforcer.maps().capacity()) {
+        warn!(
+            map = what,
+            fill = n,
+            capacity = cap,
+            "A ban map is over 90% full."
+        );
+    }
     let attachment = loader::attach(ebpf, &dir, &interfaces, config.enforcer.mode)?;
     let scenarios = config
         .detection
@@ -167,7 +176,8 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         Some(attachment),
         hub,
         config.enforcer.expiry_interval,
-    );
+    )
+    .with_not_enforced(reconciled.not_fitted as u64);
     let (handle, worker) = worker.spawn(config.decisions.default_duration)?;
     let pipeline = if config.acquisition.is_empty() {
         None

@@ -127,6 +127,10 @@ fn serves_the_bouncer_stream_with_api_keys() {
         Some(&key),
     );
     assert_eq!(body, "null");
+    // Without a filter: every active decision, as CrowdSec answers.
+    let (s, body) = get(&lab.a, "http://127.0.0.1:8080/v1/decisions", Some(&key));
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!((s, v.as_array().map(Vec::len)), (200, Some(3)), "{body}");
     let list = lab.ips_json(&["bouncers", "list"]);
     assert!(list[0]["last_pull_ms"].as_i64().unwrap_or(0) > 0);
 }

@@ -163,13 +163,16 @@ pub async fn decisions(
     if bouncer(&h, &headers).await?.is_none() {
         return Ok(forbidden());
     }
-    let Some(v) = q.ip.or(q.value).or(q.range) else {
-        return Err(ApiError::bad_request("give ?ip= (or ?value=, ?range=)"));
+    // Without a filter, every active decision, as CrowdSec answers.
+    let found = match q.ip.or(q.value).or(q.range) {
+        Some(v) => {
+            let p: crate::prefix::Prefix = v
+                .parse()
+                .map_err(|e: crate::prefix::PrefixError| ApiError::bad_request(e.to_string()))?;
+            h.covering(p).await?
+        }
+        None => h.decisions(None).await?,
     };
-    let p: crate::prefix::Prefix = v
-        .parse()
-        .map_err(|e: crate::prefix::PrefixError| ApiError::bad_request(e.to_string()))?;
-    let found = h.covering(p).await?;
     let now = now_ms();
     let list: Vec<LapiDecision> = found.iter().map(|d| from_decision(d, now)).collect();
     Ok(Json(non_empty(list)).into_response())

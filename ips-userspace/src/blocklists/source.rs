@@ -237,6 +237,8 @@ pub struct ListTask<S> {
     sink: S,
     status: Arc<Mutex<Vec<SourceStatus>>>,
     index: usize,
+    /// Set while the last import did not fit in the kernel's maps.
+    degraded: Option<String>,
 }
 
 /// The tasks of `sources`, reporting into `status` (one entry per source, set here).
@@ -270,6 +272,7 @@ pub fn tasks<S: Sink + Clone>(
                 sink: sink.clone(),
                 status: status.clone(),
                 index,
+                degraded: None,
             }) as Box<dyn Task>
         })
         .collect()
@@ -305,9 +308,18 @@ impl<S: Sink> Task for ListTask<S> {
         let mut entries = None;
         if let Some(list) = list {
             match self.sink.replace_list(&name, list, allow.version, duration) {
+                Ok(r) if r.not_fitted > 0 => {
+                    warn!(list = %name, entries = r.entries, not_fitted = r.not_fitted, "Blocklist degraded: the kernel's maps are full.");
+                    entries = Some(r.entries);
+                    self.degraded = Some(format!(
+                        "degraded: {} entries did not fit in the kernel's maps (raise enforcer.max_hosts or max_prefixes)",
+                        r.not_fitted
+                    ));
+                }
                 Ok(r) => {
                     info!(list = %name, entries = r.entries, added = r.added, removed = r.removed, "Blocklist refreshed.");
                     entries = Some(r.entries);
+                    self.degraded = None;
                 }
                 Err(e) => warn!(list = %name, error = %e, "Blocklist import failed."),
             }
@@ -321,7 +333,7 @@ impl<S: Sink> Task for ListTask<S> {
             if error.is_none() {
                 s.last_success_ms = Some(now_ms());
             }
-            s.last_error = error;
+            s.last_error = error.or_else(|| self.degraded.clone());
             s.not_modified = self.fetcher.not_modified;
         }
     }
@@ -409,6 +421,7 @@ mod tests {
                 added: 1,
                 removed: 0,
                 took: crate::decisions::ImportTimes::default(),
+                not_fitted: 0,
             })
         }
 

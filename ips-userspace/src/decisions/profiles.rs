@@ -71,6 +71,14 @@ pub enum Outcome {
         /// Which entry or range.
         reason: String,
     },
+    /// To be banned, but the kernel could not hold it (a full map): not banned, and not
+    /// listed as banned.
+    Refused {
+        /// What would have been banned.
+        value: Prefix,
+        /// Why the kernel refused.
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -80,13 +88,16 @@ impl Outcome {
             Self::Ban { .. } => "ban",
             Self::Simulated { .. } => "simulated",
             Self::Allowlisted { .. } => "allowlisted",
+            Self::Refused { .. } => "refused",
         }
     }
 
     /// What was (or would have been) banned.
     pub fn value(&self) -> Option<Prefix> {
         match self {
-            Self::Ban { value, .. } | Self::Simulated { value, .. } => Some(*value),
+            Self::Ban { value, .. }
+            | Self::Simulated { value, .. }
+            | Self::Refused { value, .. } => Some(*value),
             Self::Allowlisted { .. } => None,
         }
     }
@@ -97,14 +108,14 @@ impl Outcome {
             Self::Ban { duration_ms, .. } | Self::Simulated { duration_ms, .. } => {
                 Some(*duration_ms)
             }
-            Self::Allowlisted { .. } => None,
+            Self::Allowlisted { .. } | Self::Refused { .. } => None,
         }
     }
 
     /// Why not banned.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Self::Allowlisted { reason } => Some(reason),
+            Self::Allowlisted { reason } | Self::Refused { reason, .. } => Some(reason),
             _ => None,
         }
     }

@@ -38,6 +38,9 @@ pub struct ImportReport {
     /// Where the time went, in milliseconds.
     #[serde(default)]
     pub took: ImportTimes,
+    /// Entries left out because the kernel's maps are full (the list is degraded).
+    #[serde(default)]
+    pub not_fitted: u64,
 }
 
 /// Wall time of an import's steps, in milliseconds.
@@ -109,6 +112,48 @@ impl DecisionService {
     /// The allowlist now.
     pub fn current_allowlist(&self) -> Arc<Allowlist> {
         self.allow.current()
+    }
+
+    /// Opens one decision's unit of work in the store (see [`super::Transactions`]).
+    pub fn begin(&mut self) -> Result<(), StoreError> {
+        self.store.begin()
+    }
+
+    /// Makes the unit stick.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        self.store.commit()
+    }
+
+    /// Undoes the unit, and publishes the allowlist as it is stored again.
+    pub fn rollback(&mut self) -> Result<(), StoreError> {
+        self.store.rollback()?;
+        self.republish()?;
+        Ok(())
+    }
+
+    /// Records an alert whose ban the kernel refused (a full map): not banned, and said so.
+    pub fn refused_alert(
+        &mut self,
+        alert: &Alert,
+        reason: String,
+    ) -> Result<StoredAlert, StoreError> {
+        let mut stored = StoredAlert {
+            id: 0,
+            scenario: alert.scenario.clone(),
+            source: alert.source,
+            group: alert.group,
+            first_ms: alert.first_ms,
+            last_ms: alert.last_ms,
+            events: alert.events,
+            outcome: super::Outcome::Refused {
+                value: self.profiles.value_for(alert.source),
+                reason,
+            },
+            evidence: alert.evidence.clone(),
+            labels: alert.labels.clone(),
+        };
+        stored.id = self.store.add_alert(&stored)?;
+        Ok(stored)
     }
 
     /// Publishes the store's allowlist; returns it if it changed.
@@ -248,7 +293,7 @@ impl DecisionService {
             super::Outcome::Simulated { value, .. } => {
                 info!(%value, scenario = %alert.scenario, "Alert in simulation: not banned.");
             }
-            super::Outcome::Allowlisted { reason } => {
+            super::Outcome::Allowlisted { reason } | super::Outcome::Refused { reason, .. } => {
                 info!(source = %alert.source, scenario = %alert.scenario, %reason, "Alert on an allowlisted source: not banned.");
             }
         }
@@ -309,6 +354,7 @@ impl DecisionService {
                 store_ms: started.elapsed().as_millis() as u64,
                 kernel_ms: 0,
             },
+            not_fitted: 0,
         };
         Ok((report, change.kernel.into()))
     }

@@ -194,14 +194,41 @@ pub trait LocalState: Send {
     fn delete_state(&mut self, kind: &str, key: &str) -> Result<(), StoreError>;
 }
 
+/// One decision as one unit: every write between [`Transactions::begin`] and
+/// [`Transactions::commit`] lands together, or none does after [`Transactions::rollback`]
+/// (which also brings what the store keeps in memory back to what is stored). The decision
+/// service's worker commits only once the kernel took the change.
+pub trait Transactions: Send {
+    /// Opens the unit.
+    fn begin(&mut self) -> Result<(), StoreError>;
+    /// Makes it stick.
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Undoes it.
+    fn rollback(&mut self) -> Result<(), StoreError>;
+}
+
 /// The whole store.
 pub trait Store:
-    DecisionStore + ListStore + AllowStore + KernelView + BouncerStream + AlertLog + LocalState
+    DecisionStore
+    + ListStore
+    + AllowStore
+    + KernelView
+    + BouncerStream
+    + AlertLog
+    + LocalState
+    + Transactions
 {
 }
 
 impl<T> Store for T where
-    T: DecisionStore + ListStore + AllowStore + KernelView + BouncerStream + AlertLog + LocalState
+    T: DecisionStore
+        + ListStore
+        + AllowStore
+        + KernelView
+        + BouncerStream
+        + AlertLog
+        + LocalState
+        + Transactions
 {
 }
 

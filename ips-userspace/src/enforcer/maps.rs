@@ -18,6 +18,19 @@ use crate::prefix::Prefix;
 
 pub use crate::decisions::Diff;
 
+/// How many entries each ban map can hold (`enforcer.max_hosts`, `enforcer.max_prefixes`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapCapacity {
+    /// Single IPv4 addresses.
+    pub hosts_v4: u64,
+    /// IPv4 prefixes.
+    pub nets_v4: u64,
+    /// Single IPv6 addresses.
+    pub hosts_v6: u64,
+    /// IPv6 prefixes.
+    pub nets_v6: u64,
+}
+
 /// Entries in each map.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapFill {
@@ -60,6 +73,26 @@ enum Slot {
     HostV6,
     NetV4,
     NetV6,
+}
+
+impl Slot {
+    /// What the map holds, for errors.
+    fn what(&self) -> &'static str {
+        match self {
+            Slot::HostV4 => "IPv4 single addresses",
+            Slot::HostV6 => "IPv6 single addresses",
+            Slot::NetV4 => "IPv4 prefixes",
+            Slot::NetV6 => "IPv6 prefixes",
+        }
+    }
+
+    /// The setting that sizes the map.
+    fn setting(&self) -> &'static str {
+        match self {
+            Slot::HostV4 | Slot::HostV6 => "enforcer.max_hosts",
+            Slot::NetV4 | Slot::NetV6 => "enforcer.max_prefixes",
+        }
+    }
 }
 
 fn slot(p: &Prefix) -> Slot {
@@ -152,6 +185,17 @@ impl KernelMaps {
         &self.dir
     }
 
+    /// Capacity of each ban map: (IPv4 hosts, IPv4 prefixes, IPv6 hosts, IPv6 prefixes).
+    pub fn capacity(&self) -> MapCapacity {
+        let max = |m: &MapData| u64::from(m.info().map_or(0, |i| i.max_entries()));
+        MapCapacity {
+            hosts_v4: max(&self.host_v4),
+            nets_v4: max(&self.net_v4),
+            hosts_v6: max(&self.host_v6),
+            nets_v6: max(&self.net_v6),
+        }
+    }
+
     fn map(&self, slot: &Slot) -> (&MapData, usize, &'static str) {
         match slot {
             Slot::HostV4 => (&self.host_v4, 4, names::HOST_V4),
@@ -226,13 +270,15 @@ impl KernelMaps {
             }
         }
         self.write_entries(&[], &diff.delete)?;
+        // Entries first, then the index that points at them: a write the kernel refuses (a
+        // full map) leaves no index bit that drops for a ban that is not there.
+        self.write_entries(&diff.upsert, &[])?;
         if diff.upsert.iter().any(|(p, _)| p.is_v4()) {
             let index = self.index()?;
             for (p, o) in &diff.upsert {
                 index.add(p, *o);
             }
         }
-        self.write_entries(&diff.upsert, &[])?;
         self.stale += diff.delete.iter().filter(|p| p.is_v4()).count();
         if self.stale >= SUMMARY_REBUILD_AFTER {
             self.rebuild_summary()?;
@@ -276,7 +322,16 @@ impl KernelMaps {
         {
             let (map, key_size, name) = self.map(s);
             let fd = map.fd().as_fd();
-            let err = |source| EnforcerError::MapWrite { map: name, source };
+            let err = |source: std::io::Error| match source.raw_os_error() {
+                // A full preallocated hash answers E2BIG, a full LPM trie ENOSPC.
+                Some(libc::E2BIG | libc::ENOSPC) => EnforcerError::Full {
+                    map: name,
+                    what: s.what(),
+                    setting: s.setting(),
+                    capacity: map.info().map_or(0, |i| i.max_entries()),
+                },
+                _ => EnforcerError::MapWrite { map: name, source },
+            };
             if !b.dels.is_empty() {
                 sys::delete_batch(fd, &b.dels, key_size).map_err(err)?;
             }

@@ -5,7 +5,7 @@
 //! store after a write and knows nothing of detection or blocklists.
 use std::{collections::HashMap, path::PathBuf, time::Instant};
 
-use tracing::info;
+use tracing::{error, info};
 
 use crate::{
     decisions::{Changes, KernelView, StoreError},
@@ -18,7 +18,7 @@ pub mod summary;
 #[doc(hidden)]
 pub mod sys;
 
-pub use maps::{Counters, Diff, KernelMaps, MapFill};
+pub use maps::{Counters, Diff, KernelMaps, MapCapacity, MapFill};
 
 /// Errors of the enforcer.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,18 @@ pub enum EnforcerError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// A ban map is full: the kernel refused the write.
+    #[error("{setting} = {capacity} reached for {what} (map {map} is full): raise it, or ban less")]
+    Full {
+        /// Map name.
+        map: &'static str,
+        /// What it holds.
+        what: &'static str,
+        /// The setting that sizes it.
+        setting: &'static str,
+        /// Its capacity.
+        capacity: u32,
     },
     /// A map read failed.
     #[error("cannot read map {map}: {source}")]
@@ -122,6 +134,8 @@ pub struct ReconcileReport {
     pub deleted: usize,
     /// Entries already right.
     pub unchanged: usize,
+    /// Entries the maps could not hold (the store has more than their capacity).
+    pub not_fitted: usize,
 }
 
 /// The kernel maps, kept in step with the store.
@@ -141,7 +155,8 @@ impl Enforcer {
     }
 
     /// Makes the kernel match `store`: removes what the store lacks, adds what is missing,
-    /// fixes attributions, and sets the allowlist.
+    /// fixes attributions, and sets the allowlist. If the store holds more than the maps can,
+    /// the kernel gets what fits (the removals first) and the report says how much did not.
     pub fn reconcile(
         &mut self,
         store: &dyn KernelView,
@@ -160,16 +175,23 @@ impl Enforcer {
         let mut report = ReconcileReport::default();
         let mut batch = Diff::default();
         let mut failed = None;
+        // Once a map is full, the rest waits until the removals are done.
+        let mut waiting: Vec<(Prefix, u32)> = Vec::new();
         store.for_each_active(now_ms, &mut |p, o| {
             if kernel.remove(&p) == Some(o) {
                 report.unchanged += 1;
                 return;
             }
+            if failed.is_some() || !waiting.is_empty() {
+                waiting.push((p, o));
+                return;
+            }
             batch.upsert.push((p, o));
-            if batch.upsert.len() >= RECONCILE_BATCH && failed.is_none() {
-                report.upserted += batch.upsert.len();
-                if let Err(e) = maps.apply(&batch) {
-                    failed = Some(e);
+            if batch.upsert.len() >= RECONCILE_BATCH {
+                match maps.apply(&batch) {
+                    Ok(()) => report.upserted += batch.upsert.len(),
+                    Err(EnforcerError::Full { .. }) => waiting.append(&mut batch.upsert),
+                    Err(e) => failed = Some(e),
                 }
                 batch.upsert.clear();
             }
@@ -177,21 +199,84 @@ impl Enforcer {
         if let Some(e) = failed {
             return Err(e);
         }
-        report.upserted += batch.upsert.len();
-        batch.delete = kernel.into_keys().collect();
-        report.deleted = batch.delete.len();
-        self.maps.apply(&batch)?;
+        let deletes = Diff {
+            upsert: Vec::new(),
+            delete: kernel.into_keys().collect(),
+        };
+        report.deleted = deletes.delete.len();
+        self.maps.apply(&deletes)?;
+        drop(deletes);
+        waiting.append(&mut batch.upsert);
         drop(batch);
+        self.add_what_fits(waiting, &mut report)?;
         self.maps.rebuild_summary()?;
         release_freed_memory();
+        if report.not_fitted > 0 {
+            error!(
+                not_fitted = report.not_fitted,
+                "The store holds more bans than the kernel's maps: these are NOT enforced. Raise enforcer.max_hosts or enforcer.max_prefixes."
+            );
+        }
         info!(
             upserted = report.upserted,
             deleted = report.deleted,
             unchanged = report.unchanged,
+            not_fitted = report.not_fitted,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Reconciled kernel maps with the store."
         );
         Ok(report)
+    }
+
+    /// Adds `entries` in batches; when a map is full, its entries go one at a time until one
+    /// is refused, and the rest of that map's are counted as not fitted.
+    fn add_what_fits(
+        &mut self,
+        mut entries: Vec<(Prefix, u32)>,
+        report: &mut ReconcileReport,
+    ) -> Result<(), EnforcerError> {
+        // Per map: IPv4 hosts, IPv4 prefixes, IPv6 hosts, IPv6 prefixes.
+        // Stable: within a map, the store's order.
+        entries.sort_by_key(|(p, _)| (!p.is_v4(), !p.is_host()));
+        let mut full = [false; 4];
+        let class = |p: &Prefix| usize::from(!p.is_v4()) * 2 + usize::from(!p.is_host());
+        for chunk in entries.chunks(RECONCILE_BATCH) {
+            let open: Vec<(Prefix, u32)> = chunk
+                .iter()
+                .filter(|(p, _)| !full[class(p)])
+                .copied()
+                .collect();
+            report.not_fitted += chunk.len() - open.len();
+            let batch = Diff {
+                upsert: open,
+                delete: Vec::new(),
+            };
+            match self.maps.apply(&batch) {
+                Ok(()) => report.upserted += batch.upsert.len(),
+                Err(EnforcerError::Full { .. }) => {
+                    for one in batch.upsert {
+                        if full[class(&one.0)] {
+                            report.not_fitted += 1;
+                            continue;
+                        }
+                        let single = Diff {
+                            upsert: vec![one],
+                            delete: Vec::new(),
+                        };
+                        match self.maps.apply(&single) {
+                            Ok(()) => report.upserted += 1,
+                            Err(EnforcerError::Full { .. }) => {
+                                full[class(&one.0)] = true;
+                                report.not_fitted += 1;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Mirrors what a decision changed: the allowlist first (when it moved), then the bans.

@@ -27,7 +27,7 @@ use crate::{
 mod status;
 pub mod worker;
 
-pub use status::{InterfaceStatus, OriginStatus, Status, status_from};
+pub use status::{InterfaceStatus, OriginStatus, Status, nearly_full, status_from};
 pub use worker::Worker;
 
 /// What kind of failure a [`ServiceError`] is.
@@ -93,6 +93,7 @@ impl From<EnforcerError> for ServiceError {
     fn from(e: EnforcerError) -> Self {
         let kind = match &e {
             EnforcerError::UnknownInterface { .. } => ErrorKind::Invalid,
+            EnforcerError::Full { .. } => ErrorKind::Capacity,
             EnforcerError::Store(s) => return Self::new(Self::from_store_kind(s), e.to_string()),
             _ => ErrorKind::Internal,
         };

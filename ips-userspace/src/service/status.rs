@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     decisions::{STATE_INTERFACES, Store},
-    enforcer::{EnforcerError, KernelMaps, MapFill, loader},
+    enforcer::{EnforcerError, KernelMaps, MapCapacity, MapFill, loader},
 };
 
 /// An attached interface.
@@ -42,6 +42,13 @@ pub struct Status {
     pub interfaces: Vec<InterfaceStatus>,
     /// Entries per map.
     pub maps: MapFill,
+    /// What each ban map can hold.
+    #[serde(default)]
+    pub capacity: MapCapacity,
+    /// Active decisions the kernel could not hold at the daemon's start (its maps were
+    /// full): not enforced. 0 when all is well.
+    #[serde(default)]
+    pub not_enforced: u64,
     /// Active decisions in the store.
     pub decisions: u64,
     /// Allowlist entries in the store.
@@ -93,10 +100,41 @@ pub fn status_from(
         pin_dir: maps.dir().display().to_string(),
         interfaces,
         maps: maps.fill()?,
+        capacity: maps.capacity(),
+        not_enforced: 0,
         decisions: store.count_active(now)?,
         allowlist: store.allow_list()?.len() as u64,
         counters: counters.packets.into_iter().collect(),
         origins,
         detection: crate::pipeline::DetectionStats::default(),
     })
+}
+
+/// The ban maps above 90% of their capacity: (what, fill, capacity).
+pub fn nearly_full(fill: &MapFill, capacity: &MapCapacity) -> Vec<(&'static str, u64, u64)> {
+    [
+        (
+            "IPv4 addresses (enforcer.max_hosts)",
+            fill.hosts_v4,
+            capacity.hosts_v4,
+        ),
+        (
+            "IPv4 prefixes (enforcer.max_prefixes)",
+            fill.nets_v4,
+            capacity.nets_v4,
+        ),
+        (
+            "IPv6 addresses (enforcer.max_hosts)",
+            fill.hosts_v6,
+            capacity.hosts_v6,
+        ),
+        (
+            "IPv6 prefixes (enforcer.max_prefixes)",
+            fill.nets_v6,
+            capacity.nets_v6,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, n, cap)| *cap > 0 && n * 10 > cap * 9)
+    .collect()
 }

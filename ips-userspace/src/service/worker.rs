@@ -9,12 +9,16 @@ use std::{
 
 use tracing::{error, warn};
 
-use super::{Command, Handle, ImportList, ServiceError, millis, status::status_from};
+use super::{Command, ErrorKind, Handle, ImportList, ServiceError, millis, status::status_from};
 use crate::{
+    blocklists::Prepared,
     calendar::now_ms,
-    decisions::{Changes, DecisionService, Outcome, STATE_INTERFACES},
-    enforcer::{Enforcer, loader},
+    decisions::{
+        Changes, DecisionService, Diff, ImportReport, Origin, Outcome, STATE_INTERFACES, StoreError,
+    },
+    enforcer::{Enforcer, MapCapacity, MapFill, loader},
     hub::Signal,
+    prefix::Prefix,
 };
 
 /// What the worker owns.
@@ -24,6 +28,8 @@ pub struct Worker {
     attachment: Option<loader::Attachment>,
     hub: Option<mpsc::Sender<Signal>>,
     expiry: Duration,
+    /// Active decisions the start's reconcile could not put in the kernel.
+    not_enforced: u64,
 }
 
 impl Worker {
@@ -42,7 +48,15 @@ impl Worker {
             attachment,
             hub,
             expiry,
+            not_enforced: 0,
         }
+    }
+
+    /// Records what the start's reconcile could not put in the kernel (shown in `ips status`).
+    #[must_use]
+    pub fn with_not_enforced(mut self, n: u64) -> Self {
+        self.not_enforced = n;
+        self
     }
 
     /// Starts the worker thread; it ends when every [`Handle`] is gone.
@@ -69,13 +83,8 @@ impl Worker {
             }
             if Instant::now() >= next_expiry {
                 let now = now_ms();
-                match self.decisions.expire(now) {
-                    Ok(changes) => {
-                        if let Err(e) = self.enforcer.apply(&changes) {
-                            error!(error = %e, "Cannot remove expired bans from the kernel.");
-                        }
-                    }
-                    Err(e) => error!(error = %e, "Expiry failed; will retry."),
+                if let Err(e) = self.decide(now, |d| Ok(((), d.expire(now)?))) {
+                    error!(error = %e, "Expiry failed; will retry.");
                 }
                 if let Err(e) = self.decisions.prune(now) {
                     warn!(error = %e, "Cannot prune the bouncer stream's history.");
@@ -85,10 +94,137 @@ impl Worker {
         }
     }
 
-    /// Mirrors `changes` into the kernel and passes `value` on.
-    fn apply<T>(&mut self, (value, changes): (T, Changes)) -> Result<T, ServiceError> {
-        self.enforcer.apply(&changes)?;
-        Ok(value)
+    /// Runs one decision as a unit: its store writes commit only once the kernel took the
+    /// changes they made. If the kernel refuses them (a full map), the store rolls back, every
+    /// value the change touched is set in the kernel to what the store says again, and the
+    /// caller gets the kernel's error: what the store calls banned is what the kernel drops.
+    fn decide<T>(
+        &mut self,
+        now: i64,
+        f: impl FnOnce(&mut DecisionService) -> Result<(T, Changes), StoreError>,
+    ) -> Result<T, ServiceError> {
+        self.decisions.begin()?;
+        let (value, changes) = match f(&mut self.decisions) {
+            Ok(done) => done,
+            Err(e) => {
+                if let Err(r) = self.decisions.rollback() {
+                    error!(error = %r, "Cannot roll the store back.");
+                }
+                return Err(e.into());
+            }
+        };
+        match self.enforcer.apply(&changes) {
+            Ok(()) => {
+                self.decisions.commit()?;
+                Ok(value)
+            }
+            Err(e) => {
+                warn!(error = %e, "The kernel refused a change; the store keeps what it had.");
+                self.decisions.rollback()?;
+                self.restore(&changes, now);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Sets every value that `changes` touched to what the store says (after a rollback):
+    /// what reached the kernel before it refused the rest is taken back.
+    fn restore(&mut self, changes: &Changes, now: i64) {
+        let values: Vec<Prefix> = changes
+            .bans
+            .upsert
+            .iter()
+            .map(|(p, _)| *p)
+            .chain(changes.bans.delete.iter().copied())
+            .collect();
+        let undo = self
+            .decisions
+            .store()
+            .effective(&values, now)
+            .map(|e| Changes {
+                bans: Diff::from_effective(e),
+                allowlist: changes
+                    .allowlist
+                    .as_ref()
+                    .map(|_| self.decisions.current_allowlist()),
+            });
+        let restored = undo
+            .map_err(ServiceError::from)
+            .and_then(|undo| self.enforcer.apply(&undo).map_err(ServiceError::from));
+        if let Err(e) = restored {
+            error!(error = %e, "Cannot take a refused change back; reconciling the kernel with the store.");
+            let allow = self.decisions.current_allowlist();
+            if let Err(e) = self
+                .enforcer
+                .reconcile(self.decisions.store(), &allow.prefixes, now)
+            {
+                error!(error = %e, "Reconcile failed too.");
+            }
+        }
+    }
+
+    /// Replaces a list; if the kernel's maps cannot hold all of it, imports what fits (the
+    /// entries the list has already, then new ones while there is room) and reports the rest.
+    fn import(&mut self, list: ImportList, now: i64) -> Result<ImportReport, ServiceError> {
+        let ImportList {
+            name,
+            prepared,
+            allow_version,
+            duration,
+        } = list;
+        let ms = millis(duration);
+        let started = Instant::now();
+        let first = prepared.clone();
+        let mut report = match self.decide(now, |d| {
+            d.replace_list(&name, first, allow_version, ms, now)
+        }) {
+            Err(e) if e.kind() == ErrorKind::Capacity => {
+                let (fitting, left_out) = self.fitting(&name, prepared)?;
+                warn!(list = %name, left_out, error = %e, "The list does not fit in the kernel's maps; importing what fits.");
+                let mut report = self.decide(now, |d| {
+                    d.replace_list(&name, fitting, allow_version, ms, now)
+                })?;
+                report.not_fitted = left_out;
+                report
+            }
+            other => other?,
+        };
+        report.took.kernel_ms =
+            (started.elapsed().as_millis() as u64).saturating_sub(report.took.store_ms);
+        Ok(report)
+    }
+
+    /// The part of `prepared` that fits in the kernel now, and how many entries were left
+    /// out: the list's current entries stay, new ones go in while their map has room.
+    fn fitting(&self, name: &str, mut prepared: Prepared) -> Result<(Prepared, u64), ServiceError> {
+        let maps = self.enforcer.maps();
+        let (fill, capacity) = (maps.fill()?, maps.capacity());
+        let current = self
+            .decisions
+            .store()
+            .list_values(&Origin::list(name).map_err(StoreError::from)?)?;
+        let mut room = room(&fill, &capacity);
+        // The list's entries that leave free their slots.
+        for p in &current {
+            if prepared.prefixes.binary_search(p).is_err() {
+                room[class(p)] += 1;
+            }
+        }
+        let mut left_out = 0u64;
+        prepared.prefixes.retain(|p| {
+            if current.binary_search(p).is_ok() {
+                return true;
+            }
+            let r = &mut room[class(p)];
+            if *r > 0 {
+                *r -= 1;
+                true
+            } else {
+                left_out += 1;
+                false
+            }
+        });
+        Ok((prepared, left_out))
     }
 
     fn handle(&mut self, cmd: Command) {
@@ -96,14 +232,12 @@ impl Worker {
         let d = &mut self.decisions;
         match cmd {
             Command::Ban(ban, reply) => {
-                let r = d
-                    .ban(ban.decisions, ban.mode, now)
-                    .map_err(ServiceError::from);
-                let _ = reply.send(r.and_then(|x| self.apply(x)));
+                let r = self.decide(now, |d| d.ban(ban.decisions, ban.mode, now));
+                let _ = reply.send(r);
             }
             Command::Unban(u, reply) => {
-                let r = d.unban(&u.value, u.origin.as_ref(), now);
-                let _ = reply.send(r.map_err(ServiceError::from).and_then(|x| self.apply(x)));
+                let r = self.decide(now, |d| d.unban(&u.value, u.origin.as_ref(), now));
+                let _ = reply.send(r);
             }
             Command::Decisions(value, reply) => {
                 let _ = reply.send(d.store().list(now, value.as_ref()).map_err(Into::into));
@@ -112,25 +246,25 @@ impl Worker {
                 let _ = reply.send(d.store().covering(&value, now).map_err(Into::into));
             }
             Command::Allow(value, reason, reply) => {
-                let r = d.allow_add(&value, &reason, now);
-                let _ = reply.send(r.map_err(ServiceError::from).and_then(|x| self.apply(x)));
+                let r = self.decide(now, |d| d.allow_add(&value, &reason, now));
+                let _ = reply.send(r);
             }
             Command::Disallow(value, reply) => {
-                let r = d.allow_delete(&value);
-                let _ = reply.send(r.map_err(ServiceError::from).and_then(|x| self.apply(x)));
+                let r = self.decide(now, |d| d.allow_delete(&value));
+                let _ = reply.send(r);
             }
             Command::AllowEntries(reply) => {
                 let _ = reply.send(d.store().allow_list().map_err(Into::into));
             }
             Command::Status(reply) => {
-                let r = status_from(d.store(), self.enforcer.maps(), now, true);
+                let r = status_from(d.store(), self.enforcer.maps(), now, true).map(|mut s| {
+                    s.not_enforced = self.not_enforced;
+                    s
+                });
                 let _ = reply.send(r.map_err(Into::into));
             }
-            Command::Alert(alert) => match d.on_alert(&alert, now) {
-                Ok((stored, changes)) => {
-                    if let Err(e) = self.enforcer.apply(&changes) {
-                        error!(error = %e, scenario = %alert.scenario, source = %alert.source, "Cannot write a detection ban to the kernel.");
-                    }
+            Command::Alert(alert) => match self.decide(now, |d| d.on_alert(&alert, now)) {
+                Ok(stored) => {
                     // Bans are shared with the hub: the source and the scenario, no log lines.
                     if let (Some(hub), Outcome::Ban { value, .. }) = (&self.hub, &stored.outcome) {
                         let _ = hub.send(Signal {
@@ -138,6 +272,12 @@ impl Worker {
                             scenario: alert.scenario.clone(),
                             time_ms: alert.last_ms,
                         });
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Capacity => {
+                    error!(error = %e, scenario = %alert.scenario, source = %alert.source, "Cannot ban: the kernel's map is full.");
+                    if let Err(e) = self.decisions.refused_alert(&alert, e.to_string()) {
+                        error!(error = %e, "Cannot record the alert.");
                     }
                 }
                 Err(e) => {
@@ -178,22 +318,7 @@ impl Worker {
                 let _ = reply.send(r.map_err(Into::into));
             }
             Command::ImportList(list, reply) => {
-                let ImportList {
-                    name,
-                    prepared,
-                    allow_version,
-                    duration,
-                } = *list;
-                let r = d
-                    .replace_list(&name, prepared, allow_version, millis(duration), now)
-                    .map_err(ServiceError::from)
-                    .and_then(|(mut report, changes)| {
-                        let started = Instant::now();
-                        self.enforcer.apply(&changes)?;
-                        report.took.kernel_ms = started.elapsed().as_millis() as u64;
-                        Ok(report)
-                    });
-                let _ = reply.send(r);
+                let _ = reply.send(self.import(*list, now));
             }
             Command::Detach(iface, reply) => {
                 let dir = self.enforcer.maps().dir().to_owned();
@@ -211,4 +336,24 @@ impl Worker {
             }
         }
     }
+}
+
+/// The index of a value's map in [`room`]: IPv4 hosts, IPv4 prefixes, IPv6 hosts, IPv6 prefixes.
+fn class(p: &Prefix) -> usize {
+    match (p.is_v4(), p.is_host()) {
+        (true, true) => 0,
+        (true, false) => 1,
+        (false, true) => 2,
+        (false, false) => 3,
+    }
+}
+
+/// Free entries in each ban map, in [`class`] order.
+fn room(fill: &MapFill, capacity: &MapCapacity) -> [u64; 4] {
+    [
+        capacity.hosts_v4.saturating_sub(fill.hosts_v4),
+        capacity.nets_v4.saturating_sub(fill.nets_v4),
+        capacity.hosts_v6.saturating_sub(fill.hosts_v6),
+        capacity.nets_v6.saturating_sub(fill.nets_v6),
+    ]
 }

@@ -105,6 +105,13 @@ fn main() {
             Command::Hub(args) => return hub::exec(args),
             other => other,
         };
+        if !matches!(command, Command::Run(_)) {
+            // A CLI whose output is cut short (`ips status | head -1`) ends quietly, as other
+            // Unix tools do, instead of failing on the closed pipe. The daemons keep ignoring
+            // SIGPIPE.
+            // SAFETY: setting a signal's disposition to its default.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        }
         let config = Config::load(&config_path, explicit)?;
         let ctx = Ctx {
             config,
@@ -126,7 +133,20 @@ fn main() {
         }
     })();
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", message(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each said once (many messages quote their cause).
+fn message(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }

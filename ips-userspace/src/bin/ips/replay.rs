@@ -85,6 +85,9 @@ pub fn replay(args: ReplayArgs, ctx: &Ctx) -> anyhow::Result<()> {
                 ),
                 Outcome::Simulated { value, .. } => ("simulated".into(), value.to_string()),
                 Outcome::Allowlisted { reason } => (format!("none: {reason}"), "-".into()),
+                Outcome::Refused { value, reason } => {
+                    (format!("refused: {reason}"), value.to_string())
+                }
             };
             vec![
                 output::time(a.last_ms),

@@ -46,6 +46,11 @@ pub fn exec(ctx: &Ctx) -> anyhow::Result<()> {
     print!("{}", output::table(&["INTERFACE", "MODE"], &rows));
     println!();
     let m = &status.maps;
+    let cap = &status.capacity;
+    let of = |n: u64, c: u64| match (n * 100).checked_div(c) {
+        Some(pct) => format!("{n} / {c} ({pct}%)"),
+        None => n.to_string(),
+    };
     print!(
         "{}",
         output::table(
@@ -53,13 +58,13 @@ pub fn exec(ctx: &Ctx) -> anyhow::Result<()> {
             &[
                 vec![
                     "banned addresses".into(),
-                    m.hosts_v4.to_string(),
-                    m.hosts_v6.to_string()
+                    of(m.hosts_v4, cap.hosts_v4),
+                    of(m.hosts_v6, cap.hosts_v6)
                 ],
                 vec![
                     "banned prefixes".into(),
-                    m.nets_v4.to_string(),
-                    m.nets_v6.to_string()
+                    of(m.nets_v4, cap.nets_v4),
+                    of(m.nets_v6, cap.nets_v6)
                 ],
                 vec![
                     "allowlist".into(),
@@ -69,6 +74,15 @@ pub fn exec(ctx: &Ctx) -> anyhow::Result<()> {
             ]
         )
     );
+    for (what, n, c) in ips::service::nearly_full(m, cap) {
+        println!("WARNING: {what} is over 90% full ({n} of {c})");
+    }
+    if status.not_enforced > 0 {
+        println!(
+            "WARNING: {} active decisions did not fit in the kernel's maps at start and are NOT enforced",
+            status.not_enforced
+        );
+    }
     println!();
     let c = |k: &str| status.counters.get(k).copied().unwrap_or(0);
     print!(

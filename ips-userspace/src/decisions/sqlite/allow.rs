@@ -15,7 +15,7 @@ impl AllowStore for SqliteStore {
         source: &str,
         now_ms: i64,
     ) -> Result<(Vec<Prefix>, Diff), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute(
             "INSERT INTO allowlist (value, reason, source, created_ms) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (value) DO UPDATE SET reason = excluded.reason, source = excluded.source",

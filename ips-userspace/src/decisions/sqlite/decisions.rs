@@ -41,7 +41,7 @@ impl DecisionStore for SqliteStore {
                 return Err(StoreError::BadDuration(d.duration_ms));
             }
         }
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let mut out = Vec::with_capacity(batch.len());
         let mut ids = Vec::with_capacity(batch.len());
         {
@@ -114,7 +114,7 @@ impl DecisionStore for SqliteStore {
     ) -> Result<(usize, Diff), StoreError> {
         let now = now_ms;
         let from_lists = self.remove_from_lists(&|p| p == value, origin, now)?.len();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let (addr, plen) = (value.octets(), value.prefix_len());
         let n = match origin {
             None => {
@@ -187,7 +187,7 @@ impl DecisionStore for SqliteStore {
     }
 
     fn take_expired(&mut self, now_ms: i64) -> Result<Diff, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute(
             &format!("{TOMBSTONE} d.expires_ms <= ?2"),
             params![now_ms, now_ms],

@@ -15,7 +15,7 @@ use crate::{
 
 impl SqliteStore {
     pub(super) fn write_list(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
         origin_id: u32,
         entries: &[Prefix],
         added: &[Prefix],
@@ -34,7 +34,7 @@ impl SqliteStore {
 
     /// Appends a list's change to the log the stream's deltas read (nothing if it is empty).
     pub(super) fn log_change(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
         origin_id: u32,
         added: &[Prefix],
         removed: &[Prefix],
@@ -76,7 +76,7 @@ impl SqliteStore {
         if changed.is_empty() {
             return Ok(Vec::new());
         }
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         for (id, kept, out) in &changed {
             let since = self.lists.get(id).map_or(now_ms, |l| l.since_ms);
             Self::write_list(&tx, *id, kept, &[], out, since, now_ms)?;
@@ -156,7 +156,7 @@ impl ListStore for SqliteStore {
         let (mut added, removed) = crate::decisions::sorted_diff(old, &new);
         let unchanged =
             added.is_empty() && removed.is_empty() && self.lists.contains_key(&origin_id);
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         if !unchanged {
             // The same entries in other bytes (comments, order) only move the lease.
             Self::write_list(&tx, origin_id, &new, &added, &removed, since_ms, now_ms)?;

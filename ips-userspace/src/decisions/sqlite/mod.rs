@@ -11,7 +11,7 @@ use ips_common::origin;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Decision, Origin, StoreError,
+    Decision, Origin, StoreError, Transactions,
     lists::{self, List},
 };
 use crate::prefix::Prefix;
@@ -335,6 +335,29 @@ impl SqliteStore {
             params![next, name],
         )?;
         Ok(next)
+    }
+}
+
+impl Transactions for SqliteStore {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("BEGIN IMMEDIATE")?)
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("COMMIT")?)
+    }
+
+    fn rollback(&mut self) -> Result<(), StoreError> {
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        // The writes updated the in-memory lists and allowlist too: read them again.
+        self.lists = self.load_lists()?;
+        self.allow = super::AllowStore::allow_list(self)?
+            .into_iter()
+            .map(|a| a.value)
+            .collect();
+        Ok(())
     }
 }
 

@@ -73,6 +73,10 @@ fn into_alert(r: AlertRow) -> Result<StoredAlert, StoreError> {
         "allowlisted" => Outcome::Allowlisted {
             reason: r.reason.unwrap_or_default(),
         },
+        "refused" => Outcome::Refused {
+            value: value(r.value)?,
+            reason: r.reason.unwrap_or_default(),
+        },
         other => return Err(bad(other.to_owned(), "unknown alert outcome")),
     };
     Ok(StoredAlert {
@@ -102,6 +106,12 @@ fn outcome_columns(o: &Outcome) -> (&'static str, Option<String>, Option<i64>, O
             None,
         ),
         Outcome::Allowlisted { reason } => ("allowlisted", None, None, Some(reason.as_str())),
+        Outcome::Refused { value, reason } => (
+            "refused",
+            Some(value.to_string()),
+            None,
+            Some(reason.as_str()),
+        ),
     }
 }
 
@@ -230,7 +240,7 @@ impl BouncerStore for SqliteStore {
 
 impl LocalState for SqliteStore {
     fn save_state(&mut self, kind: &str, rows: &[(String, String)]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO local_state (kind, key, value) VALUES (?1, ?2, ?3)

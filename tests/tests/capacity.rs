@@ -1,0 +1,187 @@
+//! Capacity is an outcome, not a silent split: with small maps, the real daemon refuses what the
+//! kernel cannot hold (and never lists it as banned), imports what fits of a list, and starts
+//! with more decisions than fit, saying so.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking"
+)]
+use ips_tests::{Lab, packet::Frame};
+
+const SMALL: &str = "max_hosts = 100\nmax_prefixes = 50\n";
+
+/// `n` single IPv4 addresses from the `first`-th on, two apart (so a list of them never
+/// aggregates into prefixes): 5.1.0.0, 5.1.0.2, ...
+fn v4_hosts(first: u32, n: u32) -> Vec<String> {
+    (first..first + n)
+        .map(|i| std::net::Ipv4Addr::from(0x0501_0000 + 2 * i).to_string())
+        .collect()
+}
+
+fn add(lab: &Lab, values: &[String]) -> std::process::Output {
+    let mut args = vec!["decisions", "add"];
+    args.extend(values.iter().map(String::as_str));
+    lab.ips_raw(&args)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What the store lists as banned, and what each map holds.
+fn counts(lab: &Lab) -> (u64, serde_json::Value) {
+    let status = lab.ips_json(&["status"]);
+    (
+        status["decisions"].as_u64().unwrap(),
+        status["maps"].clone(),
+    )
+}
+
+#[test]
+fn each_full_map_refuses_the_next_ban_and_the_store_never_lists_it() {
+    let mut lab = Lab::new("cap");
+    lab.write_config(SMALL);
+    lab.start_daemon();
+    let v6_hosts: Vec<String> = (0..100).map(|i| format!("2a00:1::{i:x}")).collect();
+    let v4_nets: Vec<String> = (0..50).map(|i| format!("5.2.{i}.0/24")).collect();
+    let v6_nets: Vec<String> = (0..50).map(|i| format!("2a00:2:{i:x}::/64")).collect();
+    for (full, next, what) in [
+        (
+            v4_hosts(0, 100),
+            "5.1.9.9",
+            "enforcer.max_hosts = 100 reached for IPv4 single addresses",
+        ),
+        (
+            v6_hosts,
+            "2a00:1::ffff",
+            "enforcer.max_hosts = 100 reached for IPv6 single addresses",
+        ),
+        (
+            v4_nets,
+            "5.3.0.0/24",
+            "enforcer.max_prefixes = 50 reached for IPv4 prefixes",
+        ),
+        (
+            v6_nets,
+            "2a00:3::/64",
+            "enforcer.max_prefixes = 50 reached for IPv6 prefixes",
+        ),
+    ] {
+        let out = add(&lab, &full);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = add(&lab, &[next.to_owned()]);
+        assert!(!out.status.success(), "{next} was accepted into a full map");
+        assert!(stderr(&out).contains(what), "{next}: {}", stderr(&out));
+        assert!(
+            lab.ips_json(&["decisions", "list", "--value", next])
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{next} is listed as banned"
+        );
+    }
+    let (decisions, maps) = counts(&lab);
+    assert_eq!(decisions, 300);
+    assert_eq!(
+        (
+            &maps["hosts_v4"],
+            &maps["hosts_v6"],
+            &maps["nets_v4"],
+            &maps["nets_v6"]
+        ),
+        (&100.into(), &100.into(), &50.into(), &50.into())
+    );
+    // A batch that does not fit is refused whole: nothing of it is stored, and what the
+    // kernel took before it refused is taken back.
+    lab.ips(&["decisions", "delete", "5.1.0.0"]);
+    lab.ips(&["decisions", "delete", "5.1.0.2"]);
+    let out = add(&lab, &v4_hosts(1000, 5));
+    assert!(!out.status.success());
+    let (decisions, maps) = counts(&lab);
+    assert_eq!((decisions, &maps["hosts_v4"]), (298, &98.into()), "{maps}");
+    // Packets: a refused value passes, a banned one is dropped.
+    let got = lab.exchange(&[
+        Frame::udp("5.1.7.208", 1).build(), // the 1000th: refused
+        Frame::udp("5.1.0.4", 2).build(),   // banned
+        Frame::udp("5.1.0.0", 3).build(),   // deleted
+    ]);
+    assert_eq!(got, vec![1, 3], "{}", lab.daemon_log());
+}
+
+#[test]
+fn a_list_larger_than_the_map_is_imported_up_to_capacity_and_said_so() {
+    let mut lab = Lab::new("caplist");
+    lab.write_config(SMALL);
+    lab.start_daemon();
+    lab.ips(&["decisions", "add", "5.9.9.9"]);
+    let list = lab.dir.join("big.txt");
+    std::fs::write(&list, v4_hosts(0, 300).join("\n")).unwrap();
+    let report = lab.ips_json(&[
+        "blocklist",
+        "import",
+        list.to_str().unwrap(),
+        "--name",
+        "big",
+    ]);
+    assert_eq!(report["not_fitted"], 201, "{report}");
+    assert_eq!(report["entries"], 99, "{report}");
+    // The store lists exactly what the kernel holds.
+    let (decisions, maps) = counts(&lab);
+    assert_eq!((decisions, &maps["hosts_v4"]), (100, &100.into()), "{maps}");
+    // Refreshed with the first 50: fits, and frees room.
+    std::fs::write(&list, v4_hosts(0, 50).join("\n")).unwrap();
+    let report = lab.ips_json(&[
+        "blocklist",
+        "import",
+        list.to_str().unwrap(),
+        "--name",
+        "big",
+    ]);
+    assert_eq!(
+        (&report["not_fitted"], &report["entries"]),
+        (&0.into(), &50.into())
+    );
+    let (decisions, maps) = counts(&lab);
+    assert_eq!((decisions, &maps["hosts_v4"]), (51, &51.into()));
+}
+
+#[test]
+fn a_daemon_with_more_decisions_than_capacity_starts_and_says_what_is_not_enforced() {
+    use ips::decisions::{DecisionStore, NewDecision, Origin, SqliteStore};
+    let mut lab = Lab::new("capstart");
+    lab.write_config(SMALL);
+    {
+        let mut store = SqliteStore::open(&lab.db_path()).unwrap();
+        let batch: Vec<NewDecision> = v4_hosts(0, 150)
+            .iter()
+            .map(|v| NewDecision {
+                value: v.parse().unwrap(),
+                origin: Origin::Manual,
+                reason: "before".into(),
+                duration_ms: 3_600_000,
+            })
+            .collect();
+        store.upsert(&batch, ips::calendar::now_ms()).unwrap();
+    }
+    lab.start_daemon();
+    let status = lab.ips_json(&["status"]);
+    assert_eq!(status["maps"]["hosts_v4"], 100, "{status}");
+    assert_eq!(status["not_enforced"], 50, "{status}");
+    assert!(
+        lab.daemon_log().contains("NOT enforced"),
+        "{}",
+        lab.daemon_log()
+    );
+    let text = lab.ips(&["status"]);
+    assert!(
+        text.contains("NOT enforced") && text.contains("over 90% full"),
+        "{text}"
+    );
+    // What fits is enforced.
+    assert_eq!(
+        lab.exchange(&[
+            Frame::udp("5.1.0.0", 1).build(),
+            Frame::udp("5.2.0.1", 2).build()
+        ]),
+        vec![2]
+    );
+}
