@@ -126,6 +126,7 @@ fn test() -> Result<()> {
     )?;
     setup::require_root("the integration tests load XDP programs")?;
     let pg = setup::postgres()?;
+    setup::bouncer_tools()?;
     let bin = workspace().join("target/debug/ips");
     let bin = bin.to_str().context("non-UTF-8 workspace path")?;
     cargo(

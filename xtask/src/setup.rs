@@ -212,6 +212,60 @@ pub fn bench_tools() -> Result<()> {
     Ok(())
 }
 
+/// Installs the real CrowdSec clients the bouncer tests run against, if missing: Debian's
+/// `crowdsec-firewall-bouncer` (with `ipset`) and PyPI's `pycrowdsec`. No service is started
+/// while installing (a `policy-rc.d` says no): the tests run the bouncer in their own namespace.
+pub fn bouncer_tools() -> Result<()> {
+    let have = |cmd: &str| ok(Command::new("sh").args(["-c", cmd]));
+    if !have("command -v crowdsec-firewall-bouncer && command -v ipset") {
+        require_root("installing crowdsec-firewall-bouncer and ipset with apt-get")?;
+        let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+        let ours = !policy.exists();
+        if ours {
+            std::fs::write(policy, "#!/bin/sh\nexit 101\n")
+                .context("cannot write /usr/sbin/policy-rc.d")?;
+            std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
+        let installed = step(
+            "apt-get update",
+            Command::new("apt-get").args(["update", "-qq"]),
+        )
+        .and_then(|()| {
+            step(
+                "installing crowdsec-firewall-bouncer and ipset (the bouncer tests run them)",
+                Command::new("apt-get")
+                    .args([
+                        "install",
+                        "-y",
+                        "-qq",
+                        "--no-install-recommends",
+                        "crowdsec-firewall-bouncer",
+                        "ipset",
+                    ])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+        });
+        if ours {
+            let _ = std::fs::remove_file(policy);
+        }
+        installed?;
+    }
+    if !have("python3 -c 'import pycrowdsec'") {
+        step(
+            "installing pycrowdsec 0.0.5 from PyPI (the bouncer tests run it)",
+            Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "pycrowdsec==0.0.5",
+            ]),
+        )?;
+    }
+    Ok(())
+}
+
 fn bpffs_mounted() -> bool {
     std::fs::read_to_string("/proc/self/mounts")
         .map(|m| {

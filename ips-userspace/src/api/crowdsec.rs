@@ -7,6 +7,10 @@
 //!
 //! both authenticated by `X-Api-Key` (keys from `ips bouncers add`, stored as SHA-256), 403
 //! otherwise. Empty lists are `null`, as CrowdSec sends them.
+//!
+//! As CrowdSec's LAPI does: one decision per value (the one that lasts longest), a value in
+//! `deleted` only when no active decision bans it any more, and the filters `scopes`,
+//! `origins`, `scenarios_containing` and `scenarios_not_containing` (comma-separated) on both.
 use axum::{
     Json,
     extract::{Query, State},
@@ -19,7 +23,7 @@ use sha2::{Digest, Sha256};
 use super::ApiError;
 use crate::{
     calendar::now_ms,
-    decisions::{Decision, Origin, Tombstone},
+    decisions::{Decision, Origin, StreamDelta, Tombstone},
     service::Handle,
 };
 
@@ -62,11 +66,7 @@ pub fn from_decision(d: &Decision, now_ms: i64) -> LapiDecision {
         scope: d.scope.clone(),
         value: d.value.to_string(),
         duration: crate::duration::format(left),
-        scenario: if let Origin::List(_) = d.origin {
-            d.origin.to_string()
-        } else {
-            d.reason.clone()
-        },
+        scenario: scenario_of(&d.origin, &d.reason),
     }
 }
 
@@ -78,7 +78,7 @@ fn from_tombstone(t: &Tombstone) -> LapiDecision {
         scope: t.value.scope().to_owned(),
         value: t.value.to_string(),
         duration: "0s".into(),
-        scenario: t.reason.clone(),
+        scenario: scenario_of(&t.origin, &t.reason),
     }
 }
 
@@ -117,11 +117,162 @@ async fn bouncer(h: &Handle, headers: &HeaderMap) -> Result<Option<String>, ApiE
     Ok(h.bouncer_by_key(hash).await?)
 }
 
-/// `?startup=`.
+/// `?startup=` and the filters.
 #[derive(Debug, Default, Deserialize)]
 pub struct StreamQuery {
     #[serde(default)]
     startup: Option<String>,
+    #[serde(flatten)]
+    filter: FilterQuery,
+}
+
+/// The filters CrowdSec's bouncers send, comma-separated.
+#[derive(Debug, Default, Deserialize)]
+pub struct FilterQuery {
+    #[serde(default)]
+    scopes: Option<String>,
+    #[serde(default)]
+    origins: Option<String>,
+    #[serde(default)]
+    scenarios_containing: Option<String>,
+    #[serde(default)]
+    scenarios_not_containing: Option<String>,
+}
+
+/// Which decisions a bouncer asked for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Filter {
+    scopes: Vec<String>,
+    origins: Vec<String>,
+    containing: Vec<String>,
+    not_containing: Vec<String>,
+}
+
+fn list(s: Option<&String>, lower: bool) -> Vec<String> {
+    s.map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(|x| {
+                if lower {
+                    x.to_lowercase()
+                } else {
+                    x.to_owned()
+                }
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+impl From<&FilterQuery> for Filter {
+    fn from(q: &FilterQuery) -> Self {
+        Self {
+            scopes: list(q.scopes.as_ref(), true),
+            origins: list(q.origins.as_ref(), false),
+            containing: list(q.scenarios_containing.as_ref(), false),
+            not_containing: list(q.scenarios_not_containing.as_ref(), false),
+        }
+    }
+}
+
+impl Filter {
+    /// True if a decision with this scope, origin and scenario is asked for. An origin matches
+    /// by its CrowdSec name (`cscli`, `crowdsec`, `lists`) or its own (`list:firehol`).
+    fn wants(&self, scope: &str, origin: &Origin, scenario: &str) -> bool {
+        (self.scopes.is_empty() || self.scopes.iter().any(|s| s.eq_ignore_ascii_case(scope)))
+            && (self.origins.is_empty()
+                || self
+                    .origins
+                    .iter()
+                    .any(|o| *o == origin.crowdsec_name() || *o == origin.to_string()))
+            && (self.containing.is_empty() || self.containing.iter().any(|c| scenario.contains(c)))
+            && !self.not_containing.iter().any(|c| scenario.contains(c))
+    }
+
+    fn wants_decision(&self, d: &Decision) -> bool {
+        self.wants(&d.scope, &d.origin, &scenario_of(&d.origin, &d.reason))
+    }
+}
+
+/// The scenario a decision shows: the list for list entries, else its reason.
+fn scenario_of(origin: &Origin, reason: &str) -> String {
+    if let Origin::List(_) = origin {
+        origin.to_string()
+    } else {
+        reason.to_owned()
+    }
+}
+
+/// Of `decisions`, those `filter` wants, one per value: the one that lasts longest, in the
+/// order the store gave the values (rows as decided, then list entries).
+fn longest_per_value<'a>(decisions: &'a [Decision], filter: &Filter) -> Vec<&'a Decision> {
+    let mut order: Vec<crate::prefix::Prefix> = Vec::new();
+    let mut best: std::collections::HashMap<crate::prefix::Prefix, &Decision> =
+        std::collections::HashMap::new();
+    for d in decisions.iter().filter(|d| filter.wants_decision(d)) {
+        match best.entry(d.value) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                if d.expires_ms > e.get().expires_ms {
+                    e.insert(d);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                order.push(d.value);
+                e.insert(d);
+            }
+        }
+    }
+    order.iter().filter_map(|v| best.get(v).copied()).collect()
+}
+
+/// The stream answer for a pull: new decisions one per value, and a delete for each removed
+/// value that nothing the bouncer asked for still bans.
+pub fn answer(delta: &StreamDelta, filter: &Filter, now_ms: i64) -> Stream {
+    let new: Vec<LapiDecision> = longest_per_value(&delta.active, filter)
+        .into_iter()
+        .map(|d| from_decision(d, now_ms))
+        .collect();
+    let banned: std::collections::BTreeSet<crate::prefix::Prefix> =
+        longest_per_value(&delta.still_active, filter)
+            .into_iter()
+            .map(|d| d.value)
+            .collect();
+    let mut order: Vec<crate::prefix::Prefix> = Vec::new();
+    let mut gone: std::collections::HashMap<crate::prefix::Prefix, &Tombstone> =
+        std::collections::HashMap::new();
+    for t in &delta.deleted {
+        if banned.contains(&t.value)
+            || !filter.wants(
+                t.value.scope(),
+                &t.origin,
+                &scenario_of(&t.origin, &t.reason),
+            )
+        {
+            continue;
+        }
+        match gone.entry(t.value) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                if t.deleted_ms > e.get().deleted_ms {
+                    e.insert(t);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                order.push(t.value);
+                e.insert(t);
+            }
+        }
+    }
+    Stream {
+        new: non_empty(new),
+        deleted: non_empty(
+            order
+                .iter()
+                .filter_map(|v| gone.get(v))
+                .map(|t| from_tombstone(t))
+                .collect(),
+        ),
+    }
 }
 
 /// `GET /v1/decisions/stream`.
@@ -134,13 +285,8 @@ pub async fn stream(
         return Ok(forbidden());
     };
     let startup = q.startup.as_deref() == Some("true");
-    let (new, deleted) = h.stream(name, startup).await?;
-    let now = now_ms();
-    Ok(Json(Stream {
-        new: non_empty(new.iter().map(|d| from_decision(d, now)).collect()),
-        deleted: non_empty(deleted.iter().map(from_tombstone).collect()),
-    })
-    .into_response())
+    let delta = h.stream(name, startup).await?;
+    Ok(Json(answer(&delta, &Filter::from(&q.filter), now_ms())).into_response())
 }
 
 /// `?ip=` / `?value=`.
@@ -152,6 +298,8 @@ pub struct DecisionsQuery {
     value: Option<String>,
     #[serde(default)]
     range: Option<String>,
+    #[serde(flatten)]
+    filter: FilterQuery,
 }
 
 /// `GET /v1/decisions`.
@@ -174,7 +322,10 @@ pub async fn decisions(
         None => h.decisions(None).await?,
     };
     let now = now_ms();
-    let list: Vec<LapiDecision> = found.iter().map(|d| from_decision(d, now)).collect();
+    let list: Vec<LapiDecision> = longest_per_value(&found, &Filter::from(&q.filter))
+        .into_iter()
+        .map(|d| from_decision(d, now))
+        .collect();
     Ok(Json(non_empty(list)).into_response())
 }
 
@@ -207,5 +358,88 @@ mod tests {
         assert_eq!(empty, r#"{"new":null,"deleted":null}"#);
         assert_eq!(key_hash("abc").len(), 64);
         assert_ne!(new_key().unwrap(), new_key().unwrap());
+    }
+
+    fn decision(id: i64, value: &str, origin: Origin, reason: &str, expires_ms: i64) -> Decision {
+        let value: crate::prefix::Prefix = value.parse().unwrap();
+        Decision {
+            id,
+            value,
+            scope: value.scope().to_owned(),
+            kind: "ban".into(),
+            origin,
+            reason: reason.into(),
+            created_ms: 0,
+            expires_ms,
+        }
+    }
+
+    fn tombstone(id: i64, value: &str, origin: Origin, deleted_ms: i64) -> Tombstone {
+        Tombstone {
+            id,
+            value: value.parse().unwrap(),
+            origin,
+            kind: "ban".into(),
+            reason: "x".into(),
+            deleted_ms,
+        }
+    }
+
+    #[test]
+    fn one_decision_per_value_and_no_delete_while_still_banned() {
+        let list = Origin::List("l".into());
+        let delta = StreamDelta {
+            active: vec![
+                decision(1, "5.6.7.8", Origin::Manual, "manual", 1000),
+                decision(2, "5.6.7.8", list.clone(), "list:l", 9000),
+                decision(3, "2001:db8::/64", Origin::Detection, "ssh-bf", 5000),
+            ],
+            deleted: vec![
+                tombstone(4, "5.6.7.9", Origin::Manual, 10),
+                tombstone(5, "5.6.7.9", Origin::Detection, 20),
+                tombstone(6, "9.9.9.9", Origin::Manual, 30),
+            ],
+            // 9.9.9.9 is still banned by the list: no delete for it.
+            still_active: vec![decision(7, "9.9.9.9", list, "list:l", 9000)],
+        };
+        let s = answer(&delta, &Filter::default(), 0);
+        let new = s.new.unwrap();
+        assert_eq!(
+            new.iter()
+                .map(|d| (d.value.as_str(), d.id))
+                .collect::<Vec<_>>(),
+            [("5.6.7.8", 2), ("2001:db8::/64", 3)]
+        );
+        let deleted = s.deleted.unwrap();
+        assert_eq!(
+            deleted
+                .iter()
+                .map(|d| (d.value.as_str(), d.id))
+                .collect::<Vec<_>>(),
+            [("5.6.7.9", 5)]
+        );
+        // Filters: only cscli, only ranges; and a scenario left out.
+        let only = |q: FilterQuery| answer(&delta, &Filter::from(&q), 0);
+        let s = only(FilterQuery {
+            origins: Some("cscli".into()),
+            ..FilterQuery::default()
+        });
+        let new = s.new.unwrap();
+        assert_eq!((new.len(), new[0].id), (1, 1));
+        // The list's ban on 9.9.9.9 is not asked for: the manual delete goes out.
+        let deleted: Vec<String> = s.deleted.unwrap().into_iter().map(|d| d.value).collect();
+        assert_eq!(deleted, ["5.6.7.9", "9.9.9.9"]);
+        let s = only(FilterQuery {
+            scopes: Some("Range".into()),
+            ..FilterQuery::default()
+        });
+        assert_eq!(s.new.unwrap()[0].value, "2001:db8::/64");
+        assert!(s.deleted.is_none());
+        let s = only(FilterQuery {
+            scenarios_not_containing: Some("ssh".into()),
+            scenarios_containing: Some("list,manual".into()),
+            ..FilterQuery::default()
+        });
+        assert_eq!(s.new.unwrap().len(), 1);
     }
 }

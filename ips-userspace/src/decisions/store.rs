@@ -137,27 +137,58 @@ pub trait BouncerStream: DecisionStore + BouncerStore {
     fn deleted_since(&self, since_ms: i64) -> Result<Vec<Tombstone>, StoreError>;
     /// Forgets tombstones and logged list changes older than `before_ms`; returns how many.
     fn prune_tombstones(&mut self, before_ms: i64) -> Result<usize, StoreError>;
-    /// A bouncer's stream pull: everything active on `startup` (or its first pull), else what
-    /// changed since its last pull; records the pull.
+    /// A bouncer's stream pull (and records it): on `startup` (or its first pull) every active
+    /// decision; else every active decision on a value that got a new decision since its last
+    /// pull, the decisions removed since, and what is still active on the removed values (a
+    /// value still banned gets no delete). The API filters and keeps one decision per value.
     fn stream(
         &mut self,
         bouncer: &str,
         startup: bool,
         now_ms: i64,
-    ) -> Result<(Vec<Decision>, Vec<Tombstone>), StoreError> {
+    ) -> Result<StreamDelta, StoreError> {
         let last = self
             .bouncers()?
             .into_iter()
             .find(|b| b.name == bouncer)
             .map_or(0, |b| b.last_pull_ms);
-        let answer = if startup || last == 0 {
-            (self.list(now_ms, None)?, Vec::new())
+        let delta = if startup || last == 0 {
+            StreamDelta {
+                active: self.list(now_ms, None)?,
+                ..StreamDelta::default()
+            }
         } else {
-            (self.created_since(last, now_ms)?, self.deleted_since(last)?)
+            let on = |values: std::collections::BTreeSet<Prefix>| {
+                let mut out = Vec::new();
+                for v in values {
+                    out.extend(self.list(now_ms, Some(&v))?);
+                }
+                Ok::<_, StoreError>(out)
+            };
+            let created = self.created_since(last, now_ms)?;
+            let active = on(created.iter().map(|d| d.value).collect())?;
+            let deleted = self.deleted_since(last)?;
+            let still_active = on(deleted.iter().map(|t| t.value).collect())?;
+            StreamDelta {
+                active,
+                deleted,
+                still_active,
+            }
         };
         self.set_bouncer_pull(bouncer, now_ms)?;
-        Ok(answer)
+        Ok(delta)
     }
+}
+
+/// What a bouncer's pull is made of (see [`BouncerStream::stream`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamDelta {
+    /// Active decisions on the values to send as new (several per value possible).
+    pub active: Vec<Decision>,
+    /// Decisions removed since the last pull.
+    pub deleted: Vec<Tombstone>,
+    /// Active decisions on the removed values.
+    pub still_active: Vec<Decision>,
 }
 
 /// Which alerts [`AlertLog::alerts`] returns.

@@ -16,7 +16,7 @@ use crate::{
     blocklists::{Prepared, source::SourceStatus},
     decisions::{
         AlertQuery, AllowEntry, Allowlist, AllowlistWatch, BanMode, Bouncer, Decision,
-        ImportReport, NewDecision, Origin, StoreError, StoredAlert, Tombstone,
+        ImportReport, NewDecision, Origin, StoreError, StoredAlert, StreamDelta,
     },
     enforcer::EnforcerError,
     pipeline::DetectionStats,
@@ -198,7 +198,7 @@ pub enum Command {
     /// The name of the bouncer with this API key hash.
     BouncerByKey(String, Reply<Option<String>>),
     /// A bouncer's stream: (new, deleted).
-    Stream(StreamPull, Reply<(Vec<Decision>, Vec<Tombstone>)>),
+    Stream(StreamPull, Reply<StreamDelta>),
     /// Register a bouncer: (name, key hash).
     AddBouncer(String, String, Reply<()>),
     /// Bouncers.
@@ -360,7 +360,7 @@ impl Handle {
         &self,
         bouncer: String,
         startup: bool,
-    ) -> Result<(Vec<Decision>, Vec<Tombstone>), ServiceError> {
+    ) -> Result<StreamDelta, ServiceError> {
         self.call(|r| Command::Stream(StreamPull { bouncer, startup }, r))
             .await
     }

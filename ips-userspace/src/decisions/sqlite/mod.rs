@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS origins (
     lease_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS decisions (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     value TEXT NOT NULL,
     addr BLOB NOT NULL,
     plen INTEGER NOT NULL,
@@ -106,7 +106,8 @@ CREATE INDEX IF NOT EXISTS list_changes_time ON list_changes (at_ms);
 /// Version 2 keys decisions by (addr, plen, origin), keeps blocklists as snapshots under a
 /// lease, and logs their changes. Version 3 keeps read offsets and interfaces as opaque rows of
 /// `local_state`.
-const SCHEMA_VERSION: i64 = 3;
+/// Version 4 never reuses a decision id (`AUTOINCREMENT`), as the bouncer stream needs.
+const SCHEMA_VERSION: i64 = 4;
 
 /// Moves version 2's `offsets` and `interfaces` tables into `local_state` (the encodings of
 /// `acquisition::Position` and of an attach mode), if they are there.
@@ -139,6 +140,12 @@ fn migrate_local_state(conn: &Connection) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
+/// Starts the id sequence past every decision id handed out so far, in rows or tombstones.
+const SEED_IDS: &str = "
+    DELETE FROM sqlite_sequence WHERE name = 'decisions';
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'decisions', COALESCE(MAX(m), 0) FROM (
+        SELECT MAX(id) AS m FROM decisions UNION ALL SELECT MAX(decision_id) FROM tombstones);";
+
 /// Creates the schema, bringing a store written by an older `ips` to [`SCHEMA_VERSION`] on the
 /// way and keeping every row.
 fn create_schema(conn: &Connection) -> Result<(), rusqlite::Error> {
@@ -148,8 +155,31 @@ fn create_schema(conn: &Connection) -> Result<(), rusqlite::Error> {
         [],
         |r| r.get(0),
     )?;
-    if version >= 2 || !has_decisions {
+    if version >= 4 || !has_decisions {
         conn.execute_batch(SCHEMA)?;
+        return migrate_local_state(conn);
+    }
+    if version >= 2 {
+        // Versions 2 and 3: the same columns, ids that could be reused. The table steps aside
+        // and its rows move into one whose ids only grow, past every id handed out before.
+        conn.execute_batch(
+            "BEGIN;
+             DROP INDEX IF EXISTS decisions_expires;
+             DROP INDEX IF EXISTS decisions_created;
+             ALTER TABLE decisions RENAME TO decisions_v3;",
+        )
+        .and_then(|()| conn.execute_batch(SCHEMA))
+        .and_then(|()| {
+            conn.execute_batch(&format!(
+                "INSERT INTO decisions SELECT * FROM decisions_v3;
+                 DROP TABLE decisions_v3;
+                 {SEED_IDS}
+                 COMMIT;"
+            ))
+        })
+        .inspect_err(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+        })?;
         return migrate_local_state(conn);
     }
     // Version 1: decisions unique on (value, origin_id), origins without a lease. The old table
@@ -166,13 +196,14 @@ fn create_schema(conn: &Connection) -> Result<(), rusqlite::Error> {
     )
     .and_then(|()| conn.execute_batch(SCHEMA))
     .and_then(|()| {
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "INSERT OR IGNORE INTO decisions
                      SELECT id, value, addr, plen, type, origin_id, reason, created_ms, expires_ms
                      FROM decisions_v1;
                  DROP TABLE decisions_v1;
-                 COMMIT;",
-        )
+                 {SEED_IDS}
+                 COMMIT;"
+        ))
     })
     .inspect_err(|_| {
         let _ = conn.execute_batch("ROLLBACK");

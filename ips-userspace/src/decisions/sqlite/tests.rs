@@ -554,6 +554,47 @@ fn a_version_2_store_keeps_its_offsets_and_interfaces() {
 }
 
 #[test]
+fn decision_ids_are_never_reused() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    let (a, _) = s.upsert(&[ban("192.0.2.1", "manual", 60)], 0).unwrap();
+    let (b, _) = s.upsert(&[ban("192.0.2.2", "manual", 60)], 0).unwrap();
+    s.delete(&p("192.0.2.2"), None, 0).unwrap();
+    let (c, _) = s.upsert(&[ban("192.0.2.3", "manual", 60)], 0).unwrap();
+    assert!(a[0].id < b[0].id && b[0].id < c[0].id, "{a:?} {b:?} {c:?}");
+}
+
+#[test]
+fn a_version_3_store_keeps_its_rows_and_never_reuses_an_old_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE origins (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, lease_ms INTEGER);
+             CREATE TABLE decisions (
+                 id INTEGER PRIMARY KEY, value TEXT NOT NULL, addr BLOB NOT NULL,
+                 plen INTEGER NOT NULL, type TEXT NOT NULL DEFAULT 'ban',
+                 origin_id INTEGER NOT NULL REFERENCES origins(id), reason TEXT NOT NULL,
+                 created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+                 UNIQUE (addr, plen, origin_id));
+             CREATE INDEX decisions_expires ON decisions (expires_ms);
+             CREATE TABLE tombstones (decision_id INTEGER NOT NULL, value TEXT NOT NULL,
+                 origin TEXT NOT NULL, type TEXT NOT NULL, reason TEXT NOT NULL,
+                 deleted_ms INTEGER NOT NULL);
+             INSERT INTO origins VALUES (0, 'manual', NULL);
+             INSERT INTO decisions VALUES (3, '192.0.2.1', x'c0000201', 32, 'ban', 0, 'm', 0, 5000);
+             INSERT INTO tombstones VALUES (9, '192.0.2.9', 'manual', 'ban', 'm', 1);
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let mut s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.list(0, None).unwrap()[0].id, 3);
+    let (d, _) = s.upsert(&[ban("192.0.2.2", "manual", 60)], 0).unwrap();
+    assert_eq!(d[0].id, 10, "past the deleted id 9");
+}
+
+#[test]
 fn unopenable_store_is_a_clear_error() {
     let err = SqliteStore::open(std::path::Path::new("/proc/nope/ips.db"))
         .err()
