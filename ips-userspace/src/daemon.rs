@@ -162,8 +162,10 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
 
     let stop = Stop::default();
     let mut scheduled = Vec::new();
+    // What every source reports, for `ips blocklist status`.
+    let sources = std::sync::Arc::default();
     let hub = config.hub.clone().map(|h| {
-        let (pusher, tx) = crate::hub::Pusher::new(h);
+        let (pusher, tx) = crate::hub::Pusher::new(h, &sources);
         scheduled.push((
             "ips-hub-push",
             vec![Box::new(pusher) as Box<dyn schedule::Task>],
@@ -178,7 +180,8 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         config.enforcer.expiry_interval,
     )
     .with_not_enforced(reconciled.not_fitted as u64);
-    let (handle, worker) = worker.spawn(config.decisions.default_duration)?;
+    let (mut handle, worker) = worker.spawn(config.decisions.default_duration)?;
+    handle.lists = sources;
     let pipeline = if config.acquisition.is_empty() {
         None
     } else {
@@ -202,7 +205,7 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         scheduled.push(("ips-blocklists", tasks));
     }
     if !config.crowdsec.is_empty() {
-        let tasks = crate::blocklists::lapi::tasks(config.crowdsec.clone(), &handle)
+        let tasks = crate::blocklists::lapi::tasks(config.crowdsec.clone(), &handle, &handle.lists)
             .map_err(|e| DaemonError::Detection(format!("[[crowdsec]]: {e}")))?;
         scheduled.push(("ips-lapi", tasks));
     }

@@ -238,3 +238,41 @@ fn an_allowlist_entry_added_during_a_prepare_still_wins() {
     let got = lab.exchange(&frames(&[("5.6.7.8", 1), ("5.6.8.8", 2)]));
     assert_eq!(got, vec![1]);
 }
+
+/// An imported list shows in `ips blocklist status`; a garbled file never replaces it, and
+/// `ips blocklist delete` removes it.
+#[test]
+fn imported_lists_are_listed_guarded_and_deleted() {
+    let mut lab = Lab::new("listdel");
+    lab.start_daemon();
+    let list = lab.dir.join("mine.txt");
+    std::fs::write(&list, "5.6.7.8\n0.0.0.0/0\n").expect("write list");
+    let path = list.to_string_lossy().into_owned();
+    let r = lab.ips_json(&["blocklist", "import", &path, "--name", "mine"]);
+    // The catch-all is rejected whole and counted, never cut into pieces.
+    assert_eq!(
+        (&r["entries"], &r["prepared"]["filtered"]["too_short"]),
+        (&1.into(), &1.into()),
+        "{r}"
+    );
+    let status = lab.ips_json(&["blocklist", "status"]);
+    let mine = status
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "mine"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&mine["kind"], &mine["entries"]),
+        (&"import".into(), &1.into()),
+        "{status}"
+    );
+    // An error page instead of the list: refused, and the list stays.
+    std::fs::write(&list, "<html><body>502 Bad Gateway</body></html>\n").expect("write");
+    let out = lab.ips_raw(&["blocklist", "import", &path, "--name", "mine"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("garbled"), "{err}");
+    assert!(lab.exchange(&frames(&[("5.6.7.8", 1)])).is_empty());
+    let out = lab.ips(&["blocklist", "delete", "mine"]);
+    assert!(out.contains("removed (1 entries)"), "{out}");
+    assert_eq!(lab.exchange(&frames(&[("5.6.7.8", 2)])), vec![2]);
+}

@@ -195,4 +195,14 @@ fn pulls_decisions_from_a_lapi() {
         seen_keys.lock().expect("keys").iter().all(|k| *k),
         "every pull sends the key"
     );
+    // The LAPI is a source like a list: `ips blocklist status` shows it.
+    let sources = lab.ips_json(&["blocklist", "status"]);
+    let up = sources
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "up"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(up["kind"], "lapi", "{sources}");
+    assert!(up["last_success_ms"].as_i64().unwrap_or(0) > 0, "{sources}");
+    assert!(up["dropped"].as_u64().unwrap_or(0) > 0, "{sources}");
 }

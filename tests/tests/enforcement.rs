@@ -409,3 +409,54 @@ fn a_second_daemon_with_the_same_config_stops_before_touching_the_kernel() {
         "{err}"
     );
 }
+
+#[test]
+fn cli_and_api_limits() {
+    let mut lab = Lab::new("limits");
+    lab.start_daemon();
+    // A reason is at most 1024 characters; control characters never reach the terminal raw.
+    let long = "r".repeat(1100);
+    let out = lab.ips_raw(&["decisions", "add", "203.0.113.7", "--reason", &long]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 1024"));
+    lab.ips(&[
+        "decisions",
+        "add",
+        "203.0.113.7",
+        "--reason",
+        "a\u{1b}[31mred\nline",
+    ]);
+    let table = lab.ips(&["decisions", "list"]);
+    assert!(
+        !table.contains('\u{1b}') && table.contains("\\u{1b}[31mred\\nline"),
+        "{table}"
+    );
+    // No ban lasts longer than profiles.max_ban (7 days by default).
+    lab.ips(&[
+        "decisions",
+        "add",
+        "203.0.113.8",
+        "--duration",
+        "9999999999d",
+    ]);
+    let d = lab.ips_json(&["decisions", "list", "--value", "203.0.113.8"]);
+    let left = d[0]["expires_ms"].as_i64().unwrap_or(0) - d[0]["created_ms"].as_i64().unwrap_or(0);
+    assert!(left <= 7 * 86_400_000 && left > 6 * 86_400_000, "{d}");
+    // Output cut short ends quietly.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "nsenter --net=/run/netns/{} {} --config {} status | head -1",
+            lab.a,
+            ips_tests::ips_bin().display(),
+            lab.config.display()
+        ))
+        .output()
+        .expect("sh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}

@@ -14,6 +14,7 @@
 //! | POST | `/v1/ips/detach` | `{"iface":..}` | `{"detached":bool}` |
 //! | POST | `/v1/ips/blocklists/import` | [`ImportRequest`] | `ImportReport` |
 //! | GET | `/v1/ips/blocklists` | | `[SourceStatus]` |
+//! | DELETE | `/v1/ips/blocklists` | `?name=` | `{"removed":n}` |
 //! | GET, POST, DELETE | `/v1/ips/bouncers` | `{"name":..}` / `?name=` | key once on POST |
 //! | GET | `/v1/decisions/stream`, `/v1/decisions` | CrowdSec LAPI, `X-Api-Key` | see [`crowdsec`] |
 //! | GET | `/v1/ips/alerts` | `?limit=&scenario=&source=` | `[StoredAlert]` |
@@ -135,6 +136,22 @@ struct ValueQuery {
     origin: Option<String>,
 }
 
+/// Largest list import body: 64 MiB (some 4M IPv4 lines).
+pub const MAX_IMPORT: usize = 64 << 20;
+
+/// Longest reason a decision or allowlist entry may carry.
+pub const MAX_REASON: usize = 1024;
+
+fn reason(r: Option<String>) -> Result<String, ApiError> {
+    let r = r.unwrap_or_else(|| "manual".to_owned());
+    if r.chars().count() > MAX_REASON {
+        return Err(ApiError::bad_request(format!(
+            "reason: at most {MAX_REASON} characters"
+        )));
+    }
+    Ok(r)
+}
+
 fn parse_prefix(s: &str) -> Result<Prefix, ApiError> {
     s.parse()
         .map_err(|e: crate::prefix::PrefixError| ApiError::bad_request(e.to_string()))
@@ -174,9 +191,9 @@ pub fn router(handle: Handle) -> Router {
         .route("/v1/ips/detach", post(detach))
         .route(
             "/v1/ips/blocklists/import",
-            post(import_list).layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
+            post(import_list).layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT)),
         )
-        .route("/v1/ips/blocklists", get(list_status))
+        .route("/v1/ips/blocklists", get(list_status).delete(delete_list))
         .route("/v1/decisions/stream", get(crowdsec::stream))
         .route("/v1/decisions", get(crowdsec::decisions))
         .route(
@@ -229,6 +246,14 @@ async fn import_list(
         tokio::task::spawn_blocking(move || crate::blocklists::prepare(&text, format, &allow))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
+    // The garbled-list guard of list sources, on imports too: an error page or a file of junk
+    // never replaces a list (`ips blocklist delete` removes one).
+    crate::blocklists::source::sanity(&prepared, true).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{e}: not imported (to remove list {}, use `ips blocklist delete`)",
+            req.name
+        ))
+    })?;
     let prepare_ms = started.elapsed().as_millis() as u64;
     let mut report = h
         .import_list(ImportList {
@@ -293,8 +318,26 @@ async fn delete_bouncer(
 async fn list_status(State(h): State<Handle>) -> Result<Response, ApiError> {
     let status = h.status().await?;
     let mut lists = h.lists.lock().map(|l| l.clone()).unwrap_or_default();
+    // Lists in the store that no configured source fetches: imported by hand.
+    for l in h.stored_lists().await? {
+        if let Origin::List(name) = &l.origin
+            && !lists.iter().any(|s| s.kind == "list" && s.name == *name)
+        {
+            lists.push(crate::blocklists::source::SourceStatus {
+                name: name.clone(),
+                kind: "import".into(),
+                from: "ips blocklist import".into(),
+                entries: l.entries,
+                last_success_ms: Some(l.since_ms),
+                ..Default::default()
+            });
+        }
+    }
     for l in &mut lists {
-        let origin = Origin::List(l.name.clone()).to_string();
+        let origin = match l.kind.as_str() {
+            "lapi" => Origin::Lapi(l.name.clone()).to_string(),
+            _ => Origin::List(l.name.clone()).to_string(),
+        };
         l.dropped = status
             .origins
             .iter()
@@ -303,6 +346,25 @@ async fn list_status(State(h): State<Handle>) -> Result<Response, ApiError> {
             .sum();
     }
     Ok(Json(lists).into_response())
+}
+
+async fn delete_list(
+    State(h): State<Handle>,
+    Query(q): Query<NameQuery>,
+) -> Result<Response, ApiError> {
+    let name = q
+        .name
+        .ok_or_else(|| ApiError::bad_request("?name= is required"))?;
+    let allow = h.allowlist();
+    let report = h
+        .import_list(ImportList {
+            name,
+            prepared: crate::blocklists::Prepared::default(),
+            allow_version: allow.version,
+            duration: std::time::Duration::from_secs(60),
+        })
+        .await?;
+    Ok(Json(serde_json::json!({ "removed": report.removed })).into_response())
 }
 
 /// `?limit=&scenario=&source=`.
@@ -361,7 +423,7 @@ async fn add_decisions(
         return Err(ApiError::bad_request("duration must be above 0"));
     }
     let origin = req.origin.unwrap_or(Origin::Manual);
-    let reason = req.reason.unwrap_or_else(|| "manual".to_owned());
+    let reason = reason(req.reason)?;
     let batch = req
         .values
         .iter()
@@ -403,7 +465,7 @@ async fn add_allow(
 ) -> Result<Response, ApiError> {
     let req = body(b)?;
     let value = parse_prefix(&req.value)?;
-    let reason = req.reason.unwrap_or_else(|| "manual".to_owned());
+    let reason = reason(req.reason)?;
     let n = h.allow(value, reason).await?;
     Ok((
         StatusCode::CREATED,

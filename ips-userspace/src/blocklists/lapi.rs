@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::Sink;
+use std::sync::{Arc, Mutex};
+
+use super::{Sink, source::SourceStatus};
 use crate::{
     decisions::{NewDecision, Origin},
     prefix::Prefix,
@@ -180,25 +182,53 @@ pub struct LapiTask<S> {
     agent: ureq::Agent,
     sink: S,
     started: bool,
+    status: Arc<Mutex<Vec<SourceStatus>>>,
+    index: usize,
 }
 
-/// The tasks of `sources`. A name that breaks the naming rule is an error naming it.
+/// The tasks of `sources`, reporting into `status` (an entry each, added here). A name that
+/// breaks the naming rule is an error naming it.
 pub fn tasks<S: Sink + Clone>(
     sources: Vec<LapiConfig>,
     sink: &S,
+    status: &Arc<Mutex<Vec<SourceStatus>>>,
 ) -> Result<Vec<Box<dyn Task>>, crate::decisions::OriginError> {
     sources
         .into_iter()
         .map(|config| {
+            let origin = Origin::lapi(&config.name)?;
+            let index = super::source::register(
+                status,
+                SourceStatus {
+                    name: config.name.clone(),
+                    kind: "lapi".into(),
+                    from: config.url.clone(),
+                    ..SourceStatus::default()
+                },
+            );
             Ok(Box::new(LapiTask {
-                origin: Origin::lapi(&config.name)?,
+                origin,
                 config,
                 agent: crate::http::agent(Duration::from_secs(60)),
                 sink: sink.clone(),
                 started: false,
+                status: status.clone(),
+                index,
             }) as Box<dyn Task>)
         })
         .collect()
+}
+
+impl<S> LapiTask<S> {
+    fn report(&self, f: impl FnOnce(&mut SourceStatus)) {
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = s.get_mut(self.index) {
+            f(s);
+        }
+    }
 }
 
 impl<S: Sink> Task for LapiTask<S> {
@@ -212,9 +242,11 @@ impl<S: Sink> Task for LapiTask<S> {
             Ok(d) => d,
             Err(e) => {
                 warn!(lapi = %src.name, error = %e, "LAPI pull failed; keeping current decisions.");
+                self.report(|s| s.last_error = Some(e));
                 return;
             }
         };
+        let startup = !self.started;
         self.started = true;
         // Values unban first, so a value deleted and re-added in one pull stays.
         for value in &delta.deleted {
@@ -238,6 +270,17 @@ impl<S: Sink> Task for LapiTask<S> {
             }
         }
         info!(lapi = %src.name, new = delta.new.len(), deleted = delta.deleted.len(), "Pulled LAPI decisions.");
+        let (new, deleted) = (delta.new.len() as u64, delta.deleted.len() as u64);
+        self.report(|s| {
+            // Decisions pulled and standing, as far as the deltas tell.
+            s.entries = if startup {
+                new
+            } else {
+                (s.entries + new).saturating_sub(deleted)
+            };
+            s.last_success_ms = Some(crate::calendar::now_ms());
+            s.last_error = None;
+        });
     }
 }
 

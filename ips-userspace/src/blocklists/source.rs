@@ -108,7 +108,7 @@ pub struct Fetcher {
 
 /// A list is garbled if most of its meaningful lines are rejected, or it has no entry at all
 /// while the last good list had some.
-fn sanity(list: &Prepared, had_entries: bool) -> Result<(), FetchError> {
+pub fn sanity(list: &Prepared, had_entries: bool) -> Result<(), FetchError> {
     let rejected: u64 = list.rejected.values().sum();
     let good = list.read;
     if good == 0 && (had_entries || rejected > 0) {
@@ -214,6 +214,9 @@ impl Fetcher {
 pub struct SourceStatus {
     /// Name.
     pub name: String,
+    /// `list` (configured), `import` (`ips blocklist import`), `lapi` or `hub`.
+    #[serde(default)]
+    pub kind: String,
     /// Where from.
     pub from: String,
     /// Prefixes banned after filtering and aggregation.
@@ -241,30 +244,37 @@ pub struct ListTask<S> {
     degraded: Option<String>,
 }
 
-/// The tasks of `sources`, reporting into `status` (one entry per source, set here).
+/// Adds a source's entry to `status`; returns its index there.
+pub fn register(status: &Arc<Mutex<Vec<SourceStatus>>>, entry: SourceStatus) -> usize {
+    let mut s = status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    s.push(entry);
+    s.len() - 1
+}
+
+/// The tasks of `sources`, reporting into `status` (an entry each, added here).
 pub fn tasks<S: Sink + Clone>(
     sources: Vec<SourceConfig>,
     sink: &S,
     status: &Arc<Mutex<Vec<SourceStatus>>>,
 ) -> Vec<Box<dyn Task>> {
-    if let Ok(mut s) = status.lock() {
-        *s = sources
-            .iter()
-            .map(|c| SourceStatus {
-                name: c.name.clone(),
-                from: c
-                    .url
-                    .clone()
-                    .or_else(|| c.path.as_ref().map(|p| p.display().to_string()))
-                    .unwrap_or_default(),
-                ..SourceStatus::default()
-            })
-            .collect();
-    }
     sources
         .into_iter()
-        .enumerate()
-        .map(|(index, source)| {
+        .map(|source| {
+            let index = register(
+                status,
+                SourceStatus {
+                    name: source.name.clone(),
+                    kind: "list".into(),
+                    from: source
+                        .url
+                        .clone()
+                        .or_else(|| source.path.as_ref().map(|p| p.display().to_string()))
+                        .unwrap_or_default(),
+                    ..SourceStatus::default()
+                },
+            );
             Box::new(ListTask {
                 source,
                 fetcher: Fetcher::default(),

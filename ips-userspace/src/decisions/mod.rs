@@ -30,8 +30,8 @@ pub use service::{BanMode, DecisionService, ImportReport, ImportTimes};
 pub use sqlite::SqliteStore;
 pub use store::{
     AlertLog, AlertQuery, AllowStore, BouncerStore, BouncerStream, DecisionStore, KernelView,
-    ListChange, ListStore, LocalState, STATE_INTERFACES, STATE_OFFSETS, Store, StreamDelta,
-    Transactions,
+    ListChange, ListStore, ListSummary, LocalState, STATE_INTERFACES, STATE_OFFSETS, Store,
+    StreamDelta, Transactions,
 };
 
 /// A ban as stored.

@@ -203,6 +203,17 @@ impl DecisionService {
         mode: BanMode,
         now_ms: i64,
     ) -> Result<(Vec<Decision>, Changes), StoreError> {
+        // No ban lasts longer than `profiles.max_ban`, whoever asks.
+        let max_ms = self
+            .profiles
+            .config()
+            .max_ban
+            .as_millis()
+            .min(i64::MAX as u128) as i64;
+        let mut batch = batch;
+        for d in &mut batch {
+            d.duration_ms = d.duration_ms.min(max_ms);
+        }
         let batch = match mode {
             BanMode::Operator { force } => {
                 let min = self.allow.current().min;

@@ -60,8 +60,23 @@ pub struct ListChange {
     pub kernel: Diff,
 }
 
+/// One stored list, for `ips blocklist status`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListSummary {
+    /// Its origin.
+    pub origin: Origin,
+    /// Entries.
+    pub entries: u64,
+    /// First imported (Unix ms).
+    pub since_ms: i64,
+    /// Its lease ends (Unix ms).
+    pub lease_ms: i64,
+}
+
 /// Blocklists: one sorted snapshot per list under a lease, and a log of their changes.
 pub trait ListStore: Send {
+    /// The lists whose lease has not ended.
+    fn lists(&self, now_ms: i64) -> Vec<ListSummary>;
     /// The entries of a list (sorted), empty if it has none.
     fn list_values(&self, origin: &Origin) -> Result<Vec<Prefix>, StoreError>;
     /// Makes a list's entries exactly `values` under a lease that ends `duration_ms` from now,

@@ -356,21 +356,47 @@ pub struct Pusher {
     agent: ureq::Agent,
     rx: std::sync::mpsc::Receiver<Signal>,
     pending: Vec<Signal>,
+    status: Status,
+    index: usize,
 }
 
+type Status = std::sync::Arc<std::sync::Mutex<Vec<crate::blocklists::source::SourceStatus>>>;
+
 impl Pusher {
-    /// The pusher and where the service sends it signals.
-    pub fn new(config: AgentConfig) -> (Self, std::sync::mpsc::Sender<Signal>) {
+    /// The pusher and where the service sends it signals; it reports into `status` (for
+    /// `ips blocklist status`: signals pushed, last success and error).
+    pub fn new(config: AgentConfig, status: &Status) -> (Self, std::sync::mpsc::Sender<Signal>) {
         let (tx, rx) = std::sync::mpsc::channel();
         let url = format!("{}/v1/hub/signals", config.url.trim_end_matches('/'));
+        let index = crate::blocklists::source::register(
+            status,
+            crate::blocklists::source::SourceStatus {
+                name: "hub".into(),
+                kind: "hub".into(),
+                from: config.url.clone(),
+                ..Default::default()
+            },
+        );
         let pusher = Self {
             config,
             url,
             agent: crate::http::agent(std::time::Duration::from_secs(30)),
             rx,
             pending: Vec::new(),
+            status: status.clone(),
+            index,
         };
         (pusher, tx)
+    }
+
+    fn report(&self, f: impl FnOnce(&mut crate::blocklists::source::SourceStatus)) {
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = s.get_mut(self.index) {
+            f(s);
+        }
     }
 }
 
@@ -391,8 +417,19 @@ impl crate::schedule::Task for Pusher {
             .send_json(&self.pending)
             .map(|r| r.status().is_success());
         match sent {
-            Ok(true) => self.pending.clear(),
+            Ok(true) => {
+                let n = self.pending.len() as u64;
+                self.pending.clear();
+                self.report(|s| {
+                    // Signals pushed so far.
+                    s.entries += n;
+                    s.last_success_ms = Some(crate::calendar::now_ms());
+                    s.last_error = None;
+                });
+            }
             other => {
+                let why = format!("{:?}", other.as_ref().map_err(ToString::to_string));
+                self.report(|s| s.last_error = Some(format!("cannot push signals: {why}")));
                 tracing::warn!(hub = %self.config.url, result = ?other.map_err(|e| e.to_string()), "Cannot push signals; will retry.");
                 if self.pending.len() > 100_000 {
                     self.pending.drain(..self.pending.len() - 100_000);

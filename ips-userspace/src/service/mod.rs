@@ -209,6 +209,8 @@ pub enum Command {
     RenewList(RenewList, Reply<bool>),
     /// Replace a list's entries.
     ImportList(Box<ImportList>, Reply<ImportReport>),
+    /// The stored lists.
+    Lists(Reply<Vec<crate::decisions::ListSummary>>),
 }
 
 /// How producers reach the service: cheap to clone, one typed method per command. Async
@@ -379,6 +381,11 @@ impl Handle {
     /// Removes a bouncer.
     pub async fn delete_bouncer(&self, name: String) -> Result<bool, ServiceError> {
         self.call(|r| Command::DeleteBouncer(name, r)).await
+    }
+
+    /// The stored lists (configured and imported).
+    pub async fn stored_lists(&self) -> Result<Vec<crate::decisions::ListSummary>, ServiceError> {
+        self.call(Command::Lists).await
     }
 
     /// Replaces a list's entries with a prepared list.

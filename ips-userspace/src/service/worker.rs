@@ -30,6 +30,9 @@ pub struct Worker {
     expiry: Duration,
     /// Active decisions the start's reconcile could not put in the kernel.
     not_enforced: u64,
+    /// Expiry failures not logged yet, and when one was last logged: a failure that repeats
+    /// every tick (a full disk) is logged once a minute with its count.
+    expiry_failures: (u64, Option<Instant>),
 }
 
 impl Worker {
@@ -49,6 +52,7 @@ impl Worker {
             hub,
             expiry,
             not_enforced: 0,
+            expiry_failures: (0, None),
         }
     }
 
@@ -84,7 +88,13 @@ impl Worker {
             if Instant::now() >= next_expiry {
                 let now = now_ms();
                 if let Err(e) = self.decide(now, |d| Ok(((), d.expire(now)?))) {
-                    error!(error = %e, "Expiry failed; will retry.");
+                    let (count, last) = &mut self.expiry_failures;
+                    *count += 1;
+                    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        error!(error = %e, failures = *count, "Expiry failed; will retry.");
+                        *count = 0;
+                        *last = Some(Instant::now());
+                    }
                 }
                 if let Err(e) = self.decisions.prune(now) {
                     warn!(error = %e, "Cannot prune the bouncer stream's history.");
@@ -316,6 +326,9 @@ impl Worker {
             Command::RenewList(renew, reply) => {
                 let r = d.renew_list(&renew.name, millis(renew.duration), now);
                 let _ = reply.send(r.map_err(Into::into));
+            }
+            Command::Lists(reply) => {
+                let _ = reply.send(Ok(d.store().lists(now)));
             }
             Command::ImportList(list, reply) => {
                 let _ = reply.send(self.import(*list, now));

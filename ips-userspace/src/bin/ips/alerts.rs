@@ -93,14 +93,14 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
                 );
             }
             if let Some(r) = a.outcome.reason() {
-                println!("  reason:   {r}");
+                println!("  reason:   {}", output::clean(r));
             }
             for (k, v) in &a.labels {
-                println!("  label:    {k} = {v}");
+                println!("  label:    {} = {}", output::clean(k), output::clean(v));
             }
             println!("  evidence:");
             for l in &a.evidence {
-                println!("    {l}");
+                println!("    {}", output::clean(l));
             }
             Ok(())
         }

@@ -26,6 +26,11 @@ pub enum Command {
     },
     /// The configured sources: entries, last success, last error, drops.
     Status,
+    /// Remove an imported list (its entries are unbanned unless something else bans them).
+    Delete {
+        /// List name.
+        name: String,
+    },
 }
 
 pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
@@ -37,12 +42,32 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
             duration,
         } => (file, name, format, duration),
         Command::Status => return status(ctx),
+        Command::Delete { name } => {
+            ips::decisions::check_name(&name).map_err(|e| anyhow::anyhow!("list {e}"))?;
+            let v: serde_json::Value = ctx.client().delete(&format!(
+                "/v1/ips/blocklists?name={}",
+                ips::api::client::encode(&name)
+            ))?;
+            if ctx.format == crate::Format::Json {
+                println!("{v}");
+            } else {
+                println!("list:{name} removed ({} entries)", v["removed"]);
+            }
+            return Ok(());
+        }
     };
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
         read_with_progress(&file)?
     };
+    if text.len() > ips::api::MAX_IMPORT {
+        anyhow::bail!(
+            "the list is {} MB, over the {} MiB an import takes: split it, or serve it as a [[blocklist]] source",
+            text.len() >> 20,
+            ips::api::MAX_IMPORT >> 20
+        );
+    }
     let name = name.unwrap_or_else(|| {
         file.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -98,6 +123,7 @@ fn status(ctx: &Ctx) -> anyhow::Result<()> {
         .map(|s| {
             vec![
                 s.name.clone(),
+                s.kind.clone(),
                 s.entries.to_string(),
                 s.last_success_ms
                     .map_or_else(|| "never".to_owned(), crate::output::time),
@@ -112,6 +138,7 @@ fn status(ctx: &Ctx) -> anyhow::Result<()> {
         &list,
         &[
             "NAME",
+            "KIND",
             "ENTRIES",
             "LAST SUCCESS (UTC)",
             "LAST ERROR",

@@ -17,10 +17,43 @@ pub fn print<T: Serialize>(
     Ok(())
 }
 
+/// `s` with control characters escaped (`\u{1b}`, `\n`): stored text (reasons, log lines)
+/// can hold anything, and must not reach the terminal raw.
+pub fn clean(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+/// Longest cell a table shows; longer ones are cut with an ellipsis (`-o json` has all).
+const MAX_CELL: usize = 200;
+
+fn cell(s: &str) -> String {
+    let s = clean(s);
+    if s.chars().count() <= MAX_CELL {
+        return s;
+    }
+    s.chars().take(MAX_CELL - 1).chain(['…']).collect()
+}
+
 /// Formats rows under a header with columns padded to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -37,7 +70,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         s.trim_end().to_owned() + "\n"
     };
     let mut out = line(header.to_vec());
-    for row in rows {
+    for row in &rows {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
@@ -62,5 +95,16 @@ mod tests {
     fn table_pads_columns() {
         let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+
+    #[test]
+    fn cells_are_escaped_and_cut() {
+        let t = table(
+            &["A", "B"],
+            &[vec!["x\u{1b}[31my\n".into(), "z".repeat(70_000)]],
+        );
+        assert!(t.contains("x\\u{1b}[31my\\n"), "{t}");
+        assert!(!t.contains('\u{1b}'));
+        assert!(t.len() < 1000);
     }
 }

@@ -7,7 +7,7 @@ use rusqlite::params;
 use super::{SqliteStore, kernel::effective_in};
 use crate::{
     decisions::{
-        Diff, ListChange, ListStore, Origin, StoreError,
+        Diff, ListChange, ListStore, ListSummary, Origin, StoreError,
         lists::{self, List},
     },
     prefix::Prefix,
@@ -121,6 +121,17 @@ impl SqliteStore {
 }
 
 impl ListStore for SqliteStore {
+    fn lists(&self, now_ms: i64) -> Vec<ListSummary> {
+        self.active_lists(now_ms)
+            .map(|(_, l)| ListSummary {
+                origin: l.origin.clone(),
+                entries: l.entries.len() as u64,
+                since_ms: l.since_ms,
+                lease_ms: l.lease_ms,
+            })
+            .collect()
+    }
+
     fn list_values(&self, origin: &Origin) -> Result<Vec<Prefix>, StoreError> {
         Ok(self
             .lists
