@@ -460,3 +460,30 @@ fn cli_and_api_limits() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 }
+
+/// `rm -rf` of the pin directory while the daemon runs: the program stays attached (the daemon
+/// holds the link), the pins come back, and enforcement again outlives the daemon.
+#[test]
+fn removed_pins_come_back_and_nothing_passes_meanwhile() {
+    let mut lab = Lab::new("pins");
+    lab.start_daemon();
+    lab.ips(&["decisions", "add", "203.0.113.7"]);
+    std::fs::remove_dir_all(&lab.pin_dir).expect("rm -rf pins");
+    assert!(
+        lab.exchange(&ids(&[Frame::udp("203.0.113.7", 1)]))
+            .is_empty(),
+        "the program left with its pins"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !lab.pin_dir.join("links").join(&lab.a_if).exists() {
+        assert!(std::time::Instant::now() < deadline, "pins not restored");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(lab.daemon_log().contains("pinned them again"));
+    lab.kill_daemon();
+    assert!(
+        lab.exchange(&ids(&[Frame::udp("203.0.113.7", 2)]))
+            .is_empty(),
+        "enforcement did not outlive the daemon"
+    );
+}

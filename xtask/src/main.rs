@@ -1,4 +1,4 @@
-//! `cargo xtask`: setup, build, run (a lab on a veth pair), test and bench.
+//! `cargo xtask`: setup, build, run (a lab on a veth pair), test, bench, lint and fuzz.
 //!
 //! Every command runs `setup` first, which installs what is missing and says clearly what
 //! failed.
@@ -43,6 +43,15 @@ enum Cmd {
     Bench,
     /// rustfmt check and clippy in two passes: host crates, then the eBPF crate for BPF.
     Lint,
+    /// cargo-fuzz targets (log parsers, list formats, values, API bodies), each for a while.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 fn main() {
@@ -76,7 +85,59 @@ fn run() -> Result<()> {
         Cmd::Test => test(),
         Cmd::Bench => bench(),
         Cmd::Lint => lint(),
+        Cmd::Fuzz { seconds, target } => fuzz(seconds, target.as_deref()),
     }
+}
+
+/// The cargo-fuzz targets in `fuzz/`.
+const FUZZ_TARGETS: [&str; 4] = ["parsers", "lists", "values", "api"];
+
+/// Runs each fuzz target for `seconds` (on the corpus it grew before, in `fuzz/corpus`) and
+/// prints what each did. A crash fails with the input's path: keep it under
+/// `fuzz/regressions/<target>/`, where a test replays it.
+fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
+    setup::fuzz_tools()?;
+    let dir = workspace().join("fuzz");
+    let mut rows = Vec::new();
+    for target in FUZZ_TARGETS
+        .iter()
+        .filter(|t| only.is_none_or(|o| o == **t))
+    {
+        eprintln!("xtask fuzz: {target} for {seconds} s");
+        std::fs::create_dir_all(dir.join("corpus").join(target))?;
+        let out = Command::new("cargo")
+            .args(["+nightly", "fuzz", "run", "-O", target, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .current_dir(&dir)
+            .output()
+            .with_context(|| format!("cannot run cargo fuzz for {target}"))?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("fuzz target {target} failed:\n{}", tail.join("\n"));
+        }
+        // libFuzzer ends with "Done N runs in M second(s)".
+        let runs = log
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("Done "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        rows.push((*target, runs));
+    }
+    println!(
+        "{:<10} {:>12} {:>10} {:>12}",
+        "target", "runs", "seconds", "runs/s"
+    );
+    for (target, runs) in rows {
+        println!(
+            "{target:<10} {runs:>12} {seconds:>10} {:>12}",
+            runs / seconds.max(1)
+        );
+    }
+    Ok(())
 }
 
 /// The workspace root.

@@ -266,6 +266,17 @@ pub fn bouncer_tools() -> Result<()> {
     Ok(())
 }
 
+/// Installs cargo-fuzz (from crates.io) if missing.
+pub fn fuzz_tools() -> Result<()> {
+    if !ok(Command::new("cargo").args(["fuzz", "--version"])) {
+        step(
+            "installing cargo-fuzz (cargo xtask fuzz runs it)",
+            Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]),
+        )?;
+    }
+    Ok(())
+}
+
 fn bpffs_mounted() -> bool {
     std::fs::read_to_string("/proc/self/mounts")
         .map(|m| {

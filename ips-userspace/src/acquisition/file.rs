@@ -5,6 +5,11 @@
 //! the new one is read from its start; a size below the offset means it was truncated or
 //! copy-truncated, and reading starts over. A partial last line waits for its newline. Wake-ups
 //! come from inotify on the directories, with a periodic check as a fallback.
+//!
+//! A file in a directory that someone other than root may write to is opened without
+//! following a symlink: whoever can write there could otherwise swap the log for a link to
+//! `/etc/shadow`, and the root daemon would read it (and matching lines would reach alert
+//! evidence). Such a link is refused with a warning.
 use std::{
     collections::HashMap,
     fs::File,
@@ -34,6 +39,26 @@ pub struct Follower {
     partial: Vec<u8>,
     /// Where to start a file seen for the first time when no offset was saved.
     start_at_end: bool,
+    /// The path is a symlink we will not follow (said once).
+    refused: bool,
+}
+
+/// Opens a log for reading; in a directory that anyone but root may write to, a symlink is
+/// not followed (the error is `ELOOP`).
+pub fn open_log(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let trusted =
+        std::fs::metadata(dir).is_ok_and(|m| m.uid() == 0 && m.permissions().mode() & 0o022 == 0);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    if !trusted {
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path)
 }
 
 impl Follower {
@@ -47,6 +72,7 @@ impl Follower {
             offset: 0,
             partial: Vec::new(),
             start_at_end,
+            refused: false,
         };
         if !f.open(saved) {
             // Not there yet: when it appears, it is new, so read it from its start.
@@ -56,9 +82,18 @@ impl Follower {
     }
 
     fn open(&mut self, saved: Option<&Position>) -> bool {
-        let Ok(file) = File::open(&self.path) else {
-            return false;
+        let file = match open_log(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                if !self.refused {
+                    warn!(path = %self.path.display(), "Not following a symlink in a directory that is not root's alone.");
+                    self.refused = true;
+                }
+                return false;
+            }
+            Err(_) => return false,
         };
+        self.refused = false;
         let Ok(meta) = file.metadata() else {
             return false;
         };
@@ -360,6 +395,36 @@ mod tests {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    #[test]
+    fn a_symlink_in_a_directory_others_may_write_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let secret_dir = tempfile::tempdir().unwrap();
+        let secret = secret_dir.path().join("shadow");
+        std::fs::write(&secret, "root:secret-hash:19000::::::\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("auth.log");
+        std::os::unix::fs::symlink(&secret, &log).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut f = Follower::new(log.clone(), None, false);
+        let mut out = Vec::new();
+        f.poll(&mut out).unwrap();
+        assert!(
+            out.is_empty(),
+            "read through the link: {}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(
+            open_log(&log).err().and_then(|e| e.raw_os_error()),
+            Some(libc::ELOOP)
+        );
+        // A directory only root writes to is trusted: an admin's symlink there is followed.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            assert!(open_log(&log).is_ok());
+        }
     }
 
     #[test]

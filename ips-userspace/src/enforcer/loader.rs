@@ -56,8 +56,10 @@ pub struct Attachment {
     _ebpf: Ebpf,
     /// Every link's fd, by interface, held while the daemon runs: a link stays attached while
     /// the daemon holds it even if its pin is removed, and is closed (not detached: the pin
-    /// holds it) when the daemon stops. [`Attachment::release`] lets one go.
-    links: Vec<(String, FdLink)>,
+    /// holds it) when the daemon stops. [`Attachment::release`] lets one go. The second fd of
+    /// the same link is spent (and comes back) when [`Attachment::repin`] pins it again: pinning
+    /// consumes the fd it is given, and the first must never go.
+    links: Vec<(String, FdLink, Option<FdLink>)>,
     /// Interface name and how it is attached (`native`, `generic`, `reused`).
     pub interfaces: Vec<(String, String)>,
 }
@@ -65,9 +67,43 @@ pub struct Attachment {
 impl Attachment {
     /// Lets go of `iface`'s link (after its pin was removed: the program then leaves it).
     pub fn release(&mut self, iface: &str) {
-        self.links.retain(|(name, _)| name != iface);
+        self.links.retain(|(name, _, _)| name != iface);
         self.interfaces.retain(|(name, _)| name != iface);
     }
+
+    /// Pins again every link whose pin was removed (`rm -rf` of the pin directory): the
+    /// program stays attached meanwhile, as the daemon holds it. Returns the interfaces
+    /// re-pinned.
+    pub fn repin(&mut self, dir: &Path) -> Result<Vec<String>, EnforcerError> {
+        let mut done = Vec::new();
+        for (iface, _, spare) in &mut self.links {
+            let pin = link_path(dir, iface);
+            if pin.exists() {
+                continue;
+            }
+            if let Some(parent) = pin.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| EnforcerError::Io {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+            let Some(link) = spare.take() else {
+                continue;
+            };
+            let pinned = link.pin(&pin).map_err(|e| EnforcerError::Attach {
+                iface: iface.clone(),
+                reason: format!("cannot pin link at {} again: {e}", pin.display()),
+            })?;
+            *spare = Some(FdLink::from(pinned));
+            done.push(iface.clone());
+        }
+        Ok(done)
+    }
+}
+
+/// A second fd of the link pinned at `pin`, for [`Attachment::repin`].
+fn spare(pin: &Path) -> Option<FdLink> {
+    PinnedLink::from_pin(pin).ok().map(FdLink::from)
 }
 
 /// Fails with a clear error unless we are root.
@@ -192,7 +228,7 @@ pub fn attach(
                     iface: iface.clone(),
                     reason,
                 })?;
-            links.push((iface.clone(), link));
+            links.push((iface.clone(), link, spare(&pin)));
             info!(%iface, "Reused the pinned XDP link and swapped in the new program.");
             attached.push((iface.clone(), "reused".to_owned()));
             continue;
@@ -237,7 +273,7 @@ pub fn attach(
             reason: format!("cannot pin link at {}: {e}", pin.display()),
         })?;
         // Keep our own fd too, so the link outlives its pin while the daemon runs.
-        links.push((iface.clone(), FdLink::from(pinned)));
+        links.push((iface.clone(), FdLink::from(pinned), spare(&pin)));
         info!(%iface, mode = label, "Attached XDP program.");
         attached.push((iface.clone(), label.to_owned()));
     }

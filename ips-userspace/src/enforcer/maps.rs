@@ -185,6 +185,41 @@ impl KernelMaps {
         &self.dir
     }
 
+    /// Pins again every map whose pin was removed (`rm -rf` of the pin directory), so that
+    /// enforcement still outlives the daemon. Returns how many were pinned again.
+    pub fn repin(&self) -> Result<usize, EnforcerError> {
+        use aya::maps::IterableMap;
+        let mut n = 0;
+        let maps: [(&str, &MapData); 10] = [
+            (names::SUMMARY_V4, &self.summary),
+            (names::COVER_V4, &self.cover),
+            (names::HOST_V4, &self.host_v4),
+            (names::HOST_V6, &self.host_v6),
+            (names::NET_V4, &self.net_v4),
+            (names::NET_V6, &self.net_v6),
+            (names::ALLOW_V4, &self.allow_v4),
+            (names::ALLOW_V6, &self.allow_v6),
+            (names::COUNTERS, self.counters.map()),
+            (names::ORIGIN_DROPS, self.origin_drops.map()),
+        ];
+        for (name, map) in maps {
+            let path = self.dir.join(name);
+            if path.exists() {
+                continue;
+            }
+            std::fs::create_dir_all(&self.dir).map_err(|source| EnforcerError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+            map.pin(&path).map_err(|e| EnforcerError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Capacity of each ban map: (IPv4 hosts, IPv4 prefixes, IPv6 hosts, IPv6 prefixes).
     pub fn capacity(&self) -> MapCapacity {
         let max = |m: &MapData| u64::from(m.info().map_or(0, |i| i.max_entries()));

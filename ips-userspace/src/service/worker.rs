@@ -99,6 +99,7 @@ impl Worker {
                 if let Err(e) = self.decisions.prune(now) {
                     warn!(error = %e, "Cannot prune the bouncer stream's history.");
                 }
+                self.keep_pins();
                 next_expiry = Instant::now() + self.expiry;
             }
         }
@@ -133,6 +134,37 @@ impl Worker {
                 self.decisions.rollback()?;
                 self.restore(&changes, now);
                 Err(e.into())
+            }
+        }
+    }
+
+    /// Pins the maps and links again if their pins were removed: enforcement must outlive the
+    /// daemon, and `ips status` and `ips detach` find the program by its pins.
+    fn keep_pins(&mut self) {
+        // After `ips detach` of the last interface, the pins are gone on purpose.
+        if self
+            .attachment
+            .as_ref()
+            .is_none_or(|a| a.interfaces.is_empty())
+        {
+            return;
+        }
+        match self.enforcer.maps().repin() {
+            Ok(0) => {}
+            Ok(n) => warn!(maps = n, "The maps' pins were removed; pinned them again."),
+            Err(e) => error!(error = %e, "The maps' pins were removed and cannot be restored."),
+        }
+        let dir = self.enforcer.maps().dir().to_owned();
+        if let Some(a) = &mut self.attachment {
+            match a.repin(&dir) {
+                Ok(ifaces) if ifaces.is_empty() => {}
+                Ok(ifaces) => warn!(
+                    ?ifaces,
+                    "The program's link pins were removed; pinned them again (it stayed attached)."
+                ),
+                Err(e) => {
+                    error!(error = %e, "A link pin was removed and cannot be restored; the program stays attached while the daemon runs.")
+                }
             }
         }
     }
