@@ -185,3 +185,54 @@ fn a_daemon_with_more_decisions_than_capacity_starts_and_says_what_is_not_enforc
         vec![2]
     );
 }
+
+#[test]
+fn store_check_says_what_does_not_fit_and_repair_removes_what_does_not_parse() {
+    use ips::decisions::{DecisionStore, NewDecision, Origin, SqliteStore};
+    let lab = Lab::new("capcheck");
+    lab.write_config(SMALL);
+    {
+        let mut store = SqliteStore::open(&lab.db_path()).unwrap();
+        let batch: Vec<NewDecision> = v4_hosts(0, 120)
+            .iter()
+            .map(|v| NewDecision {
+                value: v.parse().unwrap(),
+                origin: Origin::Manual,
+                reason: "x".into(),
+                duration_ms: 3_600_000,
+            })
+            .collect();
+        store.upsert(&batch, ips::calendar::now_ms()).unwrap();
+    }
+    let out = lab.ips_raw(&["store", "check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("20 banned values do not fit"), "{text}");
+    // A row edited by hand into nonsense: found, and removed by repair.
+    assert!(corrupt_one_row(&lab.db_path()), "could not edit the store");
+    let check = store_check(&lab);
+    assert_eq!(check["bad_rows"], 1, "{check}");
+    lab.ips(&["store", "repair"]);
+    let check = store_check(&lab);
+    assert_eq!(check["bad_rows"], 0, "{check}");
+    assert_eq!(check["kernel_values"][0], 119, "{check}");
+}
+
+/// `ips -o json store check`, which exits non-zero when it finds a problem.
+fn store_check(lab: &Lab) -> serde_json::Value {
+    let out = lab.ips_raw(&["-o", "json", "store", "check"]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Writes a nonsense value into one decision row, as a hand edit or damage would (Python's
+/// sqlite3, a client of its own).
+fn corrupt_one_row(db: &std::path::Path) -> bool {
+    std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3; c = sqlite3.connect('{}'); c.execute(\"UPDATE decisions SET value = 'not-an-address' WHERE id = (SELECT MIN(id) FROM decisions)\"); c.commit()",
+            db.display()
+        ))
+        .status()
+        .is_ok_and(|s| s.success())
+}

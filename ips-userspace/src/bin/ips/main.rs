@@ -16,6 +16,7 @@ mod output;
 mod replay;
 mod run;
 mod status;
+mod store;
 
 /// An intrusion prevention system that drops banned sources at XDP.
 #[derive(Parser)]
@@ -72,6 +73,9 @@ enum Command {
     /// Check the config file.
     #[command(subcommand)]
     Config(config_cmd::Command),
+    /// Check or repair the decision store, offline.
+    #[command(subcommand)]
+    Store(store::Command),
 }
 
 /// What every subcommand gets.
@@ -129,6 +133,7 @@ fn main() {
             Command::Bouncers(c) => bouncers::exec(c, &ctx),
             Command::Replay(args) => replay::replay(args, &ctx),
             Command::Explain(args) => replay::explain(args, &ctx),
+            Command::Store(c) => store::exec(c, &ctx),
             Command::Config(_) | Command::Hub(_) => Ok(()),
         }
     })();

@@ -369,6 +369,92 @@ impl SqliteStore {
     }
 }
 
+/// What `ips store check` found.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    /// SQLite's own integrity check: `ok`, or what is wrong.
+    pub integrity: Vec<String>,
+    /// Decision rows whose value or origin does not parse.
+    pub bad_rows: u64,
+    /// Values that should be in the kernel, per map: IPv4 hosts, IPv4 prefixes, IPv6 hosts,
+    /// IPv6 prefixes.
+    pub kernel_values: [u64; 4],
+    /// Rows and lists whose time is up (the daemon removes them on its next tick).
+    pub expired: u64,
+}
+
+impl SqliteStore {
+    /// Checks the file and its rows, without changing anything.
+    pub fn check(&self, now_ms: i64) -> Result<Check, StoreError> {
+        let mut check = Check::default();
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        check.integrity = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT d.value, o.name FROM decisions d LEFT JOIN origins o ON o.id = d.origin_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let value: String = r.get(0)?;
+            let origin: Option<String> = r.get(1)?;
+            let ok = value.parse::<Prefix>().is_ok()
+                && origin.is_some_and(|o| o.parse::<Origin>().is_ok());
+            if !ok {
+                check.bad_rows += 1;
+            }
+        }
+        check.expired = self.conn.query_row(
+            "SELECT COUNT(*) FROM decisions WHERE expires_ms <= ?1",
+            [now_ms],
+            |r| r.get(0),
+        )?;
+        check.expired += self.lists.values().filter(|l| l.lease_ms <= now_ms).count() as u64;
+        if check.bad_rows == 0 {
+            super::KernelView::for_each_active(self, now_ms, &mut |p, _| {
+                let class = usize::from(!p.is_v4()) * 2 + usize::from(!p.is_host());
+                check.kernel_values[class] += 1;
+            })?;
+        }
+        Ok(check)
+    }
+
+    /// Removes decision rows whose value or origin does not parse (a hand-edited or damaged
+    /// file), expired rows and lapsed lists, and compacts the file. Returns the rows removed.
+    pub fn repair(&mut self, now_ms: i64) -> Result<u64, StoreError> {
+        let bad: Vec<i64> = {
+            let mut stmt = self.conn.prepare(
+                "SELECT d.id, d.value, o.name FROM decisions d
+                 LEFT JOIN origins o ON o.id = d.origin_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })?;
+            let mut bad = Vec::new();
+            for row in rows {
+                let (id, value, origin) = row?;
+                if value.parse::<Prefix>().is_err()
+                    || !origin.is_some_and(|o| o.parse::<Origin>().is_ok())
+                {
+                    bad.push(id);
+                }
+            }
+            bad
+        };
+        for id in &bad {
+            self.conn
+                .execute("DELETE FROM decisions WHERE id = ?1", [id])?;
+        }
+        let expired = super::DecisionStore::take_expired(self, now_ms)?;
+        self.conn.execute_batch("VACUUM")?;
+        Ok(bad.len() as u64 + expired.delete.len() as u64)
+    }
+}
+
 impl Transactions for SqliteStore {
     fn begin(&mut self) -> Result<(), StoreError> {
         Ok(self.conn.execute_batch("BEGIN IMMEDIATE")?)
