@@ -350,3 +350,177 @@ fn nested_prefixes_drop_with_the_most_specific_origin() {
         "v4_passed",
     );
 }
+
+/// What the program should do with `frame`, by a model written from its contract: the verdict
+/// and the counter it moves. `bans` are what the harness put in the maps; no allowlist.
+fn model(frame: &[u8], bans: &[ips::prefix::Prefix]) -> (u32, &'static str) {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let be16 = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
+    if frame.len() < 14 {
+        return (XDP_PASS, "malformed");
+    }
+    let (mut proto, mut off) = (be16(12), 14);
+    for _ in 0..2 {
+        if proto != 0x8100 && proto != 0x88A8 {
+            break;
+        }
+        if off + 4 > frame.len() {
+            return (XDP_PASS, "malformed");
+        }
+        proto = be16(off + 2);
+        off += 4;
+    }
+    let src: IpAddr = match proto {
+        0x0800 => {
+            if off + 20 > frame.len() {
+                return (XDP_PASS, "malformed");
+            }
+            if frame[off] >> 4 != 4 || usize::from(frame[off] & 0x0f) * 4 < 20 {
+                return (XDP_PASS, "malformed");
+            }
+            let a: [u8; 4] = frame[off + 12..off + 16].try_into().unwrap();
+            IpAddr::V4(Ipv4Addr::from(a))
+        }
+        0x86DD => {
+            if off + 40 > frame.len() {
+                return (XDP_PASS, "malformed");
+            }
+            if frame[off] >> 4 != 6 {
+                return (XDP_PASS, "malformed");
+            }
+            let a: [u8; 16] = frame[off + 8..off + 24].try_into().unwrap();
+            let v6 = Ipv6Addr::from(a);
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return (XDP_PASS, "non_ip"),
+    };
+    let host = ips::prefix::Prefix::host(src);
+    let banned = bans.iter().any(|b| b.contains(&host));
+    match (banned, src.is_ipv4()) {
+        (true, true) => (XDP_DROP, "v4_dropped"),
+        (true, false) => (XDP_DROP, "v6_dropped"),
+        (false, true) => (XDP_PASS, "v4_passed"),
+        (false, false) => (XDP_PASS, "v6_passed"),
+    }
+}
+
+/// Random frames, built from the parts the parser reads (Ethernet types, up to three tags,
+/// IPv4 and IPv6 headers with good and bad version and length fields, sources in, next to and
+/// far from the bans, IPv4-mapped ones) and cut at random lengths, through the real program:
+/// each verdict must be the model's, and the counters must add up to the model's tally.
+#[test]
+fn random_frames_get_the_models_verdict() {
+    let mut h = Harness::new("model");
+    let bans: Vec<ips::prefix::Prefix> = [
+        "203.0.113.7",
+        "198.51.100.0/24",
+        "2001:db8::7",
+        "2001:db8:1::/48",
+    ]
+    .iter()
+    .map(|v| v.parse().unwrap())
+    .collect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let v4_sources: [[u8; 4]; 6] = [
+        [203, 0, 113, 7],
+        [203, 0, 113, 8],
+        [198, 51, 100, 200],
+        [198, 51, 101, 1],
+        [8, 8, 8, 8],
+        [0, 0, 0, 0],
+    ];
+    let v6_sources: [[u16; 8]; 5] = [
+        [0x2001, 0xdb8, 0, 0, 0, 0, 0, 7],
+        [0x2001, 0xdb8, 0, 0, 0, 0, 0, 8],
+        [0x2001, 0xdb8, 1, 0xffff, 0, 0, 0, 1],
+        [0x2001, 0xdb8, 2, 0, 0, 0, 0, 1],
+        [0, 0, 0, 0, 0, 0xffff, 0xcb00, 0x7107], // ::ffff:203.0.113.7
+    ];
+    let counters = [
+        "non_ip",
+        "malformed",
+        "v4_passed",
+        "v4_dropped",
+        "v6_passed",
+        "v6_dropped",
+    ];
+    let before: Vec<u64> = counters.iter().map(|c| h.counter(c)).collect();
+    let mut tally = std::collections::HashMap::<&str, u64>::new();
+    let runs = 100_000;
+    for i in 0..runs {
+        let mut f = vec![0u8; 12];
+        f.iter_mut().for_each(|b| *b = next() as u8);
+        let types = [0x0800u16, 0x86DD, 0x8100, 0x88A8, 0x0806, next() as u16];
+        let tags = next() % 4;
+        for _ in 0..tags {
+            let tpid = [0x8100u16, 0x88A8][(next() % 2) as usize];
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&(next() as u16).to_be_bytes());
+        }
+        let proto = types[(next() % types.len() as u64) as usize];
+        f.extend_from_slice(&proto.to_be_bytes());
+        match next() % 3 {
+            0 => {
+                let version = if next() % 8 == 0 {
+                    (next() % 16) as u8
+                } else {
+                    4
+                };
+                let ihl = if next() % 8 == 0 {
+                    (next() % 16) as u8
+                } else {
+                    5
+                };
+                let mut ip = [0u8; 20];
+                ip[0] = version << 4 | ihl;
+                ip[9] = 17;
+                ip[12..16].copy_from_slice(&v4_sources[(next() % 6) as usize]);
+                ip[16..20].copy_from_slice(&[192, 0, 2, 1]);
+                f.extend_from_slice(&ip);
+            }
+            1 => {
+                let version = if next() % 8 == 0 {
+                    (next() % 16) as u8
+                } else {
+                    6
+                };
+                let mut ip = [0u8; 40];
+                ip[0] = version << 4;
+                ip[6] = 17;
+                let src = v6_sources[(next() % 5) as usize];
+                for (k, w) in src.iter().enumerate() {
+                    ip[8 + 2 * k..10 + 2 * k].copy_from_slice(&w.to_be_bytes());
+                }
+                f.extend_from_slice(&ip);
+            }
+            _ => f.extend((0..(next() % 64)).map(|_| next() as u8)),
+        }
+        f.extend_from_slice(&[0u8; 8]);
+        // Most frames whole, some cut anywhere (never below the Ethernet header: the kernel
+        // refuses shorter test input).
+        if next() % 4 == 0 {
+            let len = 14 + (next() as usize) % (f.len() - 13);
+            f.truncate(len);
+        }
+        let (want, counter) = model(&f, &bans);
+        assert_eq!(h.run(&f), want, "frame {i}: {f:02x?} ({counter})");
+        *tally.entry(counter).or_default() += 1;
+    }
+    for (c, b) in counters.iter().zip(before) {
+        assert_eq!(
+            h.counter(c) - b,
+            tally.get(c).copied().unwrap_or(0),
+            "counter {c}"
+        );
+    }
+    // Every class of input was exercised.
+    for c in counters {
+        assert!(tally.get(c).copied().unwrap_or(0) > 100, "{c}: {tally:?}");
+    }
+}
