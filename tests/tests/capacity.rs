@@ -27,6 +27,22 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Bans the first `n` of [`v4_hosts`] for an hour, in the lab's store, with no daemon.
+fn ban_offline(lab: &Lab, n: u32) {
+    use ips::decisions::{DecisionStore, NewDecision, Origin, SqliteStore};
+    let mut store = SqliteStore::open(&lab.db_path()).unwrap();
+    let batch: Vec<NewDecision> = v4_hosts(0, n)
+        .iter()
+        .map(|v| NewDecision {
+            value: v.parse().unwrap(),
+            origin: Origin::Manual,
+            reason: "offline".into(),
+            duration_ms: 3_600_000,
+        })
+        .collect();
+    store.upsert(&batch, ips::calendar::now_ms()).unwrap();
+}
+
 /// What the store lists as banned, and what each map holds.
 fn counts(lab: &Lab) -> (u64, serde_json::Value) {
     let status = lab.ips_json(&["status"]);
@@ -146,22 +162,9 @@ fn a_list_larger_than_the_map_is_imported_up_to_capacity_and_said_so() {
 
 #[test]
 fn a_daemon_with_more_decisions_than_capacity_starts_and_says_what_is_not_enforced() {
-    use ips::decisions::{DecisionStore, NewDecision, Origin, SqliteStore};
     let mut lab = Lab::new("capstart");
     lab.write_config(SMALL);
-    {
-        let mut store = SqliteStore::open(&lab.db_path()).unwrap();
-        let batch: Vec<NewDecision> = v4_hosts(0, 150)
-            .iter()
-            .map(|v| NewDecision {
-                value: v.parse().unwrap(),
-                origin: Origin::Manual,
-                reason: "before".into(),
-                duration_ms: 3_600_000,
-            })
-            .collect();
-        store.upsert(&batch, ips::calendar::now_ms()).unwrap();
-    }
+    ban_offline(&lab, 150);
     lab.start_daemon();
     let status = lab.ips_json(&["status"]);
     assert_eq!(status["maps"]["hosts_v4"], 100, "{status}");
@@ -188,22 +191,9 @@ fn a_daemon_with_more_decisions_than_capacity_starts_and_says_what_is_not_enforc
 
 #[test]
 fn store_check_says_what_does_not_fit_and_repair_removes_what_does_not_parse() {
-    use ips::decisions::{DecisionStore, NewDecision, Origin, SqliteStore};
     let lab = Lab::new("capcheck");
     lab.write_config(SMALL);
-    {
-        let mut store = SqliteStore::open(&lab.db_path()).unwrap();
-        let batch: Vec<NewDecision> = v4_hosts(0, 120)
-            .iter()
-            .map(|v| NewDecision {
-                value: v.parse().unwrap(),
-                origin: Origin::Manual,
-                reason: "x".into(),
-                duration_ms: 3_600_000,
-            })
-            .collect();
-        store.upsert(&batch, ips::calendar::now_ms()).unwrap();
-    }
+    ban_offline(&lab, 120);
     let out = lab.ips_raw(&["store", "check"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());

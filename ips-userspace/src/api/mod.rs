@@ -304,13 +304,18 @@ struct NameQuery {
     name: Option<String>,
 }
 
+impl NameQuery {
+    fn required(self) -> Result<String, ApiError> {
+        self.name
+            .ok_or_else(|| ApiError::bad_request("?name= is required"))
+    }
+}
+
 async fn delete_bouncer(
     State(h): State<Handle>,
     Query(q): Query<NameQuery>,
 ) -> Result<Response, ApiError> {
-    let name = q
-        .name
-        .ok_or_else(|| ApiError::bad_request("?name= is required"))?;
+    let name = q.required()?;
     let existed = h.delete_bouncer(name).await?;
     Ok(Json(serde_json::json!({ "deleted": existed })).into_response())
 }
@@ -352,9 +357,7 @@ async fn delete_list(
     State(h): State<Handle>,
     Query(q): Query<NameQuery>,
 ) -> Result<Response, ApiError> {
-    let name = q
-        .name
-        .ok_or_else(|| ApiError::bad_request("?name= is required"))?;
+    let name = q.required()?;
     let allow = h.allowlist();
     let report = h
         .import_list(ImportList {

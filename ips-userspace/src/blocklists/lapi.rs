@@ -221,13 +221,7 @@ pub fn tasks<S: Sink + Clone>(
 
 impl<S> LapiTask<S> {
     fn report(&self, f: impl FnOnce(&mut SourceStatus)) {
-        let mut s = self
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(s) = s.get_mut(self.index) {
-            f(s);
-        }
+        super::source::report(&self.status, self.index, f);
     }
 }
 

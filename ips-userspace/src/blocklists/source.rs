@@ -253,6 +253,20 @@ pub fn register(status: &Arc<Mutex<Vec<SourceStatus>>>, entry: SourceStatus) -> 
     s.len() - 1
 }
 
+/// Updates entry `index` of `status`.
+pub fn report(
+    status: &Arc<Mutex<Vec<SourceStatus>>>,
+    index: usize,
+    f: impl FnOnce(&mut SourceStatus),
+) {
+    let mut s = status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(s) = s.get_mut(index) {
+        f(s);
+    }
+}
+
 /// The tasks of `sources`, reporting into `status` (an entry each, added here).
 pub fn tasks<S: Sink + Clone>(
     sources: Vec<SourceConfig>,
@@ -334,18 +348,17 @@ impl<S: Sink> Task for ListTask<S> {
                 Err(e) => warn!(list = %name, error = %e, "Blocklist import failed."),
             }
         }
-        if let Ok(mut st) = self.status.lock()
-            && let Some(s) = st.get_mut(self.index)
-        {
+        let (degraded, not_modified) = (self.degraded.clone(), self.fetcher.not_modified);
+        report(&self.status, self.index, |s| {
             if let Some(n) = entries {
                 s.entries = n;
             }
             if error.is_none() {
                 s.last_success_ms = Some(now_ms());
             }
-            s.last_error = error.or_else(|| self.degraded.clone());
-            s.not_modified = self.fetcher.not_modified;
-        }
+            s.last_error = error.or(degraded);
+            s.not_modified = not_modified;
+        });
     }
 }
 

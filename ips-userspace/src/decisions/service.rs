@@ -137,23 +137,11 @@ impl DecisionService {
         alert: &Alert,
         reason: String,
     ) -> Result<StoredAlert, StoreError> {
-        let mut stored = StoredAlert {
-            id: 0,
-            scenario: alert.scenario.clone(),
-            source: alert.source,
-            group: alert.group,
-            first_ms: alert.first_ms,
-            last_ms: alert.last_ms,
-            events: alert.events,
-            outcome: super::Outcome::Refused {
-                value: self.profiles.value_for(alert.source),
-                reason,
-            },
-            evidence: alert.evidence.clone(),
-            labels: alert.labels.clone(),
+        let outcome = super::Outcome::Refused {
+            value: self.profiles.value_for(alert.source),
+            reason,
         };
-        stored.id = self.store.add_alert(&stored)?;
-        Ok(stored)
+        self.record(alert, outcome)
     }
 
     /// Publishes the store's allowlist; returns it if it changed.
@@ -308,6 +296,15 @@ impl DecisionService {
                 info!(source = %alert.source, scenario = %alert.scenario, %reason, "Alert on an allowlisted source: not banned.");
             }
         }
+        Ok((self.record(alert, outcome)?, changes))
+    }
+
+    /// Stores `alert` with what was decided about it.
+    fn record(
+        &mut self,
+        alert: &Alert,
+        outcome: super::Outcome,
+    ) -> Result<StoredAlert, StoreError> {
         let mut stored = StoredAlert {
             id: 0,
             scenario: alert.scenario.clone(),
@@ -321,7 +318,7 @@ impl DecisionService {
             labels: alert.labels.clone(),
         };
         stored.id = self.store.add_alert(&stored)?;
-        Ok((stored, changes))
+        Ok(stored)
     }
 
     /// Replaces list `name`'s entries with a prepared list that was filtered with allowlist

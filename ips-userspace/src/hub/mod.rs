@@ -390,13 +390,7 @@ impl Pusher {
     }
 
     fn report(&self, f: impl FnOnce(&mut crate::blocklists::source::SourceStatus)) {
-        let mut s = self
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(s) = s.get_mut(self.index) {
-            f(s);
-        }
+        crate::blocklists::source::report(&self.status, self.index, f);
     }
 }
 
