@@ -438,7 +438,7 @@ impl SqliteStore {
             for row in rows {
                 let (id, value, origin) = row?;
                 if value.parse::<Prefix>().is_err()
-                    || !origin.is_some_and(|o| o.parse::<Origin>().is_ok())
+                    || origin.is_none_or(|o| o.parse::<Origin>().is_err())
                 {
                     bad.push(id);
                 }
