@@ -306,9 +306,14 @@ impl KernelMaps {
         }
         self.write_entries(&[], &diff.delete)?;
         // Entries first, then the index that points at them: a write the kernel refuses (a
-        // full map) leaves no index bit that drops for a ban that is not there.
+        // full map) leaves no index bit that drops for a ban that is not there. The index's
+        // mirror is built (from the maps as they are) before the write, not after it.
+        let v4 = diff.upsert.iter().any(|(p, _)| p.is_v4());
+        if v4 {
+            self.index()?;
+        }
         self.write_entries(&diff.upsert, &[])?;
-        if diff.upsert.iter().any(|(p, _)| p.is_v4()) {
+        if v4 {
             let index = self.index()?;
             for (p, o) in &diff.upsert {
                 index.add(p, *o);
