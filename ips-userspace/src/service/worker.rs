@@ -125,10 +125,18 @@ impl Worker {
             }
         };
         match self.enforcer.apply(&changes) {
-            Ok(()) => {
-                self.decisions.commit()?;
-                Ok(value)
-            }
+            Ok(()) => match self.decisions.commit() {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    // The store could not keep it (a full disk): neither does the kernel.
+                    error!(error = %e, "The store cannot commit a decision; taking it back from the kernel.");
+                    if let Err(r) = self.decisions.rollback() {
+                        error!(error = %r, "Cannot roll the store back.");
+                    }
+                    self.restore(&changes, now);
+                    Err(e.into())
+                }
+            },
             Err(e) => {
                 warn!(error = %e, "The kernel refused a change; the store keeps what it had.");
                 self.decisions.rollback()?;
