@@ -24,6 +24,7 @@ use super::ApiError;
 use crate::{
     calendar::now_ms,
     decisions::{Decision, Origin, StreamDelta, Tombstone},
+    prefix::Prefix,
     service::Handle,
 };
 
@@ -204,26 +205,38 @@ fn scenario_of(origin: &Origin, reason: &str) -> String {
     }
 }
 
-/// Of `decisions`, those `filter` wants, one per value: the one that lasts longest, in the
-/// order the store gave the values (rows as decided, then list entries).
-fn longest_per_value<'a>(decisions: &'a [Decision], filter: &Filter) -> Vec<&'a Decision> {
-    let mut order: Vec<crate::prefix::Prefix> = Vec::new();
-    let mut best: std::collections::HashMap<crate::prefix::Prefix, &Decision> =
-        std::collections::HashMap::new();
-    for d in decisions.iter().filter(|d| filter.wants_decision(d)) {
-        match best.entry(d.value) {
+/// One item per value, the one `later_than` prefers, in the order the values first come
+/// (rows as decided, then list entries, as the store gives them).
+fn one_per_value<'a, T>(
+    items: impl Iterator<Item = &'a T>,
+    value: impl Fn(&T) -> Prefix,
+    later_than: impl Fn(&T, &T) -> bool,
+) -> Vec<&'a T> {
+    let mut order: Vec<Prefix> = Vec::new();
+    let mut best: std::collections::HashMap<Prefix, &T> = std::collections::HashMap::new();
+    for item in items {
+        match best.entry(value(item)) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
-                if d.expires_ms > e.get().expires_ms {
-                    e.insert(d);
+                if later_than(item, e.get()) {
+                    e.insert(item);
                 }
             }
             std::collections::hash_map::Entry::Vacant(e) => {
-                order.push(d.value);
-                e.insert(d);
+                order.push(value(item));
+                e.insert(item);
             }
         }
     }
     order.iter().filter_map(|v| best.get(v).copied()).collect()
+}
+
+/// Of `decisions`, those `filter` wants, one per value: the one that lasts longest.
+fn longest_per_value<'a>(decisions: &'a [Decision], filter: &Filter) -> Vec<&'a Decision> {
+    one_per_value(
+        decisions.iter().filter(|d| filter.wants_decision(d)),
+        |d| d.value,
+        |a, b| a.expires_ms > b.expires_ms,
+    )
 }
 
 /// The stream answer for a pull: new decisions one per value, and a delete for each removed
@@ -233,45 +246,26 @@ pub fn answer(delta: &StreamDelta, filter: &Filter, now_ms: i64) -> Stream {
         .into_iter()
         .map(|d| from_decision(d, now_ms))
         .collect();
-    let banned: std::collections::BTreeSet<crate::prefix::Prefix> =
-        longest_per_value(&delta.still_active, filter)
-            .into_iter()
-            .map(|d| d.value)
-            .collect();
-    let mut order: Vec<crate::prefix::Prefix> = Vec::new();
-    let mut gone: std::collections::HashMap<crate::prefix::Prefix, &Tombstone> =
-        std::collections::HashMap::new();
-    for t in &delta.deleted {
-        if banned.contains(&t.value)
-            || !filter.wants(
-                t.value.scope(),
-                &t.origin,
-                &scenario_of(&t.origin, &t.reason),
-            )
-        {
-            continue;
-        }
-        match gone.entry(t.value) {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                if t.deleted_ms > e.get().deleted_ms {
-                    e.insert(t);
-                }
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                order.push(t.value);
-                e.insert(t);
-            }
-        }
-    }
+    let banned: std::collections::BTreeSet<Prefix> = longest_per_value(&delta.still_active, filter)
+        .into_iter()
+        .map(|d| d.value)
+        .collect();
+    // The latest removal of each value nothing asked-for still bans.
+    let gone = one_per_value(
+        delta.deleted.iter().filter(|t| {
+            !banned.contains(&t.value)
+                && filter.wants(
+                    t.value.scope(),
+                    &t.origin,
+                    &scenario_of(&t.origin, &t.reason),
+                )
+        }),
+        |t| t.value,
+        |a, b| a.deleted_ms > b.deleted_ms,
+    );
     Stream {
         new: non_empty(new),
-        deleted: non_empty(
-            order
-                .iter()
-                .filter_map(|v| gone.get(v))
-                .map(|t| from_tombstone(t))
-                .collect(),
-        ),
+        deleted: non_empty(gone.into_iter().map(from_tombstone).collect()),
     }
 }
 

@@ -139,7 +139,9 @@ impl Worker {
             },
             Err(e) => {
                 warn!(error = %e, "The kernel refused a change; the store keeps what it had.");
-                self.decisions.rollback()?;
+                if let Err(r) = self.decisions.rollback() {
+                    error!(error = %r, "Cannot roll the store back.");
+                }
                 self.restore(&changes, now);
                 Err(e.into())
             }

@@ -29,8 +29,11 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Repair => {
-            let removed = store.repair(now)?;
-            println!("removed {removed} rows from {}", path.display());
+            let (bad, expired) = store.repair(now)?;
+            println!(
+                "{}: removed {bad} rows that did not parse and {expired} expired values",
+                path.display()
+            );
             report(&store.check(now)?, ctx).map(drop)
         }
     }

@@ -160,55 +160,52 @@ fn create_schema(conn: &Connection) -> Result<(), rusqlite::Error> {
         return migrate_local_state(conn);
     }
     if version >= 2 {
-        // Versions 2 and 3: the same columns, ids that could be reused. The table steps aside
-        // and its rows move into one whose ids only grow, past every id handed out before.
-        conn.execute_batch(
-            "BEGIN;
-             DROP INDEX IF EXISTS decisions_expires;
-             DROP INDEX IF EXISTS decisions_created;
-             ALTER TABLE decisions RENAME TO decisions_v3;",
-        )
-        .and_then(|()| conn.execute_batch(SCHEMA))
-        .and_then(|()| {
-            conn.execute_batch(&format!(
-                "INSERT INTO decisions SELECT * FROM decisions_v3;
-                 DROP TABLE decisions_v3;
-                 {SEED_IDS}
-                 COMMIT;"
-            ))
-        })
-        .inspect_err(|_| {
-            let _ = conn.execute_batch("ROLLBACK");
-        })?;
-        return migrate_local_state(conn);
+        // Versions 2 and 3: the same columns, ids that could be reused. The rows move into a
+        // table whose ids only grow, past every id handed out before.
+        rebuild_decisions(
+            conn,
+            "",
+            "INSERT INTO decisions SELECT * FROM decisions_old",
+        )?;
+    } else {
+        // Version 1: decisions unique on (value, origin_id), origins without a lease. A list's
+        // rows stay rows and expire as they would have; its next refresh writes a snapshot.
+        rebuild_decisions(
+            conn,
+            "ALTER TABLE origins ADD COLUMN lease_ms INTEGER;
+             DROP INDEX IF EXISTS decisions_addr;",
+            "INSERT OR IGNORE INTO decisions
+                 SELECT id, value, addr, plen, type, origin_id, reason, created_ms, expires_ms
+                 FROM decisions_old",
+        )?;
     }
-    // Version 1: decisions unique on (value, origin_id), origins without a lease. The old table
-    // steps aside (its indexes dropped, their names reused), SCHEMA creates the new one, and
-    // the rows move over. A list's rows stay rows and expire as they would have; its next
-    // refresh writes a snapshot.
-    conn.execute_batch(
+    migrate_local_state(conn)
+}
+
+/// Rebuilds the decisions table of an older store in one transaction: runs `before`, steps the
+/// old table aside (its indexes dropped, their names reused), lets [`SCHEMA`] create the new
+/// one, moves the rows over with `copy` (which reads `decisions_old`), and starts the id
+/// sequence past every id handed out. Nothing changes if a step fails.
+fn rebuild_decisions(conn: &Connection, before: &str, copy: &str) -> Result<(), rusqlite::Error> {
+    conn.execute_batch(&format!(
         "BEGIN;
-         ALTER TABLE origins ADD COLUMN lease_ms INTEGER;
-         DROP INDEX IF EXISTS decisions_addr;
+         {before}
          DROP INDEX IF EXISTS decisions_expires;
          DROP INDEX IF EXISTS decisions_created;
-         ALTER TABLE decisions RENAME TO decisions_v1;",
-    )
+         ALTER TABLE decisions RENAME TO decisions_old;"
+    ))
     .and_then(|()| conn.execute_batch(SCHEMA))
     .and_then(|()| {
         conn.execute_batch(&format!(
-            "INSERT OR IGNORE INTO decisions
-                     SELECT id, value, addr, plen, type, origin_id, reason, created_ms, expires_ms
-                     FROM decisions_v1;
-                 DROP TABLE decisions_v1;
-                 {SEED_IDS}
-                 COMMIT;"
+            "{copy};
+             DROP TABLE decisions_old;
+             {SEED_IDS}
+             COMMIT;"
         ))
     })
     .inspect_err(|_| {
         let _ = conn.execute_batch("ROLLBACK");
-    })?;
-    migrate_local_state(conn)
+    })
 }
 
 /// The SQLite decision store.
@@ -391,19 +388,7 @@ impl SqliteStore {
         check.integrity = stmt
             .query_map([], |r| r.get::<_, String>(0))?
             .collect::<Result<_, _>>()?;
-        let mut stmt = self.conn.prepare(
-            "SELECT d.value, o.name FROM decisions d LEFT JOIN origins o ON o.id = d.origin_id",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let value: String = r.get(0)?;
-            let origin: Option<String> = r.get(1)?;
-            let ok = value.parse::<Prefix>().is_ok()
-                && origin.is_some_and(|o| o.parse::<Origin>().is_ok());
-            if !ok {
-                check.bad_rows += 1;
-            }
-        }
+        check.bad_rows = self.bad_rows()?.len() as u64;
         check.expired = self.conn.query_row(
             "SELECT COUNT(*) FROM decisions WHERE expires_ms <= ?1",
             [now_ms],
@@ -419,39 +404,38 @@ impl SqliteStore {
         Ok(check)
     }
 
-    /// Removes decision rows whose value or origin does not parse (a hand-edited or damaged
-    /// file), expired rows and lapsed lists, and compacts the file. Returns the rows removed.
-    pub fn repair(&mut self, now_ms: i64) -> Result<u64, StoreError> {
-        let bad: Vec<i64> = {
-            let mut stmt = self.conn.prepare(
-                "SELECT d.id, d.value, o.name FROM decisions d
-                 LEFT JOIN origins o ON o.id = d.origin_id",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                ))
-            })?;
-            let mut bad = Vec::new();
-            for row in rows {
-                let (id, value, origin) = row?;
-                if value.parse::<Prefix>().is_err()
-                    || origin.is_none_or(|o| o.parse::<Origin>().is_err())
-                {
-                    bad.push(id);
-                }
+    /// Ids of the decision rows whose value or origin does not parse.
+    fn bad_rows(&self) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.id, d.value, o.name FROM decisions d
+             LEFT JOIN origins o ON o.id = d.origin_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut bad = Vec::new();
+        while let Some(r) = rows.next()? {
+            let value: String = r.get(1)?;
+            let origin: Option<String> = r.get(2)?;
+            if value.parse::<Prefix>().is_err()
+                || origin.is_none_or(|o| o.parse::<Origin>().is_err())
+            {
+                bad.push(r.get(0)?);
             }
-            bad
-        };
+        }
+        Ok(bad)
+    }
+
+    /// Removes decision rows whose value or origin does not parse (a hand-edited or damaged
+    /// file), expired rows and lapsed lists, and compacts the file. Returns how many bad rows
+    /// went, and how many values expired.
+    pub fn repair(&mut self, now_ms: i64) -> Result<(u64, u64), StoreError> {
+        let bad = self.bad_rows()?;
         for id in &bad {
             self.conn
                 .execute("DELETE FROM decisions WHERE id = ?1", [id])?;
         }
         let expired = super::DecisionStore::take_expired(self, now_ms)?;
         self.conn.execute_batch("VACUUM")?;
-        Ok(bad.len() as u64 + expired.delete.len() as u64)
+        Ok((bad.len() as u64, expired.delete.len() as u64))
     }
 }
 
