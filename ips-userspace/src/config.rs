@@ -113,12 +113,24 @@ impl DetectionConfig {
 pub struct ApiConfig {
     /// Address the API listens on; keep it on loopback.
     pub listen: SocketAddr,
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// A connection that has not sent a whole request head within this is closed, whether it
+    /// trickles headers or idles between requests.
+    #[serde(with = "human_duration")]
+    pub header_timeout: Duration,
+    /// A request (its body included) not answered within this gets 408.
+    #[serde(with = "human_duration")]
+    pub request_timeout: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -285,6 +297,15 @@ impl Config {
         if self.enforcer.max_hosts == 0 || self.enforcer.max_prefixes == 0 {
             return Err(invalid(
                 "enforcer.max_hosts and enforcer.max_prefixes must be above 0".into(),
+            ));
+        }
+        if self.api.max_connections == 0
+            || self.api.header_timeout.is_zero()
+            || self.api.request_timeout.is_zero()
+        {
+            return Err(invalid(
+                "api.max_connections, api.header_timeout and api.request_timeout must be above 0"
+                    .into(),
             ));
         }
         if self.enforcer.expiry_interval.is_zero() {

@@ -219,6 +219,7 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         .enable_all()
         .build()?;
     let listen = config.api.listen;
+    let limits = api::serve::Limits::from(&config.api);
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -227,10 +228,8 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
                 source,
             })?;
         info!(%listen, "Local API listening.");
-        axum::serve(listener, api::router(handle))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(DaemonError::Runtime)
+        api::serve::serve(listener, api::router(handle), limits, shutdown_signal()).await;
+        Ok(())
     });
     // Stop the producers; the pipeline saves its read positions and lets go of the service.
     stop.stop();

@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | GET | `/v1/health` | | `{"ok":true}` |
 //! | GET | `/v1/status` | | [`Status`] |
-//! | GET | `/v1/ips/decisions` | `?value=` | `[Decision]` |
+//! | GET | `/v1/ips/decisions` | `?value=` or `?limit=&cursor=` | `{"decisions":[Decision],"next":cursor}` |
 //! | POST | `/v1/ips/decisions` | [`AddRequest`] | `[Decision]` |
 //! | DELETE | `/v1/ips/decisions` | `?value=&origin=` | `{"deleted":n}` |
 //! | GET | `/v1/ips/allowlist` | | `[AllowEntry]` |
@@ -30,13 +30,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     blocklists::Format,
-    decisions::{AlertQuery, NewDecision, Origin, check_name},
+    decisions::{AlertQuery, Cursor, NewDecision, Origin, Page, check_name},
     prefix::Prefix,
     service::{ErrorKind, Handle, ImportList, ServiceError},
 };
 
 pub mod client;
 pub mod crowdsec;
+pub mod serve;
 pub use client::Client;
 
 /// An API error: a status code and a one-line message.
@@ -95,6 +96,7 @@ pub use crate::service::{InterfaceStatus, OriginStatus, Status};
 
 /// Body of `POST /v1/ips/decisions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddRequest {
     /// Addresses or prefixes.
     pub values: Vec<String>,
@@ -114,6 +116,7 @@ pub struct AddRequest {
 
 /// Body of `POST /v1/ips/allowlist`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AllowRequest {
     /// Address or prefix.
     pub value: String,
@@ -124,6 +127,7 @@ pub struct AllowRequest {
 
 /// Body of `POST /v1/ips/detach`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DetachRequest {
     /// Interface.
     pub iface: String,
@@ -138,6 +142,32 @@ struct ValueQuery {
 
 /// Largest list import body: 64 MiB (some 4M IPv4 lines).
 pub const MAX_IMPORT: usize = 64 << 20;
+
+/// Largest body of any other request: axum's default, 2 MiB.
+pub const MAX_BODY: usize = 2 << 20;
+
+/// Answers 413 at once to a request whose declared length is over its route's limit, before a
+/// byte of the body is read.
+async fn declared_length(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let limit = if req.uri().path() == "/v1/ips/blocklists/import" {
+        MAX_IMPORT
+    } else {
+        MAX_BODY
+    };
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => ApiError {
+            status: 413,
+            error: format!("request body of {n} bytes: at most {limit} here"),
+        }
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
 
 /// Longest reason a decision or allowlist entry may carry.
 pub const MAX_REASON: usize = 1024;
@@ -165,9 +195,15 @@ fn required_value(q: &ValueQuery) -> Result<Prefix, ApiError> {
     )
 }
 
+/// The body, or why not: 413 over the size limit, 400 otherwise.
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(t)| t)
-        .map_err(|e| ApiError::bad_request(format!("bad request body: {}", e.body_text())))
+    b.map(|Json(t)| t).map_err(|e| ApiError {
+        status: match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => 413,
+            _ => 400,
+        },
+        error: format!("bad request body: {}", e.body_text()),
+    })
 }
 
 /// The router, served by `ips run`.
@@ -202,6 +238,7 @@ pub fn router(handle: Handle) -> Router {
         )
         .route("/v1/ips/alerts", get(list_alerts))
         .route("/v1/ips/alerts/{id}", get(get_alert))
+        .layer(axum::middleware::from_fn(declared_length))
         .with_state(handle)
 }
 
@@ -211,6 +248,7 @@ async fn status(State(h): State<Handle>) -> Result<Json<Status>, ApiError> {
 
 /// Body of `POST /v1/ips/blocklists/import`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImportRequest {
     /// List name; its decisions have origin `list:<name>`.
     pub name: String,
@@ -269,6 +307,7 @@ async fn import_list(
 
 /// Body of `POST /v1/ips/bouncers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BouncerRequest {
     /// Bouncer name.
     pub name: String,
@@ -405,12 +444,46 @@ async fn get_alert(
     }
 }
 
+/// Decisions per page unless `?limit=` says otherwise.
+pub const PAGE: usize = 1000;
+
+/// Most decisions on one page.
+pub const MAX_PAGE: usize = 10_000;
+
+/// `?value=&limit=&cursor=`.
+#[derive(Debug, Default, Deserialize)]
+struct PageQuery {
+    value: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
 async fn list_decisions(
     State(h): State<Handle>,
-    Query(q): Query<ValueQuery>,
+    Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let value = q.value.as_deref().map(parse_prefix).transpose()?;
-    Ok(Json(h.decisions(value).await?).into_response())
+    if let Some(v) = q.value.as_deref() {
+        // The decisions on one value: one per origin at most, one page.
+        let decisions = h.decisions(Some(parse_prefix(v)?)).await?;
+        return Ok(Json(Page {
+            decisions,
+            next: None,
+        })
+        .into_response());
+    }
+    let limit = q.limit.unwrap_or(PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit: 1 to {MAX_PAGE} decisions per page"
+        )));
+    }
+    let after = q
+        .cursor
+        .as_deref()
+        .map(str::parse::<Cursor>)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    Ok(Json(h.page(after, limit).await?).into_response())
 }
 
 async fn add_decisions(

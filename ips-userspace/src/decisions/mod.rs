@@ -29,9 +29,9 @@ pub use profiles::Outcome;
 pub use service::{BanMode, DecisionService, ImportReport, ImportTimes};
 pub use sqlite::SqliteStore;
 pub use store::{
-    AlertLog, AlertQuery, AllowStore, BouncerStore, BouncerStream, DecisionStore, KernelView,
-    ListChange, ListStore, ListSummary, LocalState, STATE_INTERFACES, STATE_OFFSETS, Store,
-    StreamDelta, Transactions,
+    AlertLog, AlertQuery, AllowStore, BouncerStore, BouncerStream, Cursor, DecisionStore,
+    KernelView, ListChange, ListStore, ListSummary, LocalState, Page, STATE_INTERFACES,
+    STATE_OFFSETS, Store, StreamDelta, Transactions,
 };
 
 /// A ban as stored.

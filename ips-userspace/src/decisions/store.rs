@@ -42,11 +42,61 @@ pub trait DecisionStore: Send {
         }
         Ok(out)
     }
+    /// One page of the active decisions: rows by id, then each list's entries in order; at most
+    /// `limit`, after `after`. Bounded work per call, so a listing of millions never holds the
+    /// service's thread for long.
+    fn page(&self, now_ms: i64, after: Option<&Cursor>, limit: usize) -> Result<Page, StoreError>;
     /// How many decisions are not yet expired.
     fn count_active(&self, now_ms: i64) -> Result<u64, StoreError>;
     /// Deletes expired decisions (and lists whose lease ended); returns what the kernel should
     /// now hold for the values they were on.
     fn take_expired(&mut self, now_ms: i64) -> Result<Diff, StoreError>;
+}
+
+/// Where a page of decisions ends: the last row id, or the last entry of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// After the decision row with this id.
+    Row(i64),
+    /// After this entry of the list with this origin id.
+    Entry(u32, Prefix),
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Row(id) => write!(f, "r{id}"),
+            Self::Entry(origin, p) => write!(f, "l{origin}-{p}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("bad cursor {s:?}: pass the `next` of the page before");
+        if let Some(id) = s.strip_prefix('r') {
+            return id.parse().map(Self::Row).map_err(|_| bad());
+        }
+        let (origin, value) = s
+            .strip_prefix('l')
+            .and_then(|rest| rest.split_once('-'))
+            .ok_or_else(bad)?;
+        Ok(Self::Entry(
+            origin.parse().map_err(|_| bad())?,
+            value.parse().map_err(|_| bad())?,
+        ))
+    }
+}
+
+/// A page of decisions and where the next one starts (`None`: this was the last).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Page {
+    /// The decisions.
+    pub decisions: Vec<Decision>,
+    /// The cursor for the next page.
+    pub next: Option<String>,
 }
 
 /// What replacing a list did.

@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 use crate::{
     blocklists::{Prepared, source::SourceStatus},
     decisions::{
-        AlertQuery, AllowEntry, Allowlist, AllowlistWatch, BanMode, Bouncer, Decision,
-        ImportReport, NewDecision, Origin, StoreError, StoredAlert, StreamDelta,
+        AlertQuery, AllowEntry, Allowlist, AllowlistWatch, BanMode, Bouncer, Cursor, Decision,
+        ImportReport, NewDecision, Origin, Page, StoreError, StoredAlert, StreamDelta,
     },
     enforcer::EnforcerError,
     pipeline::DetectionStats,
@@ -175,6 +175,8 @@ pub enum Command {
     Unban(Unban, Reply<usize>),
     /// Active decisions, all or on one value.
     Decisions(Option<Prefix>, Reply<Vec<Decision>>),
+    /// One page of the active decisions: (after, limit).
+    Page(Option<Cursor>, usize, Reply<Page>),
     /// Active decisions whose value covers a prefix.
     Covering(Prefix, Reply<Vec<Decision>>),
     /// Add to the allowlist: (value, reason).
@@ -306,6 +308,11 @@ impl Handle {
     /// Active decisions, all or on one value.
     pub async fn decisions(&self, value: Option<Prefix>) -> Result<Vec<Decision>, ServiceError> {
         self.call(|r| Command::Decisions(value, r)).await
+    }
+
+    /// At most `limit` active decisions after `after` (`None`: from the start).
+    pub async fn page(&self, after: Option<Cursor>, limit: usize) -> Result<Page, ServiceError> {
+        self.call(|r| Command::Page(after, limit, r)).await
     }
 
     /// Active decisions whose value covers `value`.

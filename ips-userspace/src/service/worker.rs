@@ -294,6 +294,10 @@ impl Worker {
             Command::Decisions(value, reply) => {
                 let _ = reply.send(d.store().list(now, value.as_ref()).map_err(Into::into));
             }
+            Command::Page(after, limit, reply) => {
+                let r = d.store().page(now, after.as_ref(), limit);
+                let _ = reply.send(r.map_err(Into::into));
+            }
             Command::Covering(value, reply) => {
                 let _ = reply.send(d.store().covering(&value, now).map_err(Into::into));
             }

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use ips::{
     api::{AddRequest, client::encode},
-    decisions::{Decision, Origin},
+    decisions::{Decision, Origin, Page},
     prefix::Prefix,
 };
 
@@ -37,11 +37,20 @@ pub enum Command {
         #[arg(long)]
         origin: Option<Origin>,
     },
-    /// List active bans.
+    /// List active bans: manual and detected ones first, then list entries.
     List {
         /// Only decisions on this value.
         #[arg(long)]
         value: Option<String>,
+        /// At most this many (the daemon serves pages of up to 10,000).
+        #[arg(short, long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// Start after this point (printed when there are more).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Every active decision, page after page.
+        #[arg(long, conflicts_with_all = ["limit", "cursor"])]
+        all: bool,
     },
 }
 
@@ -89,16 +98,43 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::List { value } => {
-            let path = match value {
-                Some(v) => format!(
-                    "/v1/ips/decisions?value={}",
-                    encode(&check(&v)?.to_string())
-                ),
-                None => "/v1/ips/decisions".to_owned(),
-            };
-            let list: Vec<Decision> = client.get(&path)?;
-            print(ctx, &list)
+        Command::List { value: Some(v), .. } => {
+            let path = format!(
+                "/v1/ips/decisions?value={}",
+                encode(&check(&v)?.to_string())
+            );
+            let page: Page = client.get(&path)?;
+            print(ctx, &page.decisions)
+        }
+        Command::List {
+            value: None,
+            limit,
+            cursor,
+            all,
+        } => {
+            let limit = if all { 10_000 } else { limit };
+            let mut list = Vec::new();
+            let mut cursor = cursor;
+            loop {
+                let mut path = format!("/v1/ips/decisions?limit={limit}");
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={}", encode(c)));
+                }
+                let page: Page = client.get(&path)?;
+                list.extend(page.decisions);
+                cursor = page.next;
+                if !all || cursor.is_none() {
+                    break;
+                }
+            }
+            print(ctx, &list)?;
+            if let Some(c) = cursor {
+                eprintln!(
+                    "{} shown; more with `ips decisions list --cursor {c}`, or all with --all",
+                    list.len()
+                );
+            }
+            Ok(())
         }
     }
 }

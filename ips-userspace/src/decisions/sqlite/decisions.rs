@@ -8,7 +8,7 @@ use super::{
     select_decision,
 };
 use crate::{
-    decisions::{Decision, DecisionStore, Diff, NewDecision, Origin, StoreError},
+    decisions::{Cursor, Decision, DecisionStore, Diff, NewDecision, Origin, Page, StoreError},
     prefix::Prefix,
 };
 
@@ -171,6 +171,52 @@ impl DecisionStore for SqliteStore {
             }
         }
         Ok(out)
+    }
+
+    fn page(&self, now_ms: i64, after: Option<&Cursor>, limit: usize) -> Result<Page, StoreError> {
+        let mut out = Vec::new();
+        let mut last = None;
+        // Rows first, unless the cursor is in the lists already.
+        let (rows_after, lists_from) = match after {
+            None => (Some(0), None),
+            Some(Cursor::Row(id)) => (Some(*id), None),
+            Some(Cursor::Entry(origin, value)) => (None, Some((*origin, *value))),
+        };
+        if let Some(after_id) = rows_after {
+            let mut stmt = self.conn.prepare_cached(&select_decision(
+                "d.expires_ms > ?1 AND d.id > ?2 ORDER BY d.id LIMIT ?3",
+            ))?;
+            let rows = stmt
+                .query_map(params![now_ms, after_id, limit as i64], row_to_decision)?
+                .collect::<Result<Vec<_>, _>>()?;
+            out = finish(rows)?;
+            last = out.last().map(|d| Cursor::Row(d.id));
+        }
+        for (id, l) in self.active_lists(now_ms) {
+            if out.len() >= limit {
+                break;
+            }
+            let start = match lists_from {
+                Some((origin, _)) if id < origin => continue,
+                Some((origin, value)) if id == origin => l.entries.partition_point(|e| *e <= value),
+                _ => 0,
+            };
+            let take = (limit - out.len()).min(l.entries.len() - start);
+            out.extend(
+                l.entries[start..start + take]
+                    .iter()
+                    .map(|v| Self::list_decision(id, l, *v)),
+            );
+            if take > 0 {
+                last = Some(Cursor::Entry(id, l.entries[start + take - 1]));
+            }
+        }
+        // A full page may be the last one; the next call then answers an empty page.
+        let next = if out.len() >= limit { last } else { None };
+        Ok(Page {
+            decisions: out,
+            next: next.map(|c| c.to_string()),
+        })
     }
 
     fn count_active(&self, now_ms: i64) -> Result<u64, StoreError> {

@@ -601,3 +601,63 @@ fn unopenable_store_is_a_clear_error() {
         .unwrap();
     assert!(err.to_string().contains("/proc/nope/ips.db"), "{err}");
 }
+
+#[test]
+fn pages_cover_every_active_decision_once() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    for i in 0..7 {
+        s.upsert(&[ban(&format!("203.0.113.{i}"), "manual", 60)], 0)
+            .unwrap();
+    }
+    // One expired row is not listed.
+    s.upsert(&[ban("203.0.113.99", "manual", 1)], 0).unwrap();
+    s.replace_list(
+        &o("list:a"),
+        (0..5).map(|i| p(&format!("198.51.100.{i}"))).collect(),
+        60_000,
+        0,
+    )
+    .unwrap();
+    s.replace_list(
+        &o("list:b"),
+        vec![p("2001:db8::/48"), p("192.0.2.1")],
+        60_000,
+        0,
+    )
+    .unwrap();
+    let now = 2_000;
+    let all = s.list(now, None).unwrap();
+    assert_eq!(all.len(), 7 + 5 + 2);
+    for limit in [1, 3, 7, 13, 14, 100] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let page = s.page(now, cursor.as_ref(), limit).unwrap();
+            assert!(page.decisions.len() <= limit);
+            seen.extend(page.decisions);
+            pages += 1;
+            match page.next {
+                Some(c) => cursor = Some(c.parse::<crate::decisions::Cursor>().unwrap()),
+                None => break,
+            }
+            assert!(pages < 100, "paging does not end");
+        }
+        assert_eq!(seen, all, "limit {limit}");
+    }
+    // A list entry removed between two pages does not restart or repeat the walk.
+    let first = s.page(now, None, 9).unwrap();
+    let cursor: crate::decisions::Cursor = first.next.unwrap().parse().unwrap();
+    s.replace_list(
+        &o("list:a"),
+        vec![p("198.51.100.0"), p("198.51.100.4")],
+        60_000,
+        now,
+    )
+    .unwrap();
+    let rest = s.page(now, Some(&cursor), 100).unwrap();
+    let values: Vec<String> = rest.decisions.iter().map(|d| d.value.to_string()).collect();
+    assert_eq!(values, ["198.51.100.4", "192.0.2.1", "2001:db8::/48"]);
+    assert!("x1".parse::<crate::decisions::Cursor>().is_err());
+    assert!("l1-notaprefix".parse::<crate::decisions::Cursor>().is_err());
+}
