@@ -226,3 +226,69 @@ fn corrupt_one_row(db: &std::path::Path) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+fn dropped_v4(lab: &Lab, origin: &str) -> u64 {
+    let status = lab.ips_json(&["status"]);
+    status["origins"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["name"] == origin))
+        .map_or(0, |o| o["dropped_v4"].as_u64().unwrap())
+}
+
+#[test]
+fn origin_ids_are_reused_once_free_and_their_drop_counts_start_over() {
+    use ips::decisions::{DecisionStore, NewDecision, SqliteStore};
+    let mut lab = Lab::new("origins");
+    lab.start_daemon();
+    lab.ips(&[
+        "decisions",
+        "add",
+        "198.51.100.7",
+        "--origin",
+        "list:old",
+        "--duration",
+        "2s",
+    ]);
+    let frames: Vec<Vec<u8>> = (1..=3)
+        .map(|i| Frame::udp("198.51.100.7", i).build())
+        .collect();
+    assert!(lab.exchange(&frames).is_empty());
+    assert_eq!(dropped_v4(&lab, "list:old"), 3);
+    // It expires; list:old is referred to by nothing any more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while lab.ips_json(&["decisions", "list", "--value", "198.51.100.7"]) != serde_json::json!([]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ban did not expire"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    lab.stop_daemon();
+    // Every other origin id is taken by an origin with a lasting decision.
+    {
+        let mut store = SqliteStore::open(&lab.db_path()).unwrap();
+        let now = ips::calendar::now_ms();
+        for i in 0..(ips_common::origin::MAX - ips_common::origin::FIRST_LIST - 1) {
+            let d = NewDecision {
+                value: v4_hosts(i, 1)[0].parse().unwrap(),
+                origin: format!("lapi:fill{i}").parse().unwrap(),
+                reason: "fill".into(),
+                duration_ms: 3_600_000,
+            };
+            store.upsert(&[d], now).unwrap();
+        }
+    }
+    lab.start_daemon();
+    // A new origin gets list:old's id back, and its drops count from zero.
+    lab.ips(&["decisions", "add", "198.51.100.9", "--origin", "list:new"]);
+    assert_eq!(dropped_v4(&lab, "list:new"), 0);
+    let frames: Vec<Vec<u8>> = (4..=5)
+        .map(|i| Frame::udp("198.51.100.9", i).build())
+        .collect();
+    assert!(lab.exchange(&frames).is_empty());
+    assert_eq!(dropped_v4(&lab, "list:new"), 2);
+    // With every id in use, one more origin is refused with a clear error.
+    let out = lab.ips_raw(&["decisions", "add", "198.51.100.10", "--origin", "list:more"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("origins"), "{}", stderr(&out));
+}

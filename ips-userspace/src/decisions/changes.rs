@@ -51,13 +51,16 @@ pub struct Changes {
     pub bans: Diff,
     /// The whole allowlist, when it changed (set before the bans are applied).
     pub allowlist: Option<Arc<Allowlist>>,
+    /// Origin ids given out (new, or an origin gone whose id is reused): their drop counters
+    /// are zeroed before the bans are applied.
+    pub new_origins: Vec<u32>,
 }
 
 impl From<Diff> for Changes {
     fn from(bans: Diff) -> Self {
         Self {
             bans,
-            allowlist: None,
+            ..Self::default()
         }
     }
 }
@@ -65,6 +68,6 @@ impl From<Diff> for Changes {
 impl Changes {
     /// True if the kernel has nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.bans.is_empty() && self.allowlist.is_none()
+        self.bans.is_empty() && self.allowlist.is_none() && self.new_origins.is_empty()
     }
 }

@@ -180,6 +180,7 @@ impl DecisionService {
         Ok(Changes {
             bans,
             allowlist: Some(self.republish()?.unwrap_or_else(|| self.allow.current())),
+            new_origins: Vec::new(),
         })
     }
 
@@ -244,7 +245,14 @@ impl DecisionService {
     ) -> Result<(usize, Changes), StoreError> {
         let (covered, bans) = self.store.allow_add(value, reason, "manual", now_ms)?;
         let allowlist = self.republish()?;
-        Ok((covered.len(), Changes { bans, allowlist }))
+        Ok((
+            covered.len(),
+            Changes {
+                bans,
+                allowlist,
+                new_origins: Vec::new(),
+            },
+        ))
     }
 
     /// Removes an allowlist entry.
@@ -256,6 +264,7 @@ impl DecisionService {
             Changes {
                 bans: Diff::default(),
                 allowlist,
+                new_origins: Vec::new(),
             },
         ))
     }

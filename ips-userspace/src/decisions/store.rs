@@ -13,6 +13,9 @@ use crate::prefix::Prefix;
 pub trait DecisionStore: Send {
     /// The numeric id of an origin (drop counters are indexed by it), allocating one if new.
     fn origin_id(&mut self, origin: &Origin) -> Result<u32, StoreError>;
+    /// The origin ids given out (new, or taken back from an origin gone) since the last call:
+    /// their drop counters in the kernel start again from zero.
+    fn take_new_origins(&mut self) -> Vec<u32>;
     /// All origins with their ids, by name as stored.
     fn origins(&self) -> Result<Vec<(u32, String)>, StoreError>;
     /// Adds or extends decisions in one transaction. Refuses the whole batch if one value is

@@ -452,6 +452,29 @@ impl KernelMaps {
     }
 
     /// Reads the packet counters, summed over CPUs.
+    /// Zeroes the drop counters of `origin` (an id given to a new origin, perhaps reused).
+    pub fn reset_origin_drops(&mut self, origin: u32) -> Result<(), EnforcerError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| EnforcerError::Counters {
+            map: names::ORIGIN_DROPS,
+            source: aya::maps::MapError::IoError(source),
+        })?;
+        for family in [ips_common::family::V4, ips_common::family::V6] {
+            let zeros = aya::maps::PerCpuValues::try_from(vec![0u64; cpus]).map_err(|source| {
+                EnforcerError::Counters {
+                    map: names::ORIGIN_DROPS,
+                    source: aya::maps::MapError::IoError(source),
+                }
+            })?;
+            self.origin_drops
+                .set(origin_drop_index(origin, family), zeros, 0)
+                .map_err(|source| EnforcerError::Counters {
+                    map: names::ORIGIN_DROPS,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
     pub fn counters(&self) -> Result<Counters, EnforcerError> {
         let read = |map: &PerCpuArray<MapData, u64>, i: u32, name: &'static str| {
             map.get(&i, 0)

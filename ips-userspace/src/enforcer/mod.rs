@@ -284,6 +284,9 @@ impl Enforcer {
         if let Some(allow) = &changes.allowlist {
             self.maps.set_allowlist(&allow.prefixes)?;
         }
+        for origin in &changes.new_origins {
+            self.maps.reset_origin_drops(*origin)?;
+        }
         if !changes.bans.is_empty() {
             self.maps.apply(&changes.bans)?;
         }

@@ -115,7 +115,7 @@ impl Worker {
         f: impl FnOnce(&mut DecisionService) -> Result<(T, Changes), StoreError>,
     ) -> Result<T, ServiceError> {
         self.decisions.begin()?;
-        let (value, changes) = match f(&mut self.decisions) {
+        let (value, mut changes) = match f(&mut self.decisions) {
             Ok(done) => done,
             Err(e) => {
                 if let Err(r) = self.decisions.rollback() {
@@ -124,6 +124,7 @@ impl Worker {
                 return Err(e.into());
             }
         };
+        changes.new_origins = self.decisions.records().take_new_origins();
         match self.enforcer.apply(&changes) {
             Ok(()) => match self.decisions.commit() {
                 Ok(()) => Ok(value),
@@ -199,6 +200,7 @@ impl Worker {
                     .allowlist
                     .as_ref()
                     .map(|_| self.decisions.current_allowlist()),
+                new_origins: Vec::new(),
             });
         let restored = undo
             .map_err(ServiceError::from)

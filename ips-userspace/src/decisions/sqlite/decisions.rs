@@ -17,7 +17,11 @@ const BULK_BATCH: usize = 1024;
 
 impl DecisionStore for SqliteStore {
     fn origin_id(&mut self, origin: &Origin) -> Result<u32, StoreError> {
-        Self::origin_id_in(&self.conn, &origin.to_string())
+        Self::origin_id_in(&self.conn, &origin.to_string(), &mut self.new_origins)
+    }
+
+    fn take_new_origins(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.new_origins)
     }
 
     fn origins(&self) -> Result<Vec<(u32, String)>, StoreError> {
@@ -58,7 +62,8 @@ impl DecisionStore for SqliteStore {
                 let origin_id = match origin_cache.iter().find(|(o, _)| **o == d.origin) {
                     Some((_, id)) => *id,
                     None => {
-                        let id = Self::origin_id_in(&tx, &d.origin.to_string())?;
+                        let id =
+                            Self::origin_id_in(&tx, &d.origin.to_string(), &mut self.new_origins)?;
                         origin_cache.push((&d.origin, id));
                         id
                     }

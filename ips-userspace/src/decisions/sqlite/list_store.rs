@@ -156,7 +156,7 @@ impl ListStore for SqliteStore {
             new.sort_unstable();
         }
         new.dedup();
-        let origin_id = Self::origin_id_in(&self.conn, &origin.to_string())?;
+        let origin_id = Self::origin_id_in(&self.conn, &origin.to_string(), &mut self.new_origins)?;
         let lease_ms = now_ms.saturating_add(duration_ms);
         // The diff is against the stored snapshot even if its lease lapsed a moment ago and the
         // expiry tick has not dropped it yet: what the kernel may still hold.

@@ -215,6 +215,8 @@ pub struct SqliteStore {
     allow: Vec<Prefix>,
     /// Blocklist snapshots by origin id, as stored, decoded once.
     lists: BTreeMap<u32, List>,
+    /// Origin ids given out since [`DecisionStore::take_new_origins`] last asked.
+    new_origins: Vec<u32>,
 }
 
 impl SqliteStore {
@@ -269,6 +271,7 @@ impl SqliteStore {
             conn,
             allow: Vec::new(),
             lists: BTreeMap::new(),
+            new_origins: Vec::new(),
         };
         store.allow = super::AllowStore::allow_list(&store)?
             .into_iter()
@@ -338,7 +341,10 @@ impl SqliteStore {
         self.allow.iter().find(|a| a.contains(value)).copied()
     }
 
-    fn origin_id_in(conn: &Connection, name: &str) -> Result<u32, StoreError> {
+    /// The id of origin `name`, giving out a free one (noted in `new`) if it has none. Ids are
+    /// few (the kernel's per-origin counters are indexed by them): when none is free, those of
+    /// origins nothing refers to any more are taken back first.
+    fn origin_id_in(conn: &Connection, name: &str, new: &mut Vec<u32>) -> Result<u32, StoreError> {
         if let Some(id) = conn
             .query_row("SELECT id FROM origins WHERE name = ?1", [name], |r| {
                 r.get::<_, u32>(0)
@@ -347,11 +353,27 @@ impl SqliteStore {
         {
             return Ok(id);
         }
-        let next: u32 = conn.query_row(
-            "SELECT MAX(?1, COALESCE(MAX(id) + 1, 0)) FROM origins",
-            [origin::FIRST_LIST],
-            |r| r.get(0),
-        )?;
+        // The lowest id from FIRST_LIST on that no origin holds.
+        let free = |conn: &Connection| {
+            conn.query_row(
+                "SELECT MIN(c) FROM (SELECT ?1 AS c UNION ALL
+                     SELECT id + 1 FROM origins WHERE id >= ?1)
+                 WHERE c NOT IN (SELECT id FROM origins)",
+                [origin::FIRST_LIST],
+                |r| r.get::<_, u32>(0),
+            )
+        };
+        let mut next = free(conn)?;
+        if next >= origin::MAX {
+            let reclaimed = Self::reclaim_origins(conn)?;
+            if reclaimed > 0 {
+                tracing::info!(
+                    reclaimed,
+                    "Origin ids taken back from origins nothing refers to."
+                );
+            }
+            next = free(conn)?;
+        }
         if next >= origin::MAX {
             return Err(StoreError::TooManyOrigins {
                 name: name.to_owned(),
@@ -362,7 +384,20 @@ impl SqliteStore {
             "INSERT INTO origins (id, name) VALUES (?1, ?2)",
             params![next, name],
         )?;
+        new.push(next);
         Ok(next)
+    }
+
+    /// Deletes the list and LAPI origins that no decision row, no list and no logged list change
+    /// (which bouncers still read) refers to. Returns how many.
+    fn reclaim_origins(conn: &Connection) -> Result<usize, rusqlite::Error> {
+        conn.execute(
+            "DELETE FROM origins WHERE id >= ?1
+               AND NOT EXISTS (SELECT 1 FROM lists l WHERE l.origin_id = origins.id)
+               AND NOT EXISTS (SELECT 1 FROM list_changes c WHERE c.origin_id = origins.id)
+               AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.origin_id = origins.id)",
+            [origin::FIRST_LIST],
+        )
     }
 }
 

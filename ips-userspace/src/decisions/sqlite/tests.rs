@@ -661,3 +661,43 @@ fn pages_cover_every_active_decision_once() {
     assert!("x1".parse::<crate::decisions::Cursor>().is_err());
     assert!("l1-notaprefix".parse::<crate::decisions::Cursor>().is_err());
 }
+
+#[test]
+fn origin_ids_are_taken_back_when_nothing_refers_to_them() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    let room = (origin::MAX - origin::FIRST_LIST) as usize;
+    // A list with logged changes and a decision that lasts keep their origins.
+    s.replace_list(&o("list:kept"), vec![p("192.0.2.1")], 600_000, 0)
+        .unwrap();
+    s.upsert(&[ban("192.0.2.2", "lapi:lasting", 600)], 0)
+        .unwrap();
+    let kept = s.origin_id(&o("list:kept")).unwrap();
+    let lasting = s.origin_id(&o("lapi:lasting")).unwrap();
+    assert_eq!(s.take_new_origins(), [kept, lasting]);
+    // Short-lived decisions of junk origins fill every other id.
+    for i in 0..room - 2 {
+        s.upsert(&[ban("192.0.2.3", &format!("list:junk{i}"), 1)], 0)
+            .unwrap();
+    }
+    assert_eq!(s.take_new_origins().len(), room - 2);
+    let full = s.upsert(&[ban("192.0.2.4", "list:one-more", 60)], 0);
+    assert!(
+        matches!(full, Err(StoreError::TooManyOrigins { .. })),
+        "{full:?}"
+    );
+    // Once the junk expires, its ids are free again; the lasting ones are not touched.
+    s.take_expired(5_000).unwrap();
+    s.upsert(&[ban("192.0.2.4", "list:one-more", 60)], 5_000)
+        .unwrap();
+    let reused = s.origin_id(&o("list:one-more")).unwrap();
+    assert!(reused >= origin::FIRST_LIST && reused < origin::MAX);
+    assert_eq!(s.take_new_origins(), [reused]);
+    assert_eq!(s.origin_id(&o("list:kept")).unwrap(), kept);
+    assert_eq!(s.origin_id(&o("lapi:lasting")).unwrap(), lasting);
+    assert!(s.take_new_origins().is_empty());
+    let names: Vec<String> = s.origins().unwrap().into_iter().map(|(_, n)| n).collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("list:junk")),
+        "{names:?}"
+    );
+}
