@@ -292,3 +292,55 @@ fn origin_ids_are_reused_once_free_and_their_drop_counts_start_over() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("origins"), "{}", stderr(&out));
 }
+
+#[test]
+fn over_capacity_the_maps_keep_the_most_specific_and_longest_lasting_bans() {
+    use ips::decisions::{DecisionStore, NewDecision, Origin, SqliteStore};
+    let mut lab = Lab::new("capbest");
+    lab.write_config(SMALL);
+    let now = ips::calendar::now_ms();
+    let ban = |value: String, hours: i64| NewDecision {
+        value: value.parse().unwrap(),
+        origin: Origin::Manual,
+        reason: "offline".into(),
+        duration_ms: hours * 3_600_000,
+    };
+    {
+        let mut store = SqliteStore::open(&lab.db_path()).unwrap();
+        // 150 hosts: the first 130 for an hour, the last 20 (last in the store's order too) for
+        // a day.
+        let hosts = v4_hosts(0, 150);
+        let batch: Vec<NewDecision> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ban(v.clone(), if i >= 130 { 24 } else { 1 }))
+            .collect();
+        store.upsert(&batch, now).unwrap();
+        // 60 prefixes for a day: 55 /16s, then 5 /28s (more specific, shorter-lived).
+        let mut nets: Vec<NewDecision> =
+            (0..55).map(|i| ban(format!("60.{i}.0.0/16"), 24)).collect();
+        nets.extend((0..5).map(|i| ban(format!("70.0.0.{}/28", i * 16), 1)));
+        store.upsert(&nets, now).unwrap();
+    }
+    lab.start_daemon();
+    let status = lab.ips_json(&["status"]);
+    assert_eq!(status["maps"]["hosts_v4"], 100, "{status}");
+    assert_eq!(status["maps"]["nets_v4"], 50, "{status}");
+    assert_eq!(status["not_enforced"], 60, "{status}");
+    let hosts = v4_hosts(0, 150);
+    let mut frames = Vec::new();
+    // The 20 day-long host bans and the 5 /28s are all enforced.
+    for (i, h) in hosts[130..].iter().enumerate() {
+        frames.push(Frame::udp(h, i as u32).build());
+    }
+    for i in 0..5u32 {
+        frames.push(Frame::udp(&format!("70.0.0.{}", i * 16 + 3), 100 + i).build());
+    }
+    assert_eq!(lab.exchange(&frames), Vec::<u32>::new());
+    assert!(
+        lab.daemon_log()
+            .contains("most specific and longest-lasting"),
+        "{}",
+        lab.daemon_log()
+    );
+}

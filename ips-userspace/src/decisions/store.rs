@@ -174,12 +174,13 @@ pub trait KernelView {
     /// What the kernel should hold for each of `values`: the origin of the decision that lasts
     /// longest, or nothing.
     fn effective(&self, values: &[Prefix], now_ms: i64) -> Result<Vec<Effective>, StoreError>;
-    /// Calls `each` with every value that should be in the kernel and the origin to attribute it
-    /// to, without loading all decisions in memory.
+    /// Calls `each` with every value that should be in the kernel, the origin to attribute it
+    /// to and when its longest-lasting decision ends (Unix ms), without loading all decisions in
+    /// memory.
     fn for_each_active(
         &self,
         now_ms: i64,
-        each: &mut dyn FnMut(Prefix, u32),
+        each: &mut dyn FnMut(Prefix, u32, i64),
     ) -> Result<(), StoreError>;
 }
 

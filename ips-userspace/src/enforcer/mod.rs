@@ -177,7 +177,7 @@ impl Enforcer {
         let mut failed = None;
         // Once a map is full, the rest waits until the removals are done.
         let mut waiting: Vec<(Prefix, u32)> = Vec::new();
-        store.for_each_active(now_ms, &mut |p, o| {
+        store.for_each_active(now_ms, &mut |p, o, _| {
             if kernel.remove(&p) == Some(o) {
                 report.unchanged += 1;
                 return;
@@ -208,7 +208,10 @@ impl Enforcer {
         drop(deletes);
         waiting.append(&mut batch.upsert);
         drop(batch);
-        self.add_what_fits(waiting, &mut report)?;
+        let full = self.add_what_fits(waiting, &mut report)?;
+        if full.iter().any(|f| *f) {
+            self.keep_the_best(store, now_ms, full)?;
+        }
         self.maps.rebuild_summary()?;
         release_freed_memory();
         if report.not_fitted > 0 {
@@ -228,18 +231,87 @@ impl Enforcer {
         Ok(report)
     }
 
+    /// With more bans than a full map holds, the ones it keeps are the most specific, then the
+    /// longest-lasting: the store is walked again (only in this case) for the values of the full
+    /// maps, and the kernel's entries of those maps are swapped for the best as many.
+    fn keep_the_best(
+        &mut self,
+        store: &dyn KernelView,
+        now_ms: i64,
+        full: [bool; 4],
+    ) -> Result<(), EnforcerError> {
+        let mut wanted: [Vec<(Prefix, u32, i64)>; 4] = Default::default();
+        store.for_each_active(now_ms, &mut |p, o, ends| {
+            if full[map_class(&p)] {
+                wanted[map_class(&p)].push((p, o, ends));
+            }
+        })?;
+        let mut held: [HashMap<Prefix, u32>; 4] = Default::default();
+        self.maps.for_each_ban(&mut |p, o| {
+            if full[map_class(&p)] {
+                held[map_class(&p)].insert(p, o);
+            }
+        })?;
+        for (class, mut wanted) in wanted.into_iter().enumerate() {
+            if !full[class] {
+                continue;
+            }
+            let room = held[class].len();
+            // Ties keep what the map holds already (no churn), then go by value.
+            wanted.sort_unstable_by_key(|(p, _, ends)| {
+                (
+                    std::cmp::Reverse(p.prefix_len()),
+                    std::cmp::Reverse(*ends),
+                    !held[class].contains_key(p),
+                    *p,
+                )
+            });
+            wanted.truncate(room);
+            let keep: HashMap<Prefix, u32> = wanted.into_iter().map(|(p, o, _)| (p, o)).collect();
+            let diff = Diff {
+                delete: held[class]
+                    .keys()
+                    .filter(|p| !keep.contains_key(p))
+                    .copied()
+                    .collect(),
+                upsert: keep
+                    .iter()
+                    .filter(|(p, o)| held[class].get(p) != Some(o))
+                    .map(|(p, o)| (*p, *o))
+                    .collect(),
+            };
+            if !diff.is_empty() {
+                info!(
+                    swapped = diff.delete.len(),
+                    "A full map keeps the most specific and longest-lasting bans."
+                );
+                // Deletes go first, so the adds fit.
+                self.maps.apply(&Diff {
+                    upsert: Vec::new(),
+                    delete: diff.delete,
+                })?;
+                self.maps.apply(&Diff {
+                    upsert: diff.upsert,
+                    delete: Vec::new(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Adds `entries` in batches; when a map is full, its entries go one at a time until one
-    /// is refused, and the rest of that map's are counted as not fitted.
+    /// is refused, and the rest of that map's are counted as not fitted. Returns which maps
+    /// (by [`map_class`]) are full.
     fn add_what_fits(
         &mut self,
         mut entries: Vec<(Prefix, u32)>,
         report: &mut ReconcileReport,
-    ) -> Result<(), EnforcerError> {
+    ) -> Result<[bool; 4], EnforcerError> {
         // Per map: IPv4 hosts, IPv4 prefixes, IPv6 hosts, IPv6 prefixes.
         // Stable: within a map, the store's order.
         entries.sort_by_key(|(p, _)| (!p.is_v4(), !p.is_host()));
         let mut full = [false; 4];
-        let class = |p: &Prefix| usize::from(!p.is_v4()) * 2 + usize::from(!p.is_host());
+        let class = map_class;
         for chunk in entries.chunks(RECONCILE_BATCH) {
             let open: Vec<(Prefix, u32)> = chunk
                 .iter()
@@ -276,7 +348,7 @@ impl Enforcer {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(full)
     }
 
     /// Mirrors what a decision changed: the allowlist first (when it moved), then the bans.
@@ -292,4 +364,9 @@ impl Enforcer {
         }
         Ok(())
     }
+}
+
+/// Which map a value goes to: IPv4 hosts, IPv4 prefixes, IPv6 hosts, IPv6 prefixes.
+fn map_class(p: &Prefix) -> usize {
+    usize::from(!p.is_v4()) * 2 + usize::from(!p.is_host())
 }

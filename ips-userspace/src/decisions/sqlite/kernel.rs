@@ -88,11 +88,11 @@ impl Merge {
         }
     }
 
-    fn take(&mut self, item: (Prefix, u32, i64), each: &mut dyn FnMut(Prefix, u32)) {
+    fn take(&mut self, item: (Prefix, u32, i64), each: &mut dyn FnMut(Prefix, u32, i64)) {
         self.current = match self.current {
             Some(c) if c.0 == item.0 => Some(if item.2 > c.2 { item } else { c }),
             Some(c) => {
-                each(c.0, c.1);
+                each(c.0, c.1, c.2);
                 Some(item)
             }
             None => Some(item),
@@ -100,19 +100,19 @@ impl Merge {
     }
 
     /// A row, after the list entries that sort before or with it.
-    fn row(&mut self, item: (Prefix, u32, i64), each: &mut dyn FnMut(Prefix, u32)) {
+    fn row(&mut self, item: (Prefix, u32, i64), each: &mut dyn FnMut(Prefix, u32, i64)) {
         while let Some(l) = self.listed.next_if(|l| l.0 <= item.0) {
             self.take(l, each);
         }
         self.take(item, each);
     }
 
-    fn finish(mut self, each: &mut dyn FnMut(Prefix, u32)) {
+    fn finish(mut self, each: &mut dyn FnMut(Prefix, u32, i64)) {
         while let Some(l) = self.listed.next() {
             self.take(l, each);
         }
         if let Some(c) = self.current {
-            each(c.0, c.1);
+            each(c.0, c.1, c.2);
         }
     }
 }
@@ -125,7 +125,7 @@ impl KernelView for SqliteStore {
     fn for_each_active(
         &self,
         now_ms: i64,
-        each: &mut dyn FnMut(Prefix, u32),
+        each: &mut dyn FnMut(Prefix, u32, i64),
     ) -> Result<(), StoreError> {
         // One walk of the unique index: within a family, rows come in address order (the order
         // of `Prefix`), so a value's decisions are consecutive and the lists' sorted entries

@@ -431,7 +431,7 @@ impl SqliteStore {
         )?;
         check.expired += self.lists.values().filter(|l| l.lease_ms <= now_ms).count() as u64;
         if check.bad_rows == 0 {
-            super::KernelView::for_each_active(self, now_ms, &mut |p, _| {
+            super::KernelView::for_each_active(self, now_ms, &mut |p, _, _| {
                 let class = usize::from(!p.is_v4()) * 2 + usize::from(!p.is_host());
                 check.kernel_values[class] += 1;
             })?;

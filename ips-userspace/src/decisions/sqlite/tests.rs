@@ -63,7 +63,8 @@ fn effective_origin_is_the_longest_lasting() {
     let e = s.effective(&[p("198.51.100.0/24")], 1).unwrap();
     assert_eq!(e, vec![(p("198.51.100.0/24"), Some(list_id))]);
     let mut seen = Vec::new();
-    s.for_each_active(1, &mut |v, o| seen.push((v, o))).unwrap();
+    s.for_each_active(1, &mut |v, o, _| seen.push((v, o)))
+        .unwrap();
     assert_eq!(seen, vec![(p("198.51.100.0/24"), list_id)]);
 }
 
@@ -201,7 +202,7 @@ fn replacing_a_list_adds_renews_and_removes() {
     assert_eq!(s.count_active(8999).unwrap(), 2);
     // Past the lease the entries are no longer active, then gone from the store.
     let mut active = 0;
-    s.for_each_active(9000, &mut |_, _| active += 1).unwrap();
+    s.for_each_active(9000, &mut |_, _, _| active += 1).unwrap();
     assert_eq!((s.count_active(9000).unwrap(), active), (0, 0));
     assert_eq!(s.effective(&[p("9.9.9.9")], 9000).unwrap()[0].1, None);
     let gone = s.take_expired(9000).unwrap().delete;
@@ -243,7 +244,7 @@ fn replacing_a_list_adds_renews_and_removes() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].origin, Origin::Manual);
     let mut kernel = Vec::new();
-    s.for_each_active(9300, &mut |v, o| kernel.push((v, o)))
+    s.for_each_active(9300, &mut |v, o, _| kernel.push((v, o)))
         .unwrap();
     assert_eq!(kernel, vec![(p("9.9.9.9"), origin::MANUAL)]);
 }
@@ -282,7 +283,7 @@ fn rows_and_lists_merge_into_one_kernel_view() {
     let a = s.origin_id(&o("list:a")).unwrap();
     let b = s.origin_id(&o("list:b")).unwrap();
     let mut seen = Vec::new();
-    s.for_each_active(1, &mut |v, o| seen.push((v.to_string(), o)))
+    s.for_each_active(1, &mut |v, o, _| seen.push((v.to_string(), o)))
         .unwrap();
     let want = [
         ("0.0.0.0/1", b),
