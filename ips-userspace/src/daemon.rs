@@ -128,7 +128,7 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
     // Maps first, then attach: a freshly attached program starts with every ban in place. The
     // reconcile below sets the whole kernel, so these two calls' changes are not applied.
     decisions.sync_config_allowlist(&config.allowlist.entries, now_ms())?;
-    decisions.expire(now_ms())?;
+    decisions.expire(now_ms(), usize::MAX)?;
     let allow = decisions.current_allowlist();
     let reconciled = enforcer.reconcile(decisions.store(), &allow.prefixes, now_ms())?;
     let fill = enforcer.maps().fill()?;

@@ -388,17 +388,19 @@ impl DecisionService {
             .renew_list(&Origin::list(name)?, duration_ms, now_ms)
     }
 
-    /// Removes expired decisions and lapsed lists; only the values that expired are touched.
-    pub fn expire(&mut self, now_ms: i64) -> Result<Changes, StoreError> {
-        let bans = self.store.take_expired(now_ms)?;
+    /// Removes what expired; the bool says whether expired decisions are left (at most
+    /// `limit` rows go per call).
+    pub fn expire(&mut self, now_ms: i64, limit: usize) -> Result<(Changes, bool), StoreError> {
+        let (bans, more) = self.store.take_expired_at_most(now_ms, limit)?;
         if !bans.is_empty() {
             debug!(
                 unbanned = bans.delete.len(),
                 reattributed = bans.upsert.len(),
+                more,
                 "Expired decisions."
             );
         }
-        Ok(bans.into())
+        Ok((bans.into(), more))
     }
 
     /// Forgets what the bouncer stream no longer needs: tombstones and list changes older than

@@ -53,7 +53,17 @@ pub trait DecisionStore: Send {
     fn count_active(&self, now_ms: i64) -> Result<u64, StoreError>;
     /// Deletes expired decisions (and lists whose lease ended); returns what the kernel should
     /// now hold for the values they were on.
-    fn take_expired(&mut self, now_ms: i64) -> Result<Diff, StoreError>;
+    fn take_expired(&mut self, now_ms: i64) -> Result<Diff, StoreError> {
+        Ok(self.take_expired_at_most(now_ms, usize::MAX)?.0)
+    }
+    /// [`DecisionStore::take_expired`] for at most `limit` decision rows (those that ended
+    /// first), so that a mass expiry is done in steps with other work between them. The bool
+    /// says whether more expired rows are left.
+    fn take_expired_at_most(
+        &mut self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<(Diff, bool), StoreError>;
 }
 
 /// Where a page of decisions ends: the last row id, or the last entry of a list.

@@ -366,7 +366,7 @@ impl Enforcer {
     }
 }
 
-/// Which map a value goes to: IPv4 hosts, IPv4 prefixes, IPv6 hosts, IPv6 prefixes.
-fn map_class(p: &Prefix) -> usize {
+/// Which map a value goes to: 0 IPv4 hosts, 1 IPv4 prefixes, 2 IPv6 hosts, 3 IPv6 prefixes.
+pub fn map_class(p: &Prefix) -> usize {
     usize::from(!p.is_v4()) * 2 + usize::from(!p.is_host())
 }

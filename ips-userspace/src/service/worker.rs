@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::{Command, ErrorKind, Handle, ImportList, ServiceError, millis, status::status_from};
 use crate::{
@@ -16,7 +16,7 @@ use crate::{
     decisions::{
         Changes, DecisionService, Diff, ImportReport, Origin, Outcome, STATE_INTERFACES, StoreError,
     },
-    enforcer::{Enforcer, MapCapacity, MapFill, loader},
+    enforcer::{Enforcer, MapCapacity, MapFill, loader, map_class},
     hub::Signal,
     prefix::Prefix,
 };
@@ -77,6 +77,8 @@ impl Worker {
     }
 
     fn run(mut self, rx: &mpsc::Receiver<Command>) {
+        /// Decision rows expired per step.
+        const EXPIRE_STEP: usize = 5_000;
         let mut next_expiry = Instant::now() + self.expiry;
         loop {
             let wait = next_expiry.saturating_duration_since(Instant::now());
@@ -87,14 +89,27 @@ impl Worker {
             }
             if Instant::now() >= next_expiry {
                 let now = now_ms();
-                if let Err(e) = self.decide(now, |d| Ok(((), d.expire(now)?))) {
-                    let (count, last) = &mut self.expiry_failures;
-                    *count += 1;
-                    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                        error!(error = %e, failures = *count, "Expiry failed; will retry.");
-                        *count = 0;
-                        *last = Some(Instant::now());
+                let mut more = false;
+                match self.decide(now, |d| {
+                    let (changes, more) = d.expire(now, EXPIRE_STEP)?;
+                    Ok((more, changes))
+                }) {
+                    Ok(m) => more = m,
+                    Err(e) => {
+                        let (count, last) = &mut self.expiry_failures;
+                        *count += 1;
+                        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                            error!(error = %e, failures = *count, "Expiry failed; will retry.");
+                            *count = 0;
+                            *last = Some(Instant::now());
+                        }
                     }
+                }
+                if more {
+                    // A mass expiry goes on at once, with what the queue holds served between
+                    // its steps.
+                    next_expiry = Instant::now();
+                    continue;
                 }
                 if let Err(e) = self.decisions.prune(now) {
                     warn!(error = %e, "Cannot prune the bouncer stream's history.");
@@ -228,6 +243,7 @@ impl Worker {
         } = list;
         let ms = millis(duration);
         let started = Instant::now();
+        debug!(list = %name, "Importing a list.");
         let first = prepared.clone();
         let mut report = match self.decide(now, |d| {
             d.replace_list(&name, first, allow_version, ms, now)
@@ -261,7 +277,7 @@ impl Worker {
         // The list's entries that leave free their slots.
         for p in &current {
             if prepared.prefixes.binary_search(p).is_err() {
-                room[class(p)] += 1;
+                room[map_class(p)] += 1;
             }
         }
         let mut left_out = 0u64;
@@ -269,7 +285,7 @@ impl Worker {
             if current.binary_search(p).is_ok() {
                 return true;
             }
-            let r = &mut room[class(p)];
+            let r = &mut room[map_class(p)];
             if *r > 0 {
                 *r -= 1;
                 true
@@ -399,17 +415,7 @@ impl Worker {
     }
 }
 
-/// The index of a value's map in [`room`]: IPv4 hosts, IPv4 prefixes, IPv6 hosts, IPv6 prefixes.
-fn class(p: &Prefix) -> usize {
-    match (p.is_v4(), p.is_host()) {
-        (true, true) => 0,
-        (true, false) => 1,
-        (false, true) => 2,
-        (false, false) => 3,
-    }
-}
-
-/// Free entries in each ban map, in [`class`] order.
+/// Free entries in each ban map, in [`map_class`] order.
 fn room(fill: &MapFill, capacity: &MapCapacity) -> [u64; 4] {
     [
         capacity.hosts_v4.saturating_sub(fill.hosts_v4),

@@ -1,7 +1,7 @@
 //! Decision rows: bans by hand, by detection, from a LAPI.
 use std::collections::BTreeSet;
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{
     SqliteStore, TOMBSTONE, finish, kernel::effective_in, prefix_of, row_to_decision,
@@ -237,22 +237,43 @@ impl DecisionStore for SqliteStore {
         Ok(rows + listed as u64)
     }
 
-    fn take_expired(&mut self, now_ms: i64) -> Result<Diff, StoreError> {
+    fn take_expired_at_most(
+        &mut self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<(Diff, bool), StoreError> {
         let tx = self.conn.savepoint()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The first `limit` expired rows in the index's order (ties broken by id): the same
+        // rows for the tombstones and the delete, in one transaction.
+        let first = "d.id IN (SELECT id FROM decisions WHERE expires_ms <= ?2
+                     ORDER BY expires_ms, id LIMIT ?3)";
         tx.execute(
-            &format!("{TOMBSTONE} d.expires_ms <= ?2"),
-            params![now_ms, now_ms],
+            &format!("{TOMBSTONE} {first}"),
+            params![now_ms, now_ms, limit],
         )?;
         let mut values: BTreeSet<Prefix> = BTreeSet::new();
+        let mut taken = 0i64;
         {
-            let mut stmt = tx.prepare_cached(
-                "DELETE FROM decisions WHERE expires_ms <= ?1 RETURNING addr, plen",
-            )?;
-            let mut rows = stmt.query([now_ms])?;
+            let mut stmt = tx.prepare_cached(&format!(
+                "DELETE FROM decisions AS d WHERE {} RETURNING addr, plen",
+                first.replace("?2", "?1").replace("?3", "?2")
+            ))?;
+            let mut rows = stmt.query(params![now_ms, limit])?;
             while let Some(row) = rows.next()? {
                 values.insert(prefix_of(row)?);
+                taken += 1;
             }
         }
+        let more = taken == limit
+            && tx
+                .query_row(
+                    "SELECT 1 FROM decisions WHERE expires_ms <= ?1 LIMIT 1",
+                    [now_ms],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
         // Lists whose lease ran out (no longer renewed): their entries go, logged as removed.
         let lapsed: Vec<u32> = self
             .lists
@@ -279,6 +300,6 @@ impl DecisionStore for SqliteStore {
         for id in lapsed {
             self.lists.remove(&id);
         }
-        Ok(kernel)
+        Ok((kernel, more))
     }
 }

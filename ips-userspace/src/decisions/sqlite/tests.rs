@@ -691,7 +691,7 @@ fn origin_ids_are_taken_back_when_nothing_refers_to_them() {
     s.upsert(&[ban("192.0.2.4", "list:one-more", 60)], 5_000)
         .unwrap();
     let reused = s.origin_id(&o("list:one-more")).unwrap();
-    assert!(reused >= origin::FIRST_LIST && reused < origin::MAX);
+    assert!((origin::FIRST_LIST..origin::MAX).contains(&reused));
     assert_eq!(s.take_new_origins(), [reused]);
     assert_eq!(s.origin_id(&o("list:kept")).unwrap(), kept);
     assert_eq!(s.origin_id(&o("lapi:lasting")).unwrap(), lasting);
@@ -701,4 +701,29 @@ fn origin_ids_are_taken_back_when_nothing_refers_to_them() {
         !names.iter().any(|n| n.starts_with("list:junk")),
         "{names:?}"
     );
+}
+
+#[test]
+fn a_mass_expiry_goes_in_steps_with_a_tombstone_for_each_row() {
+    let mut s = SqliteStore::in_memory().unwrap();
+    let batch: Vec<NewDecision> = (0..12)
+        .map(|i| ban(&format!("198.51.100.{i}"), "manual", 1))
+        .collect();
+    s.upsert(&batch, 0).unwrap();
+    s.upsert(&[ban("198.51.100.200", "manual", 600)], 0).unwrap();
+    s.upsert(&[ban("198.51.100.3", "list:x", 600)], 0).unwrap();
+    let mut steps = Vec::new();
+    loop {
+        let (diff, more) = s.take_expired_at_most(5_000, 5).unwrap();
+        steps.push((diff.delete.len(), diff.upsert.len()));
+        if !more {
+            break;
+        }
+    }
+    // 198.51.100.3 stays banned by the list: re-attributed, not deleted.
+    assert_eq!(steps.iter().map(|s| s.0 + s.1).sum::<usize>(), 12);
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert_eq!(steps.iter().map(|s| s.1).sum::<usize>(), 1);
+    assert_eq!(s.count_active(5_000).unwrap(), 2);
+    assert_eq!(s.deleted_since(0).unwrap().len(), 12);
 }
