@@ -7,7 +7,10 @@
 use std::path::PathBuf;
 
 use aya::programs::{TestRun, TestRunOptions};
-use ips::enforcer::{Diff, KernelMaps, loader};
+use ips::enforcer::{
+    Diff, KernelMaps, loader,
+    model::{Verdict, verdict},
+};
 use ips_tests::packet::{Frame, arp};
 
 const XDP_DROP: u32 = 1;
@@ -351,59 +354,6 @@ fn nested_prefixes_drop_with_the_most_specific_origin() {
     );
 }
 
-/// What the program should do with `frame`, by a model written from its contract: the verdict
-/// and the counter it moves. `bans` are what the harness put in the maps; no allowlist.
-fn model(frame: &[u8], bans: &[ips::prefix::Prefix]) -> (u32, &'static str) {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let be16 = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
-    if frame.len() < 14 {
-        return (XDP_PASS, "malformed");
-    }
-    let (mut proto, mut off) = (be16(12), 14);
-    for _ in 0..2 {
-        if proto != 0x8100 && proto != 0x88A8 {
-            break;
-        }
-        if off + 4 > frame.len() {
-            return (XDP_PASS, "malformed");
-        }
-        proto = be16(off + 2);
-        off += 4;
-    }
-    let src: IpAddr = match proto {
-        0x0800 => {
-            if off + 20 > frame.len() {
-                return (XDP_PASS, "malformed");
-            }
-            if frame[off] >> 4 != 4 || usize::from(frame[off] & 0x0f) * 4 < 20 {
-                return (XDP_PASS, "malformed");
-            }
-            let a: [u8; 4] = frame[off + 12..off + 16].try_into().unwrap();
-            IpAddr::V4(Ipv4Addr::from(a))
-        }
-        0x86DD => {
-            if off + 40 > frame.len() {
-                return (XDP_PASS, "malformed");
-            }
-            if frame[off] >> 4 != 6 {
-                return (XDP_PASS, "malformed");
-            }
-            let a: [u8; 16] = frame[off + 8..off + 24].try_into().unwrap();
-            let v6 = Ipv6Addr::from(a);
-            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-        }
-        _ => return (XDP_PASS, "non_ip"),
-    };
-    let host = ips::prefix::Prefix::host(src);
-    let banned = bans.iter().any(|b| b.contains(&host));
-    match (banned, src.is_ipv4()) {
-        (true, true) => (XDP_DROP, "v4_dropped"),
-        (true, false) => (XDP_DROP, "v6_dropped"),
-        (false, true) => (XDP_PASS, "v4_passed"),
-        (false, false) => (XDP_PASS, "v6_passed"),
-    }
-}
-
 /// Random frames, built from the parts the parser reads (Ethernet types, up to three tags,
 /// IPv4 and IPv6 headers with good and bad version and length fields, sources in, next to and
 /// far from the bans, IPv4-mapped ones) and cut at random lengths, through the real program:
@@ -508,7 +458,14 @@ fn random_frames_get_the_models_verdict() {
             let len = 14 + (next() as usize) % (f.len() - 13);
             f.truncate(len);
         }
-        let (want, counter) = model(&f, &bans);
+        let host = |a| {
+            bans.iter()
+                .any(|b| b.contains(&ips::prefix::Prefix::host(a)))
+        };
+        let Verdict {
+            action: want,
+            counter,
+        } = verdict(&f, host);
         assert_eq!(h.run(&f), want, "frame {i}: {f:02x?} ({counter})");
         *tally.entry(counter).or_default() += 1;
     }

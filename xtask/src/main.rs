@@ -43,7 +43,8 @@ enum Cmd {
     Bench,
     /// rustfmt check and clippy in two passes: host crates, then the eBPF crate for BPF.
     Lint,
-    /// cargo-fuzz targets (log parsers, list formats, values, API bodies), each for a while.
+    /// cargo-fuzz targets (log parsers, list formats, values, API bodies, the XDP program
+    /// through BPF_PROG_RUN), each for a while.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
@@ -90,7 +91,7 @@ fn run() -> Result<()> {
 }
 
 /// The cargo-fuzz targets in `fuzz/`.
-const FUZZ_TARGETS: [&str; 4] = ["parsers", "lists", "values", "api"];
+const FUZZ_TARGETS: [&str; 5] = ["parsers", "lists", "values", "api", "xdp"];
 
 /// Runs each fuzz target for `seconds` (on the corpus it grew before, in `fuzz/corpus`) and
 /// prints what each did. A crash fails with the input's path: keep it under
@@ -111,6 +112,10 @@ fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
             .current_dir(&dir)
             .output()
             .with_context(|| format!("cannot run cargo fuzz for {target}"))?;
+        if *target == "xdp" {
+            // The target pins its program and maps there; nothing else uses the folder.
+            let _ = std::fs::remove_dir_all("/sys/fs/bpf/ips-fuzz-xdp");
+        }
         let log = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
             let tail: Vec<&str> = log.lines().rev().take(30).collect();

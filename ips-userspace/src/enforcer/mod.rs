@@ -14,6 +14,7 @@ use crate::{
 
 pub mod loader;
 pub mod maps;
+pub mod model;
 pub mod summary;
 #[doc(hidden)]
 pub mod sys;

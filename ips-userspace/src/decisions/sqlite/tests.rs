@@ -710,7 +710,8 @@ fn a_mass_expiry_goes_in_steps_with_a_tombstone_for_each_row() {
         .map(|i| ban(&format!("198.51.100.{i}"), "manual", 1))
         .collect();
     s.upsert(&batch, 0).unwrap();
-    s.upsert(&[ban("198.51.100.200", "manual", 600)], 0).unwrap();
+    s.upsert(&[ban("198.51.100.200", "manual", 600)], 0)
+        .unwrap();
     s.upsert(&[ban("198.51.100.3", "list:x", 600)], 0).unwrap();
     let mut steps = Vec::new();
     loop {
