@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! [api]
-//! listen = "127.0.0.1:8080"
+//! socket = "/run/ips/ips.sock"   # the CLI's way in: root and group ips
+//! listen = "127.0.0.1:8080"      # off unless set: CrowdSec bouncers (with their keys)
 //!
 //! [store]
 //! path = "/var/lib/ips/ips.db"
@@ -111,8 +112,12 @@ impl DetectionConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Address the API listens on; keep it on loopback.
-    pub listen: SocketAddr,
+    /// The operator's unix socket: the CLI and the admin API.
+    pub socket: PathBuf,
+    /// Group whose members may use the socket besides root (0660 when it exists, else 0600).
+    pub group: String,
+    /// TCP address for CrowdSec bouncers; off unless set, loopback only for now.
+    pub listen: Option<SocketAddr>,
     /// Connections served at once; one more is answered 503 and closed.
     pub max_connections: usize,
     /// A connection that has not sent a whole request head within this is closed, whether it
@@ -127,7 +132,9 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            socket: PathBuf::from("/run/ips/ips.sock"),
+            group: "ips".to_owned(),
+            listen: None,
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
@@ -331,10 +338,11 @@ impl Config {
         for l in &self.crowdsec {
             crate::decisions::check_name(&l.name).map_err(|e| invalid(format!("crowdsec {e}")))?;
         }
-        if !self.api.listen.ip().is_loopback() {
+        if let Some(listen) = self.api.listen
+            && !listen.ip().is_loopback()
+        {
             return Err(invalid(format!(
-                "api.listen = {} is not a loopback address: the API has no authentication yet",
-                self.api.listen
+                "api.listen = {listen} is not a loopback address: TCP has no TLS yet"
             )));
         }
         Ok(())
@@ -384,7 +392,8 @@ mod tests {
     fn empty_file_is_all_defaults() {
         let c = Config::from_toml("", Path::new("x.toml")).unwrap();
         assert_eq!(c, Config::default());
-        assert_eq!(c.api.listen.port(), 8080);
+        assert_eq!(c.api.listen, None);
+        assert_eq!(c.api.socket, Path::new("/run/ips/ips.sock"));
         assert_eq!(c.enforcer.mode, AttachMode::Auto);
     }
 

@@ -38,6 +38,15 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The operator's socket could not be made.
+    #[error("cannot listen on {}: {source}", path.display())]
+    Socket {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The async runtime failed.
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
@@ -218,17 +227,43 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let listen = config.api.listen;
     let limits = api::serve::Limits::from(&config.api);
+    let api_config = config.api.clone();
     let served = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| DaemonError::Bind {
-                addr: listen,
-                source,
-            })?;
-        info!(%listen, "Local API listening.");
-        api::serve::serve(listener, api::router(handle), limits, shutdown_signal()).await;
+        use api::serve::{Listener, Operators, bind_socket, serve};
+        let operators = Operators::new(api_config.group.clone());
+        let socket = api_config.socket.clone();
+        let unix = bind_socket(&socket, &operators).map_err(|source| DaemonError::Socket {
+            path: socket.clone(),
+            source,
+        })?;
+        info!(socket = %socket.display(), group = %api_config.group, "Operator API listening.");
+        let mut listeners = vec![Listener::Unix(unix, socket.clone(), operators)];
+        if let Some(listen) = api_config.listen {
+            let tcp = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|source| DaemonError::Bind {
+                    addr: listen,
+                    source,
+                })?;
+            info!(%listen, "Bouncer API listening.");
+            listeners.push(Listener::Tcp(tcp));
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let router = api::router(handle);
+        let servers = listeners.into_iter().map(|l| {
+            let mut stop = stop_rx.clone();
+            let stopped = async move { drop(stop.wait_for(|s| *s).await) };
+            tokio::spawn(serve(l, router.clone(), limits, stopped))
+        });
+        for s in servers.collect::<Vec<_>>() {
+            let _ = s.await;
+        }
+        let _ = std::fs::remove_file(&socket);
         Ok(())
     });
     // Stop the producers; the pipeline saves its read positions and lets go of the service.

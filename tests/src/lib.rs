@@ -286,14 +286,40 @@ impl Lab {
         (a_if, b_if)
     }
 
-    /// Writes the config, with `extra` TOML appended (sections other than store/enforcer).
+    /// Writes the config, with `extra` TOML appended (keys of `[enforcer]`, then other
+    /// sections). The operator socket is in the lab's folder; TCP (for bouncers) on
+    /// 127.0.0.1:8080 in namespace `a`.
     pub fn write_config(&self, extra: &str) {
+        self.write_config_api("", extra);
+    }
+
+    /// [`Lab::write_config`] with more keys of `[api]`.
+    pub fn write_config_api(&self, api: &str, extra: &str) {
         let text = format!(
-            "[store]\npath = \"{}\"\n[enforcer]\npin_dir = \"{}\"\nexpiry_interval = \"100ms\"\n{extra}",
+            "[api]\nsocket = \"{}\"\nlisten = \"127.0.0.1:8080\"\n{api}\n\
+             [store]\npath = \"{}\"\n[enforcer]\npin_dir = \"{}\"\nexpiry_interval = \"100ms\"\n{extra}",
+            self.socket().display(),
             self.dir.join("ips.db").display(),
             self.pin_dir.display()
         );
         std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// The daemon's operator socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("ips.sock")
+    }
+
+    /// Sends a raw HTTP request on the operator socket and reads the answer to its end.
+    pub fn socket_http(&self, request: &[u8]) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // The daemon may answer (and close) before the whole body is sent.
+        let _ = s.write_all(request);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// The store file.

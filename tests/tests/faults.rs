@@ -209,22 +209,20 @@ fn fifty_thousand_bans_expiring_at_once_let_no_long_banned_packet_through() {
     // through the decision service's thread.
     let (tx, rx) = lab.sockets();
     let sources: Vec<String> = spaced(0x0D00_0000, 1_000).map(|a| a.to_string()).collect();
-    let ns = lab.a.clone();
+    let socket = lab.socket();
     let prober = std::thread::spawn(move || {
-        ips_tests::in_netns(&ns, move || {
-            let mut latencies = Vec::new();
-            let mut failures = Vec::new();
-            while Instant::now() < window.1 {
-                let started = Instant::now();
-                let answer = ureq::get("http://127.0.0.1:8080/v1/status").call();
-                latencies.push(started.elapsed());
-                if let Err(e) = answer {
-                    failures.push(e.to_string());
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        let mut latencies = Vec::new();
+        let mut failures = Vec::new();
+        while Instant::now() < window.1 {
+            let started = Instant::now();
+            let answer = ips::api::Client::new(&socket).get::<serde_json::Value>("/v1/status");
+            latencies.push(started.elapsed());
+            if let Err(e) = answer {
+                failures.push(e.to_string());
             }
-            (latencies, failures)
-        })
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (latencies, failures)
     });
     let mut sent = 0u32;
     while Instant::now() < window.1 {

@@ -139,8 +139,9 @@ impl Lab {
         std::fs::write(
             self.dir.join("ips.toml"),
             format!(
-                "[store]\npath = \"{}\"\n[enforcer]\ninterfaces = [\"{}\"]\npin_dir = \"{}\"\n\
+                "[api]\nsocket = \"{}\"\n[store]\npath = \"{}\"\n[enforcer]\ninterfaces = [\"{}\"]\npin_dir = \"{}\"\n\
                  [[acquisition]]\ntype = \"file\"\npaths = [\"{}\"]\nlog_type = \"sshd\"\n",
+                self.dir.join("ips.sock").display(),
                 self.dir.join("ips.db").display(),
                 self.a_if,
                 self.pin_dir.display(),

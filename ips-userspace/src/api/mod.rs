@@ -1,5 +1,6 @@
-//! The local HTTP API (loopback only) that the `ips` CLI talks to. JSON in, JSON out; errors
-//! are `{"error": "..."}` with a 4xx or 5xx status.
+//! The daemon's HTTP API. The operator (the `ips` CLI) reaches all of it on the unix socket;
+//! TCP, when configured, serves CrowdSec bouncers only (see [`serve`] and `authorize`). JSON in,
+//! JSON out; errors are `{"error": "..."}` with a 4xx or 5xx status.
 //!
 //! | method | path | body / query | answer |
 //! |---|---|---|---|
@@ -169,6 +170,67 @@ async fn declared_length(req: axum::extract::Request, next: axum::middleware::Ne
     }
 }
 
+/// What a caller may reach. The operator (the unix socket) reaches everything. A TCP peer
+/// reaches only what CrowdSec bouncers read (their key is checked there) and the health check,
+/// with GET; and a request from a web page (an `Origin` header) or for a `Host` that is not an
+/// address or `localhost` is refused, so neither a cross-site request nor DNS rebinding
+/// reaches the daemon from a browser.
+async fn authorize(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let forbidden = |error: String| ApiError { status: 403, error }.into_response();
+    match req.extensions().get::<serve::Caller>() {
+        Some(serve::Caller::Operator { .. }) => next.run(req).await,
+        Some(serve::Caller::Network(_)) => {
+            let headers = req.headers();
+            if headers.contains_key(axum::http::header::ORIGIN) {
+                return forbidden("requests from web pages are refused".into());
+            }
+            let host = headers
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            if !host_is_an_address(host) {
+                return forbidden(format!(
+                    "Host {host:?} is not this API's address (use its IP address)"
+                ));
+            }
+            let bouncer = matches!(
+                req.uri().path(),
+                "/v1/health" | "/v1/decisions" | "/v1/decisions/stream"
+            );
+            if !bouncer || req.method() != axum::http::Method::GET {
+                return forbidden(
+                    "TCP serves CrowdSec bouncers only; the admin API is on the operator's unix socket (api.socket)"
+                        .into(),
+                );
+            }
+            next.run(req).await
+        }
+        None => forbidden("unknown caller".into()),
+    }
+}
+
+/// True for `localhost`, an IPv4 address or a bracketed IPv6 address, with or without a port.
+fn host_is_an_address(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) => {
+                return v6.parse::<std::net::Ipv6Addr>().is_ok()
+                    && (port.is_empty()
+                        || port
+                            .strip_prefix(':')
+                            .is_some_and(|p| p.parse::<u16>().is_ok()));
+            }
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.parse::<u16>().is_ok() => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
 /// Longest reason a decision or allowlist entry may carry.
 pub const MAX_REASON: usize = 1024;
 
@@ -239,6 +301,7 @@ pub fn router(handle: Handle) -> Router {
         .route("/v1/ips/alerts", get(list_alerts))
         .route("/v1/ips/alerts/{id}", get(get_alert))
         .layer(axum::middleware::from_fn(declared_length))
+        .layer(axum::middleware::from_fn(authorize))
         .with_state(handle)
 }
 

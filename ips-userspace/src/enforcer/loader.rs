@@ -184,6 +184,25 @@ fn link_path(dir: &Path, iface: &str) -> PathBuf {
     dir.join("links").join(iface)
 }
 
+/// Refuses what cannot be an interface name (Linux: 1 to 15 bytes, no `/`, no white space, not
+/// `.` or `..`), so that a name never walks out of the links folder.
+pub fn check_iface_name(name: &str) -> Result<(), EnforcerError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(EnforcerError::UnknownInterface {
+            name: name.to_owned(),
+        })
+    }
+}
+
 /// Attaches a program loaded by [`load`] to each interface and pins the links in `dir`. An
 /// interface that already has a pinned link gets the new program swapped in atomically.
 ///
@@ -299,6 +318,7 @@ pub fn pinned_interfaces(dir: &Path) -> Vec<String> {
 /// Detaches the program from `iface` by removing its pinned link. When no interface is left,
 /// the pinned maps and the directory go too. Returns whether anything was attached.
 pub fn detach(dir: &Path, iface: &str) -> Result<bool, EnforcerError> {
+    check_iface_name(iface)?;
     require_root()?;
     let pin = link_path(dir, iface);
     let existed = pin.exists();

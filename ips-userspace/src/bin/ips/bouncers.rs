@@ -32,8 +32,15 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
                         r["name"],
                         r["api_key"].as_str().unwrap_or("")
                     );
-                    println!("It is stored hashed and cannot be shown again. Point the bouncer at");
-                    println!("http://{} with this key.", ctx.config.api.listen);
+                    println!("It is stored hashed and cannot be shown again.");
+                    match ctx.config.api.listen {
+                        Some(listen) => {
+                            println!("Point the bouncer at http://{listen}/ with this key.");
+                        }
+                        None => println!(
+                            "Bouncers reach ips over TCP: set [api] listen (e.g. \"127.0.0.1:8080\") and restart."
+                        ),
+                    }
                 }
             }
             Ok(())

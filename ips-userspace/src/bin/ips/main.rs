@@ -91,7 +91,7 @@ pub struct Ctx {
 impl Ctx {
     /// A client for the running daemon.
     pub fn client(&self) -> ips::api::Client {
-        ips::api::Client::new(self.config.api.listen)
+        ips::api::Client::new(&self.config.api.socket)
     }
 }
 
