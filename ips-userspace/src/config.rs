@@ -201,6 +201,10 @@ pub struct DecisionsConfig {
     pub min_prefix_v4: u8,
     /// The shortest IPv6 prefix any source may ban.
     pub min_prefix_v6: u8,
+    /// Ranges the host is managed from (an office, a bastion, the central API): no ban may
+    /// cover them without `--force`, and no source bans them. This host's own addresses are
+    /// protected the same way without being listed.
+    pub management: Vec<Prefix>,
 }
 
 impl Default for DecisionsConfig {
@@ -210,6 +214,7 @@ impl Default for DecisionsConfig {
             default_duration: Duration::from_secs(4 * 3600),
             min_prefix_v4: min.v4,
             min_prefix_v6: min.v6,
+            management: Vec::new(),
         }
     }
 }

@@ -131,9 +131,15 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         },
     )?;
     let mut enforcer = Enforcer::new(KernelMaps::open(&dir)?);
-    let profiles = Profiles::new(config.profiles.clone(), &local_addresses());
+    let local = local_addresses();
+    let profiles = Profiles::new(config.profiles.clone(), &local);
+    let mut protected: Vec<crate::prefix::Prefix> = local
+        .iter()
+        .map(|a| crate::prefix::Prefix::host(*a))
+        .collect();
+    protected.extend(&config.decisions.management);
     let mut decisions = DecisionService::new(Box::new(store), profiles)?
-        .with_min_prefix(config.decisions.min_prefix());
+        .with_guard(config.decisions.min_prefix(), protected);
     // Maps first, then attach: a freshly attached program starts with every ban in place. The
     // reconcile below sets the whole kernel, so these two calls' changes are not applied.
     decisions.sync_config_allowlist(&config.allowlist.entries, now_ms())?;

@@ -147,3 +147,40 @@ fn only_root_and_the_operators_group_steer_the_daemon() {
         vec![4]
     );
 }
+
+#[test]
+fn bans_covering_this_host_or_a_management_range_need_force_and_lists_leave_them_out() {
+    let mut lab = Lab::new("lockout");
+    lab.write_config("[decisions]\nmanagement = [\"45.33.12.0/24\"]\n");
+    lab.start_daemon();
+    // The daemon's own address (10.77.0.1 on its veth) and the management range.
+    for v in ["10.77.0.0/24", "45.33.12.7", "45.0.0.0/8"] {
+        let out = lab.ips_raw(&["decisions", "add", v]);
+        assert!(!out.status.success(), "{v} was banned");
+        let err = said(&out);
+        assert!(
+            err.contains("management range") && err.contains("--force"),
+            "{err}"
+        );
+    }
+    assert_eq!(lab.ips_json(&["decisions", "list"]), serde_json::json!([]));
+    lab.ips(&["decisions", "add", "45.33.12.7", "--force"]);
+    assert!(
+        lab.exchange(&[Frame::udp("45.33.12.7", 1).build()])
+            .is_empty()
+    );
+    // A list never bans them: an entry inside is left out, one around is cut around them.
+    let list = lab.dir.join("list.txt");
+    std::fs::write(&list, "45.33.0.0/16\n45.33.12.5\n8.8.4.4\n").unwrap();
+    let r = lab.ips_json(&["blocklist", "import", "--name", "l", list.to_str().unwrap()]);
+    assert_eq!(r["prepared"]["filtered"]["protected"], 1, "{r}");
+    assert_eq!(r["prepared"]["filtered"]["split"], 1, "{r}");
+    assert_eq!(
+        lab.exchange(&[
+            Frame::udp("45.33.12.9", 2).build(),
+            Frame::udp("45.33.13.1", 3).build(),
+            Frame::udp("8.8.4.4", 4).build(),
+        ]),
+        vec![2]
+    );
+}

@@ -25,6 +25,9 @@ pub struct FilterReport {
     /// whole, never cut into pieces that would cover the internet.
     #[serde(default)]
     pub too_short: u64,
+    /// Entries inside this host's addresses or a management range (`[decisions] management`).
+    #[serde(default)]
+    pub protected: u64,
 }
 
 const RESERVED: &[&str] = &[
@@ -47,6 +50,7 @@ enum Why {
     Private,
     Reserved,
     Allow,
+    Protected,
 }
 
 /// `p` without `hole` (which lies strictly inside it): the halves that miss it, level by level.
@@ -98,6 +102,7 @@ impl Holes {
                 .map(|p| (p, Why::Reserved)),
         );
         holes.extend(allowlist.iter().map(|p| (*p, Why::Allow)));
+        holes.extend(allow.protected.iter().map(|p| (*p, Why::Protected)));
         let mut touched16 = vec![false; 1 << 16];
         let mut touched8 = [[false; 256]; 2];
         for (hole, _) in &holes {
@@ -169,6 +174,7 @@ impl Holes {
                         Why::Private => report.private += 1,
                         Why::Reserved => report.reserved += 1,
                         Why::Allow => report.allowlisted += 1,
+                        Why::Protected => report.protected += 1,
                     }
                 } else {
                     // Prefixes that overlap nest: this one holds the hole.
@@ -229,6 +235,7 @@ pub fn allowing(prefixes: &[Prefix]) -> Allowlist {
         version: 0,
         prefixes: prefixes.to_vec(),
         min: MinPrefix::default(),
+        protected: Vec::new(),
     }
 }
 

@@ -19,6 +19,9 @@ pub struct Allowlist {
     pub prefixes: Vec<Prefix>,
     /// The minimum prefix lengths (from `[decisions]`, fixed while the daemon runs).
     pub min: MinPrefix,
+    /// What no ban may cover unless the operator forces it, and no source ever: this host's
+    /// own addresses and `[decisions] management` ranges (fixed while the daemon runs).
+    pub protected: Vec<Prefix>,
 }
 
 impl Allowlist {
@@ -44,11 +47,12 @@ impl AllowlistWatch {
 pub(crate) struct Publisher(watch::Sender<Arc<Allowlist>>);
 
 impl Publisher {
-    pub(crate) fn new(prefixes: Vec<Prefix>, min: MinPrefix) -> Self {
+    pub(crate) fn new(prefixes: Vec<Prefix>, min: MinPrefix, protected: Vec<Prefix>) -> Self {
         Self(watch::Sender::new(Arc::new(Allowlist {
             version: 1,
             prefixes,
             min,
+            protected,
         })))
     }
 
@@ -70,6 +74,7 @@ impl Publisher {
             version: current.version + 1,
             prefixes,
             min: current.min,
+            protected: current.protected.clone(),
         });
         self.0.send_replace(next.clone());
         next

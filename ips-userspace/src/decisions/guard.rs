@@ -35,6 +35,16 @@ pub enum GuardError {
     /// A ban of every address of a family.
     #[error("refusing to ban {0}: it covers every address, this host's management too")]
     CatchAll(Prefix),
+    /// Covers (or lies in) this host's address or a management range.
+    #[error(
+        "refusing to ban {value}: it covers {protected}, this host's own address or a management range (decisions.management); --force to ban it anyway"
+    )]
+    Protected {
+        /// The value.
+        value: Prefix,
+        /// What it covers.
+        protected: Prefix,
+    },
     /// Shorter than the minimum.
     #[error(
         "refusing to ban {value}: shorter than /{min} (decisions.min_prefix_{family}); --force to ban it anyway"
@@ -49,14 +59,29 @@ pub enum GuardError {
     },
 }
 
-/// Checks one value an operator asked to ban. `force` lifts the minimum length, never the
+/// Checks one value an operator asked to ban. `force` lifts the minimum length and the
+/// protected ranges (`protected`: this host's addresses, management ranges), never the
 /// catch-all.
-pub fn check(value: &Prefix, min: &MinPrefix, force: bool) -> Result<(), GuardError> {
+pub fn check(
+    value: &Prefix,
+    min: &MinPrefix,
+    protected: &[Prefix],
+    force: bool,
+) -> Result<(), GuardError> {
     if value.prefix_len() == 0 {
         return Err(GuardError::CatchAll(*value));
     }
     if force {
         return Ok(());
+    }
+    if let Some(p) = protected
+        .iter()
+        .find(|p| value.contains(p) || p.contains(value))
+    {
+        return Err(GuardError::Protected {
+            value: *value,
+            protected: *p,
+        });
     }
     if !min.allows(value) {
         let (min, family) = if value.is_v4() {
@@ -86,17 +111,38 @@ mod tests {
         let min = MinPrefix::default();
         for v in ["0.0.0.0/0", "::/0", "::ffff:0:0/96"] {
             assert!(matches!(
-                check(&p(v), &min, true),
+                check(&p(v), &min, &[], true),
                 Err(GuardError::CatchAll(_))
             ));
         }
-        let e = check(&p("5.0.0.0/7"), &min, false).unwrap_err();
+        let e = check(&p("5.0.0.0/7"), &min, &[], false).unwrap_err();
         assert!(e.to_string().contains("min_prefix_v4"), "{e}");
-        assert!(check(&p("2a00::/15"), &min, false).is_err());
-        assert!(check(&p("5.0.0.0/7"), &min, true).is_ok());
-        assert!(check(&p("5.0.0.0/8"), &min, false).is_ok());
-        assert!(check(&p("2a00::/16"), &min, false).is_ok());
+        assert!(check(&p("2a00::/15"), &min, &[], false).is_err());
+        assert!(check(&p("5.0.0.0/7"), &min, &[], true).is_ok());
+        assert!(check(&p("5.0.0.0/8"), &min, &[], false).is_ok());
+        assert!(check(&p("2a00::/16"), &min, &[], false).is_ok());
         // An internal host is the operator's call.
-        assert!(check(&p("10.1.2.3"), &min, false).is_ok());
+        assert!(check(&p("10.1.2.3"), &min, &[], false).is_ok());
+    }
+
+    #[test]
+    fn this_hosts_addresses_and_management_ranges_need_force() {
+        let min = MinPrefix::default();
+        let protected = [p("10.77.0.1"), p("45.33.12.0/24")];
+        for v in [
+            "10.77.0.1",
+            "10.77.0.0/24",
+            "45.33.12.9",
+            "45.33.0.0/16",
+            "45.0.0.0/8",
+        ] {
+            let e = check(&p(v), &min, &protected, false).unwrap_err();
+            assert!(matches!(e, GuardError::Protected { .. }), "{v}: {e}");
+            assert!(e.to_string().contains("--force"), "{e}");
+            assert!(check(&p(v), &min, &protected, true).is_ok(), "{v}");
+        }
+        for v in ["10.77.0.2", "45.33.13.0/24", "45.34.0.0/16"] {
+            assert!(check(&p(v), &min, &protected, false).is_ok(), "{v}");
+        }
     }
 }

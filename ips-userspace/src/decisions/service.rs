@@ -82,15 +82,16 @@ impl DecisionService {
         Ok(Self {
             store,
             profiles,
-            allow: Publisher::new(prefixes, MinPrefix::default()),
+            allow: Publisher::new(prefixes, MinPrefix::default(), Vec::new()),
         })
     }
 
-    /// Sets the shortest prefixes any source may ban (`[decisions] min_prefix_v4`, `_v6`).
+    /// Sets the shortest prefixes any source may ban (`[decisions] min_prefix_v4`, `_v6`) and
+    /// what no ban may cover without `--force` (this host's addresses, management ranges).
     #[must_use]
-    pub fn with_min_prefix(mut self, min: MinPrefix) -> Self {
+    pub fn with_guard(mut self, min: MinPrefix, protected: Vec<Prefix>) -> Self {
         let current = self.allow.current();
-        self.allow = Publisher::new(current.prefixes.clone(), min);
+        self.allow = Publisher::new(current.prefixes.clone(), min, protected);
         self
     }
 
@@ -205,9 +206,9 @@ impl DecisionService {
         }
         let batch = match mode {
             BanMode::Operator { force } => {
-                let min = self.allow.current().min;
+                let allow = self.allow.current();
                 for d in &batch {
-                    guard::check(&d.value, &min, force)?;
+                    guard::check(&d.value, &allow.min, &allow.protected, force)?;
                 }
                 batch
             }
