@@ -116,8 +116,15 @@ pub struct ApiConfig {
     pub socket: PathBuf,
     /// Group whose members may use the socket besides root (0660 when it exists, else 0600).
     pub group: String,
-    /// TCP address for CrowdSec bouncers; off unless set, loopback only for now.
+    /// TCP address for bouncers, agents and admin tokens; off unless set. An address that is
+    /// not loopback needs `cert` and `key` (TLS).
     pub listen: Option<SocketAddr>,
+    /// TLS certificate chain (PEM) for the TCP listener.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Host names TCP clients may use besides addresses and `localhost` (the certificate's).
+    pub server_names: Vec<String>,
     /// Connections served at once; one more is answered 503 and closed.
     pub max_connections: usize,
     /// A connection that has not sent a whole request head within this is closed, whether it
@@ -135,6 +142,9 @@ impl Default for ApiConfig {
             socket: PathBuf::from("/run/ips/ips.sock"),
             group: "ips".to_owned(),
             listen: None,
+            cert: None,
+            key: None,
+            server_names: Vec::new(),
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
@@ -343,11 +353,15 @@ impl Config {
         for l in &self.crowdsec {
             crate::decisions::check_name(&l.name).map_err(|e| invalid(format!("crowdsec {e}")))?;
         }
+        if self.api.cert.is_some() != self.api.key.is_some() {
+            return Err(invalid("api.cert and api.key go together".into()));
+        }
         if let Some(listen) = self.api.listen
             && !listen.ip().is_loopback()
+            && self.api.cert.is_none()
         {
             return Err(invalid(format!(
-                "api.listen = {listen} is not a loopback address: TCP has no TLS yet"
+                "api.listen = {listen} is not a loopback address: set api.cert and api.key (TLS; `ips tls generate` makes a pair for a lab)"
             )));
         }
         Ok(())

@@ -38,6 +38,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS pair did not load.
+    #[error("api.cert / api.key: {0}")]
+    Tls(String),
     /// The operator's socket could not be made.
     #[error("cannot listen on {}: {source}", path.display())]
     Socket {
@@ -246,21 +249,28 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         info!(socket = %socket.display(), group = %api_config.group, "Operator API listening.");
         let mut listeners = vec![Listener::Unix(unix, socket.clone(), operators)];
         if let Some(listen) = api_config.listen {
+            let tls = match (&api_config.cert, &api_config.key) {
+                (Some(cert), Some(key)) => Some(
+                    api::tls::acceptor(cert, key)
+                        .map_err(|e| DaemonError::Tls(e.to_string()))?,
+                ),
+                _ => None,
+            };
             let tcp = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|source| DaemonError::Bind {
                     addr: listen,
                     source,
                 })?;
-            info!(%listen, "Bouncer API listening.");
-            listeners.push(Listener::Tcp(tcp));
+            info!(%listen, tls = tls.is_some(), "TCP API listening (bouncers, agents, admin tokens).");
+            listeners.push(Listener::Tcp(tcp, tls));
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
-        let router = api::router(handle);
+        let router = api::router(handle, api_config.server_names.clone());
         let servers = listeners.into_iter().map(|l| {
             let mut stop = stop_rx.clone();
             let stopped = async move { drop(stop.wait_for(|s| *s).await) };

@@ -10,3 +10,24 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .build()
         .into()
 }
+
+/// [`agent`] that trusts only the certificates in the PEM file `ca` (a central `ips` with a
+/// self-signed certificate, or a private CA).
+pub fn agent_trusting(
+    timeout: Duration,
+    ca: &std::path::Path,
+) -> Result<ureq::Agent, crate::api::tls::TlsError> {
+    let roots: Vec<ureq::tls::Certificate<'static>> = crate::api::tls::read_certs(ca)?
+        .iter()
+        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+        .build();
+    Ok(ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .tls_config(tls)
+        .build()
+        .into())
+}

@@ -296,9 +296,14 @@ impl Lab {
     /// [`Lab::write_config`] with more keys of `[api]`.
     pub fn write_config_api(&self, api: &str, extra: &str) {
         let text = format!(
-            "[api]\nsocket = \"{}\"\nlisten = \"127.0.0.1:8080\"\n{api}\n\
+            "[api]\nsocket = \"{}\"\n{}{api}\n\
              [store]\npath = \"{}\"\n[enforcer]\npin_dir = \"{}\"\nexpiry_interval = \"100ms\"\n{extra}",
             self.socket().display(),
+            if api.contains("listen =") {
+                ""
+            } else {
+                "listen = \"127.0.0.1:8080\"\n"
+            },
             self.dir.join("ips.db").display(),
             self.pin_dir.display()
         );

@@ -184,3 +184,126 @@ fn bans_covering_this_host_or_a_management_range_need_force_and_lists_leave_them
         vec![2]
     );
 }
+
+#[test]
+fn tls_on_loopback_with_a_key_per_role() {
+    let mut lab = Lab::new("tls");
+    let (cert, key) = (lab.dir.join("cert.pem"), lab.dir.join("key.pem"));
+    lab.ips(&[
+        "tls",
+        "generate",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--name",
+        "127.0.0.1",
+        "--name",
+        "ips.test",
+    ]);
+    lab.write_config_api(
+        &format!(
+            "listen = \"127.0.0.1:8443\"\ncert = \"{}\"\nkey = \"{}\"\nserver_names = [\"ips.test\"]\n",
+            cert.display(),
+            key.display()
+        ),
+        "",
+    );
+    lab.start_daemon();
+    let key_of = |args: &[&str]| -> String {
+        let r = lab.ips_json(args);
+        r["api_key"].as_str().unwrap().to_owned()
+    };
+    let bouncer = key_of(&["bouncers", "add", "fw"]);
+    let admin = key_of(&["tokens", "add", "ops"]);
+    let machine = key_of(&["machines", "add", "web01"]);
+    let chosen = "k3y-chosen-by-a-package-0123456789";
+    assert_eq!(key_of(&["bouncers", "add", "pkg", "-k", chosen]), chosen);
+    let short = lab.ips_raw(&["bouncers", "add", "bad", "-k", "short"]);
+    assert!(!short.status.success());
+
+    let ca = cert.clone();
+    let results = ips_tests::in_netns(&lab.a, move || {
+        let agent = ips::http::agent_trusting(std::time::Duration::from_secs(10), &ca).unwrap();
+        let url = |p: &str| format!("https://127.0.0.1:8443{p}");
+        let stream = |key: &str| {
+            agent
+                .get(url("/v1/decisions/stream?startup=true"))
+                .header("X-Api-Key", key)
+                .call()
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string())
+        };
+        let ban = |auth: Option<&str>| {
+            let mut req = agent.post(url("/v1/ips/decisions"));
+            if let Some(a) = auth {
+                req = req.header("Authorization", format!("Bearer {a}"));
+            }
+            req.send_json(serde_json::json!({"values": ["203.0.113.77"]}))
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string())
+        };
+        let host = |h: &str| {
+            agent
+                .get(url("/v1/health"))
+                .header("Host", h)
+                .call()
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string())
+        };
+        let by_name = [host("ips.test:8443"), host("evil.example:8443")];
+        let untrusting = ips::http::agent(std::time::Duration::from_secs(10))
+            .get(url("/v1/health"))
+            .call()
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string());
+        let plain = ips::http::agent(std::time::Duration::from_secs(10))
+            .get("http://127.0.0.1:8443/v1/health")
+            .call()
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string());
+        (
+            [
+                stream(&bouncer),
+                stream(chosen),
+                stream("not-a-key-not-a-key"),
+            ],
+            [
+                ban(None),
+                ban(Some(&bouncer)),
+                ban(Some(&machine)),
+                ban(Some(&admin)),
+            ],
+            by_name,
+            untrusting,
+            plain,
+        )
+    });
+    let (streams, bans, by_name, untrusting, plain) = results;
+    assert_eq!(streams, [Ok(200), Ok(200), Ok(403)], "{streams:?}");
+    assert_eq!(bans, [Ok(403), Ok(403), Ok(403), Ok(201)], "{bans:?}");
+    // The certificate's name (api.server_names) is a Host the API answers; another is not.
+    assert_eq!(by_name, [Ok(200), Ok(403)], "{by_name:?}");
+    assert!(
+        untrusting.is_err(),
+        "a client that does not trust the certificate got through"
+    );
+    assert!(plain != Ok(200), "plain HTTP on the TLS port answered");
+    assert!(
+        lab.exchange(&[Frame::udp("203.0.113.77", 1).build()])
+            .is_empty(),
+        "the admin token's ban is not enforced"
+    );
+    // Each role's list shows its own.
+    let names = |what: &str| -> Vec<String> {
+        lab.ips_json(&[what, "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names("bouncers"), ["fw", "pkg"]);
+    assert_eq!(names("machines"), ["web01"]);
+    assert_eq!(names("tokens"), ["ops"]);
+}

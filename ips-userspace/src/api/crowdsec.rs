@@ -111,11 +111,28 @@ fn forbidden() -> Response {
 }
 
 async fn bouncer(h: &Handle, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) else {
+    Ok(key_of(h, headers).await?.map(|b| b.name))
+}
+
+/// The key a request carries, in `X-Api-Key` (CrowdSec's bouncers) or as an `Authorization:
+/// Bearer` token, if it is a registered one.
+pub async fn key_of(
+    h: &Handle,
+    headers: &HeaderMap,
+) -> Result<Option<crate::decisions::Bouncer>, ApiError> {
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        });
+    let Some(key) = key else {
         return Ok(None);
     };
-    let hash = key_hash(key.trim());
-    Ok(h.bouncer_by_key(hash).await?)
+    Ok(h.bouncer_by_key(key_hash(key.trim())).await?)
 }
 
 /// `?startup=` and the filters.

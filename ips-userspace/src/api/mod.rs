@@ -27,11 +27,13 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
     blocklists::Format,
-    decisions::{AlertQuery, Cursor, NewDecision, Origin, Page, check_name},
+    decisions::{AlertQuery, Cursor, NewDecision, Origin, Page, Role, check_name},
     prefix::Prefix,
     service::{ErrorKind, Handle, ImportList, ServiceError},
 };
@@ -39,6 +41,7 @@ use crate::{
 pub mod client;
 pub mod crowdsec;
 pub mod serve;
+pub mod tls;
 pub use client::Client;
 
 /// An API error: a status code and a one-line message.
@@ -170,12 +173,18 @@ async fn declared_length(req: axum::extract::Request, next: axum::middleware::Ne
     }
 }
 
-/// What a caller may reach. The operator (the unix socket) reaches everything. A TCP peer
-/// reaches only what CrowdSec bouncers read (their key is checked there) and the health check,
-/// with GET; and a request from a web page (an `Origin` header) or for a `Host` that is not an
-/// address or `localhost` is refused, so neither a cross-site request nor DNS rebinding
-/// reaches the daemon from a browser.
-async fn authorize(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// What a caller may reach. The operator (the unix socket) reaches everything. Over TCP, a
+/// request from a web page (an `Origin` header) or for a `Host` that is not an address,
+/// `localhost` or one of `api.server_names` is refused, so neither a cross-site request nor
+/// DNS rebinding reaches the daemon from a browser; then an admin token (`Authorization:
+/// Bearer`) reaches everything, a machine's key also what agents send (`/v1/ips/agent/...`),
+/// and anyone the health check and what CrowdSec bouncers read with GET (their key is checked
+/// there).
+async fn authorize(
+    State((h, server_names)): State<(Handle, Arc<Vec<String>>)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let forbidden = |error: String| ApiError { status: 403, error }.into_response();
     match req.extensions().get::<serve::Caller>() {
         Some(serve::Caller::Operator { .. }) => next.run(req).await,
@@ -188,25 +197,44 @@ async fn authorize(req: axum::extract::Request, next: axum::middleware::Next) ->
                 .get(axum::http::header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("");
-            if !host_is_an_address(host) {
+            if !host_is_an_address(host) && !server_names.iter().any(|n| host_is(host, n)) {
                 return forbidden(format!(
-                    "Host {host:?} is not this API's address (use its IP address)"
+                    "Host {host:?} is not this API's address or one of api.server_names"
                 ));
             }
-            let bouncer = matches!(
-                req.uri().path(),
+            let path = req.uri().path();
+            let read = matches!(
+                path,
                 "/v1/health" | "/v1/decisions" | "/v1/decisions/stream"
-            );
-            if !bouncer || req.method() != axum::http::Method::GET {
-                return forbidden(
-                    "TCP serves CrowdSec bouncers only; the admin API is on the operator's unix socket (api.socket)"
-                        .into(),
-                );
+            ) && req.method() == axum::http::Method::GET;
+            if read {
+                return next.run(req).await;
             }
-            next.run(req).await
+            let role = match crowdsec::key_of(&h, req.headers()).await {
+                Ok(key) => key.map(|k| k.role),
+                Err(e) => return e.into_response(),
+            };
+            match role {
+                Some(Role::Admin) => next.run(req).await,
+                Some(Role::Machine) if path.starts_with("/v1/ips/agent/") => next.run(req).await,
+                Some(_) => forbidden(format!("this key may not use {path}")),
+                None => forbidden(
+                    "over TCP the admin API needs an admin token (ips tokens add); the operator's unix socket needs none"
+                        .into(),
+                ),
+            }
         }
         None => forbidden("unknown caller".into()),
     }
+}
+
+/// True if `host` (with or without a port) is the name `name`.
+fn host_is(host: &str, name: &str) -> bool {
+    let bare = match host.rsplit_once(':') {
+        Some((h, port)) if port.parse::<u16>().is_ok() => h,
+        _ => host,
+    };
+    bare.eq_ignore_ascii_case(name)
 }
 
 /// True for `localhost`, an IPv4 address or a bracketed IPv6 address, with or without a port.
@@ -268,8 +296,9 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     })
 }
 
-/// The router, served by `ips run`.
-pub fn router(handle: Handle) -> Router {
+/// The router, served by `ips run`; `server_names` are the host names TCP clients may use
+/// besides addresses and `localhost` (`api.server_names`).
+pub fn router(handle: Handle, server_names: Vec<String>) -> Router {
     Router::new()
         .route(
             "/v1/health",
@@ -301,7 +330,10 @@ pub fn router(handle: Handle) -> Router {
         .route("/v1/ips/alerts", get(list_alerts))
         .route("/v1/ips/alerts/{id}", get(get_alert))
         .layer(axum::middleware::from_fn(declared_length))
-        .layer(axum::middleware::from_fn(authorize))
+        .layer(axum::middleware::from_fn_with_state(
+            (handle.clone(), Arc::new(server_names)),
+            authorize,
+        ))
         .with_state(handle)
 }
 
@@ -372,8 +404,15 @@ async fn import_list(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BouncerRequest {
-    /// Bouncer name.
+    /// Its name.
     pub name: String,
+    /// The key, when the caller chose it (`ips bouncers add NAME -k KEY`, as packages do);
+    /// generated otherwise.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// What the key may do; a bouncer's if absent.
+    #[serde(default)]
+    pub role: Option<Role>,
 }
 
 async fn add_bouncer(
@@ -386,12 +425,23 @@ async fn add_bouncer(
             "bouncer name: 1 to 64 printable characters",
         ));
     }
-    let key = crowdsec::new_key().map_err(|e| ApiError::internal(e.to_string()))?;
-    h.add_bouncer(req.name.clone(), crowdsec::key_hash(&key))
+    let key = match req.key {
+        Some(k) => {
+            if !(16..=256).contains(&k.len()) || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ApiError::bad_request(
+                    "key: 16 to 256 printable ASCII characters, no spaces",
+                ));
+            }
+            k
+        }
+        None => crowdsec::new_key().map_err(|e| ApiError::internal(e.to_string()))?,
+    };
+    let role = req.role.unwrap_or_default();
+    h.add_bouncer(req.name.clone(), crowdsec::key_hash(&key), role)
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({ "name": req.name, "api_key": key })),
+        Json(serde_json::json!({ "name": req.name, "role": role, "api_key": key })),
     )
         .into_response())
 }

@@ -200,8 +200,8 @@ pub fn bind_socket(path: &Path, operators: &Operators) -> std::io::Result<UnixLi
 
 /// A listener the API is served on.
 pub enum Listener {
-    /// TCP, for bouncers.
-    Tcp(TcpListener),
+    /// TCP, for bouncers, agents and admin tokens; with TLS when an acceptor is given.
+    Tcp(TcpListener, Option<tokio_rustls::TlsAcceptor>),
     /// The operator's socket, its path and who may use it.
     Unix(UnixListener, PathBuf, Operators),
 }
@@ -230,13 +230,18 @@ pub async fn serve(
             spawn_connection(io, caller, &router, &permits, limits, &stop_seen);
         };
         match &listener {
-            Listener::Tcp(l) => {
+            Listener::Tcp(l, tls) => {
                 let accepted = tokio::select! {
                     () = &mut shutdown => break,
                     a = l.accept() => a,
                 };
                 match accepted {
-                    Ok((stream, peer)) => spawn(Io::Tcp(stream), Caller::Network(peer)),
+                    Ok((stream, peer)) => match tls {
+                        None => spawn(Io::Tcp(stream), Caller::Network(peer)),
+                        Some(tls) => {
+                            spawn(Io::Handshake(stream, tls.clone()), Caller::Network(peer))
+                        }
+                    },
                     Err(e) => {
                         accept_failed(e);
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -278,9 +283,12 @@ pub async fn serve(
     let _ = tokio::time::timeout(limits.request_timeout, permits.acquire_many(all)).await;
 }
 
-/// Either stream, for one connection task type.
+/// A connection's stream, for one connection task type.
 enum Io {
     Tcp(tokio::net::TcpStream),
+    /// TCP whose TLS handshake is still to do (in the connection's task, under the header
+    /// deadline).
+    Handshake(tokio::net::TcpStream, tokio_rustls::TlsAcceptor),
     Unix(tokio::net::UnixStream),
 }
 
@@ -299,6 +307,13 @@ fn spawn_connection(
             tokio::spawn(async move {
                 match io {
                     Io::Tcp(s) => connection(s, router, limits, stop_seen).await,
+                    Io::Handshake(s, tls) => {
+                        match tokio::time::timeout(limits.header_timeout, tls.accept(s)).await {
+                            Ok(Ok(s)) => connection(s, router, limits, stop_seen).await,
+                            Ok(Err(e)) => debug!(error = %e, "TLS handshake failed."),
+                            Err(_) => debug!("TLS handshake not done in time."),
+                        }
+                    }
                     Io::Unix(s) => connection(s, router, limits, stop_seen).await,
                 }
                 drop(permit);
@@ -314,8 +329,10 @@ fn spawn_connection(
                 );
             }
             let busy = "too many connections to the ips API; try again in a moment".to_owned();
+            // Past the cap a TLS client just sees the connection close: no handshake is spent.
             match io {
                 Io::Tcp(s) => tokio::spawn(refuse(s, 503, busy)),
+                Io::Handshake(s, _) => tokio::spawn(async move { drop(s) }),
                 Io::Unix(s) => tokio::spawn(refuse(s, 503, busy)),
             };
         }

@@ -131,10 +131,53 @@ pub struct Tombstone {
 pub struct Bouncer {
     /// Name.
     pub name: String,
-    /// Last stream pull (Unix ms), 0 if never.
+    /// What its key may do over TCP.
+    #[serde(default)]
+    pub role: Role,
+    /// Last stream pull or heartbeat (Unix ms), 0 if never.
     pub last_pull_ms: i64,
     /// When it was added.
     pub created_ms: i64,
+    /// The `ips` version a machine last reported ("" if none).
+    #[serde(default)]
+    pub version: String,
+}
+
+/// What a key may do over TCP. Every role reads decisions (the CrowdSec bouncer endpoints).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A CrowdSec bouncer: reads decisions.
+    #[default]
+    Bouncer,
+    /// An `ips` agent: also pushes its alerts and decisions and sends heartbeats.
+    Machine,
+    /// An operator's token: everything the unix socket allows.
+    Admin,
+}
+
+impl Role {
+    /// Its name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bouncer => "bouncer",
+            Self::Machine => "machine",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bouncer" => Ok(Self::Bouncer),
+            "machine" => Ok(Self::Machine),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!("unknown role {other:?}: bouncer, machine or admin")),
+        }
+    }
 }
 
 /// Errors of a decision store.
@@ -161,7 +204,7 @@ pub enum StoreError {
         by: Prefix,
     },
     /// A bouncer name is taken.
-    #[error("a bouncer named {0:?} exists already")]
+    #[error("a key named {0:?} exists already")]
     BouncerExists(String),
     /// No origin ids left for drop attribution.
     #[error("too many origins: {name:?} cannot get an id below {max}")]

@@ -197,7 +197,15 @@ pub trait KernelView {
 /// Registered bouncers (CrowdSec API keys, stored as SHA-256).
 pub trait BouncerStore: Send {
     /// Registers a bouncer by the SHA-256 of its key; fails if the name exists.
-    fn add_bouncer(&mut self, name: &str, key_sha256: &str, now_ms: i64) -> Result<(), StoreError>;
+    fn add_bouncer(
+        &mut self,
+        name: &str,
+        key_sha256: &str,
+        role: super::Role,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Records that a machine was heard from, and the version it runs.
+    fn set_seen(&mut self, name: &str, now_ms: i64, version: &str) -> Result<(), StoreError>;
     /// The bouncer with this key hash.
     fn bouncer_by_key(&self, key_sha256: &str) -> Result<Option<Bouncer>, StoreError>;
     /// Records a bouncer's stream pull.

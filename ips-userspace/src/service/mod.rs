@@ -16,7 +16,7 @@ use crate::{
     blocklists::{Prepared, source::SourceStatus},
     decisions::{
         AlertQuery, AllowEntry, Allowlist, AllowlistWatch, BanMode, Bouncer, Cursor, Decision,
-        ImportReport, NewDecision, Origin, Page, StoreError, StoredAlert, StreamDelta,
+        ImportReport, NewDecision, Origin, Page, Role, StoreError, StoredAlert, StreamDelta,
     },
     enforcer::EnforcerError,
     pipeline::DetectionStats,
@@ -198,11 +198,13 @@ pub enum Command {
     /// One stored alert.
     AlertById(i64, Reply<Option<StoredAlert>>),
     /// The name of the bouncer with this API key hash.
-    BouncerByKey(String, Reply<Option<String>>),
+    BouncerByKey(String, Reply<Option<Bouncer>>),
     /// A bouncer's stream: (new, deleted).
     Stream(StreamPull, Reply<StreamDelta>),
     /// Register a bouncer: (name, key hash).
-    AddBouncer(String, String, Reply<()>),
+    AddBouncer(String, String, Role, Reply<()>),
+    /// A machine was heard from: (name, version).
+    Seen(String, String, Reply<()>),
     /// Bouncers.
     Bouncers(Reply<Vec<Bouncer>>),
     /// Remove a bouncer.
@@ -359,9 +361,17 @@ impl Handle {
         self.call(|r| Command::AlertById(id, r)).await
     }
 
-    /// The bouncer whose key hashes to `key_sha256`.
-    pub async fn bouncer_by_key(&self, key_sha256: String) -> Result<Option<String>, ServiceError> {
+    /// The key (bouncer, machine or admin) that hashes to `key_sha256`.
+    pub async fn bouncer_by_key(
+        &self,
+        key_sha256: String,
+    ) -> Result<Option<Bouncer>, ServiceError> {
         self.call(|r| Command::BouncerByKey(key_sha256, r)).await
+    }
+
+    /// Records that machine `name` was heard from, running `version`.
+    pub async fn seen(&self, name: String, version: String) -> Result<(), ServiceError> {
+        self.call(|r| Command::Seen(name, version, r)).await
     }
 
     /// A bouncer's stream pull.
@@ -374,9 +384,14 @@ impl Handle {
             .await
     }
 
-    /// Registers a bouncer by its key's hash.
-    pub async fn add_bouncer(&self, name: String, key_sha256: String) -> Result<(), ServiceError> {
-        self.call(|r| Command::AddBouncer(name, key_sha256, r))
+    /// Registers a key by its hash, with what it may do.
+    pub async fn add_bouncer(
+        &self,
+        name: String,
+        key_sha256: String,
+        role: Role,
+    ) -> Result<(), ServiceError> {
+        self.call(|r| Command::AddBouncer(name, key_sha256, role, r))
             .await
     }
 

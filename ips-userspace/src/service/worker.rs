@@ -370,15 +370,19 @@ impl Worker {
                 let _ = reply.send(d.store().alert(id).map_err(Into::into));
             }
             Command::BouncerByKey(hash, reply) => {
-                let r = d.store().bouncer_by_key(&hash).map(|b| b.map(|b| b.name));
+                let r = d.store().bouncer_by_key(&hash);
                 let _ = reply.send(r.map_err(Into::into));
             }
             Command::Stream(pull, reply) => {
                 let r = d.records().stream(&pull.bouncer, pull.startup, now);
                 let _ = reply.send(r.map_err(Into::into));
             }
-            Command::AddBouncer(name, hash, reply) => {
-                let r = d.records().add_bouncer(&name, &hash, now);
+            Command::AddBouncer(name, hash, role, reply) => {
+                let r = d.records().add_bouncer(&name, &hash, role, now);
+                let _ = reply.send(r.map_err(Into::into));
+            }
+            Command::Seen(name, version, reply) => {
+                let r = d.records().set_seen(&name, now, &version);
                 let _ = reply.send(r.map_err(Into::into));
             }
             Command::Bouncers(reply) => {

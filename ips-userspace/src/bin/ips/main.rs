@@ -17,6 +17,7 @@ mod replay;
 mod run;
 mod status;
 mod store;
+mod tls;
 
 /// An intrusion prevention system that drops banned sources at XDP.
 #[derive(Parser)]
@@ -58,6 +59,15 @@ enum Command {
     /// API keys for CrowdSec bouncers reading `ips` decisions (LAPI-compatible endpoints).
     #[command(subcommand)]
     Bouncers(bouncers::Command),
+    /// Keys for ips agents that report to this one (alerts, decisions, heartbeats).
+    #[command(subcommand)]
+    Machines(bouncers::Command),
+    /// Admin tokens: the whole API over TCP (`Authorization: Bearer`).
+    #[command(subcommand)]
+    Tokens(bouncers::Command),
+    /// TLS for the TCP listener.
+    #[command(subcommand)]
+    Tls(tls::Command),
     /// Import blocklists.
     #[command(subcommand)]
     Blocklist(blocklist::Command),
@@ -130,7 +140,10 @@ fn main() {
             Command::Detach(args) => detach::exec(args, &ctx),
             Command::Alerts(c) => alerts::exec(c, &ctx),
             Command::Blocklist(c) => blocklist::exec(c, &ctx),
-            Command::Bouncers(c) => bouncers::exec(c, &ctx),
+            Command::Bouncers(c) => bouncers::exec(c, ips::decisions::Role::Bouncer, &ctx),
+            Command::Machines(c) => bouncers::exec(c, ips::decisions::Role::Machine, &ctx),
+            Command::Tokens(c) => bouncers::exec(c, ips::decisions::Role::Admin, &ctx),
+            Command::Tls(c) => tls::exec(c),
             Command::Replay(args) => replay::replay(args, &ctx),
             Command::Explain(args) => replay::explain(args, &ctx),
             Command::Store(c) => store::exec(c, &ctx),

@@ -86,7 +86,9 @@ CREATE TABLE IF NOT EXISTS bouncers (
     name TEXT PRIMARY KEY,
     key_sha256 TEXT NOT NULL UNIQUE,
     last_pull_ms INTEGER NOT NULL DEFAULT 0,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    role TEXT NOT NULL DEFAULT 'bouncer',
+    version TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS lists (
     origin_id INTEGER PRIMARY KEY REFERENCES origins(id),
@@ -107,7 +109,24 @@ CREATE INDEX IF NOT EXISTS list_changes_time ON list_changes (at_ms);
 /// lease, and logs their changes. Version 3 keeps read offsets and interfaces as opaque rows of
 /// `local_state`.
 /// Version 4 never reuses a decision id (`AUTOINCREMENT`), as the bouncer stream needs.
-const SCHEMA_VERSION: i64 = 4;
+/// Version 5 gives each key a role (bouncer, machine, admin) and machines a version.
+const SCHEMA_VERSION: i64 = 5;
+
+/// Adds version 5's key columns to an older store's `bouncers` table, if missing.
+fn migrate_keys(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let has_role: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('bouncers') WHERE name = 'role'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_role {
+        conn.execute_batch(
+            "ALTER TABLE bouncers ADD COLUMN role TEXT NOT NULL DEFAULT 'bouncer';
+             ALTER TABLE bouncers ADD COLUMN version TEXT NOT NULL DEFAULT '';",
+        )?;
+    }
+    Ok(())
+}
 
 /// Moves version 2's `offsets` and `interfaces` tables into `local_state` (the encodings of
 /// `acquisition::Position` and of an attach mode), if they are there.
@@ -157,6 +176,7 @@ fn create_schema(conn: &Connection) -> Result<(), rusqlite::Error> {
     )?;
     if version >= 4 || !has_decisions {
         conn.execute_batch(SCHEMA)?;
+        migrate_keys(conn)?;
         return migrate_local_state(conn);
     }
     if version >= 2 {
@@ -179,6 +199,7 @@ fn create_schema(conn: &Connection) -> Result<(), rusqlite::Error> {
                  FROM decisions_old",
         )?;
     }
+    migrate_keys(conn)?;
     migrate_local_state(conn)
 }
 

@@ -5,7 +5,8 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, parse_value};
 use crate::{
     decisions::{
-        AlertLog, AlertQuery, Bouncer, BouncerStore, LocalState, Outcome, StoreError, StoredAlert,
+        AlertLog, AlertQuery, Bouncer, BouncerStore, LocalState, Outcome, Role, StoreError,
+        StoredAlert,
     },
     prefix::Prefix,
 };
@@ -173,11 +174,31 @@ impl AlertLog for SqliteStore {
     }
 }
 
+const SELECT_KEY: &str = "SELECT name, last_pull_ms, created_ms, role, version FROM bouncers";
+
+/// A row of [`SELECT_KEY`]; a role this version does not know reads as the least one.
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Bouncer> {
+    let role: String = r.get(3)?;
+    Ok(Bouncer {
+        name: r.get(0)?,
+        role: role.parse().unwrap_or_default(),
+        last_pull_ms: r.get(1)?,
+        created_ms: r.get(2)?,
+        version: r.get(4)?,
+    })
+}
+
 impl BouncerStore for SqliteStore {
-    fn add_bouncer(&mut self, name: &str, key_sha256: &str, now_ms: i64) -> Result<(), StoreError> {
+    fn add_bouncer(
+        &mut self,
+        name: &str,
+        key_sha256: &str,
+        role: Role,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         match self.conn.execute(
-            "INSERT INTO bouncers (name, key_sha256, created_ms) VALUES (?1, ?2, ?3)",
-            params![name, key_sha256, now_ms],
+            "INSERT INTO bouncers (name, key_sha256, created_ms, role) VALUES (?1, ?2, ?3, ?4)",
+            params![name, key_sha256, now_ms, role.as_str()],
         ) {
             Ok(_) => Ok(()),
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -193,17 +214,19 @@ impl BouncerStore for SqliteStore {
         Ok(self
             .conn
             .query_row(
-                "SELECT name, last_pull_ms, created_ms FROM bouncers WHERE key_sha256 = ?1",
+                &format!("{SELECT_KEY} WHERE key_sha256 = ?1"),
                 [key_sha256],
-                |r| {
-                    Ok(Bouncer {
-                        name: r.get(0)?,
-                        last_pull_ms: r.get(1)?,
-                        created_ms: r.get(2)?,
-                    })
-                },
+                key_row,
             )
             .optional()?)
+    }
+
+    fn set_seen(&mut self, name: &str, now_ms: i64, version: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE bouncers SET last_pull_ms = ?1, version = ?2 WHERE name = ?3",
+            params![now_ms, version, name],
+        )?;
+        Ok(())
     }
 
     fn set_bouncer_pull(&mut self, name: &str, now_ms: i64) -> Result<(), StoreError> {
@@ -215,17 +238,9 @@ impl BouncerStore for SqliteStore {
     }
 
     fn bouncers(&self) -> Result<Vec<Bouncer>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, last_pull_ms, created_ms FROM bouncers ORDER BY name")?;
+        let mut stmt = self.conn.prepare(&format!("{SELECT_KEY} ORDER BY name"))?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok(Bouncer {
-                    name: r.get(0)?,
-                    last_pull_ms: r.get(1)?,
-                    created_ms: r.get(2)?,
-                })
-            })?
+            .query_map([], key_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }

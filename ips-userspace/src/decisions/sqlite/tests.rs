@@ -5,7 +5,7 @@ use super::SqliteStore;
 use crate::{
     decisions::{
         AlertLog, AlertQuery, AllowStore, BouncerStore, BouncerStream, DecisionStore, KernelView,
-        ListStore, LocalState, NewDecision, Origin, Outcome, StoreError, StoredAlert, lists,
+        ListStore, LocalState, NewDecision, Origin, Outcome, Role, StoreError, StoredAlert, lists,
     },
     prefix::Prefix,
 };
@@ -496,16 +496,48 @@ fn tombstones_record_every_way_out() {
 #[test]
 fn bouncers_by_key_hash() {
     let mut s = SqliteStore::in_memory().unwrap();
-    s.add_bouncer("nginx", "abc", 1).unwrap();
+    s.add_bouncer("nginx", "abc", Role::Bouncer, 1).unwrap();
     assert!(matches!(
-        s.add_bouncer("nginx", "def", 1),
+        s.add_bouncer("nginx", "def", Role::Admin, 1),
         Err(StoreError::BouncerExists(_))
     ));
     assert_eq!(s.bouncer_by_key("abc").unwrap().unwrap().name, "nginx");
     assert!(s.bouncer_by_key("nope").unwrap().is_none());
     s.set_bouncer_pull("nginx", 42).unwrap();
     assert_eq!(s.bouncers().unwrap()[0].last_pull_ms, 42);
+    s.add_bouncer("web01", "ghi", Role::Machine, 2).unwrap();
+    s.set_seen("web01", 50, "0.1.0").unwrap();
+    let m = s.bouncer_by_key("ghi").unwrap().unwrap();
+    assert_eq!(
+        (m.role, m.last_pull_ms, m.version.as_str()),
+        (Role::Machine, 50, "0.1.0")
+    );
     assert!(s.delete_bouncer("nginx").unwrap());
+}
+
+#[test]
+fn a_version_4_store_gets_key_roles_and_keeps_its_bouncers() {
+    let dir = std::env::temp_dir().join(format!("ips-v4-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("v4.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE bouncers (name TEXT PRIMARY KEY, key_sha256 TEXT NOT NULL UNIQUE,
+                 last_pull_ms INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL);
+             INSERT INTO bouncers (name, key_sha256, created_ms) VALUES ('fw', 'abc', 7);
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let fw = s.bouncer_by_key("abc").unwrap().unwrap();
+    assert_eq!(
+        (fw.name.as_str(), fw.role, fw.created_ms),
+        ("fw", Role::Bouncer, 7)
+    );
+    drop(s);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
