@@ -59,6 +59,8 @@ pub struct Config {
     pub blocklist: Vec<crate::blocklists::source::SourceConfig>,
     /// CrowdSec LAPIs to pull decisions from (`[[crowdsec]]`).
     pub crowdsec: Vec<crate::blocklists::lapi::LapiConfig>,
+    /// A central `ips` this host reports to and enforces the decisions of (`[central]`).
+    pub central: Option<crate::central::CentralConfig>,
     /// A community hub to push ban signals to (`[hub]`).
     pub hub: Option<crate::hub::AgentConfig>,
 }
@@ -352,6 +354,14 @@ impl Config {
         }
         for l in &self.crowdsec {
             crate::decisions::check_name(&l.name).map_err(|e| invalid(format!("crowdsec {e}")))?;
+            if l.name == "central" && self.central.is_some() {
+                return Err(invalid(
+                    "crowdsec name \"central\" is [central]'s; choose another".into(),
+                ));
+            }
+        }
+        if let Some(c) = &self.central {
+            c.validate().map_err(&invalid)?;
         }
         if self.api.cert.is_some() != self.api.key.is_some() {
             return Err(invalid("api.cert and api.key go together".into()));

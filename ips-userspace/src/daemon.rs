@@ -222,10 +222,24 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
             crate::blocklists::source::tasks(config.blocklist.clone(), &handle, &handle.lists);
         scheduled.push(("ips-blocklists", tasks));
     }
-    if !config.crowdsec.is_empty() {
-        let tasks = crate::blocklists::lapi::tasks(config.crowdsec.clone(), &handle, &handle.lists)
-            .map_err(|e| DaemonError::Detection(format!("[[crowdsec]]: {e}")))?;
+    // The central node's decisions are pulled like a LAPI's.
+    let mut lapis = config.crowdsec.clone();
+    lapis.extend(
+        config
+            .central
+            .as_ref()
+            .map(crate::central::CentralConfig::pull),
+    );
+    if !lapis.is_empty() {
+        let tasks = crate::blocklists::lapi::tasks(lapis, &handle, &handle.lists)
+            .map_err(|e| DaemonError::Detection(format!("[[crowdsec]] / [central]: {e}")))?;
         scheduled.push(("ips-lapi", tasks));
+    }
+    if let Some(central) = &config.central {
+        let push = crate::central::PushTask::new(central.clone(), handle.clone())
+            .map_err(|e| DaemonError::Detection(format!("[central]: {e}")))?;
+        info!(url = %central.url, "Reporting to a central node.");
+        scheduled.push(("ips-central", vec![Box::new(push)]));
     }
     let mut threads = Vec::new();
     for (name, tasks) in scheduled {

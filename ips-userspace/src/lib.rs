@@ -12,6 +12,7 @@ pub mod acquisition;
 pub mod api;
 pub mod blocklists;
 pub mod calendar;
+pub mod central;
 pub mod config;
 pub mod daemon;
 pub mod decisions;

@@ -328,6 +328,7 @@ pub fn router(handle: Handle, server_names: Vec<String>) -> Router {
             get(list_bouncers).post(add_bouncer).delete(delete_bouncer),
         )
         .route("/v1/ips/alerts", get(list_alerts))
+        .route("/v1/ips/agent/push", post(agent_push))
         .route("/v1/ips/alerts/{id}", get(get_alert))
         .layer(axum::middleware::from_fn(declared_length))
         .layer(axum::middleware::from_fn_with_state(
@@ -437,6 +438,10 @@ async fn add_bouncer(
         None => crowdsec::new_key().map_err(|e| ApiError::internal(e.to_string()))?,
     };
     let role = req.role.unwrap_or_default();
+    if role == Role::Machine {
+        // A machine's name is in the origin of what it pushes (`machine:<name>`).
+        check_name(&req.name).map_err(|e| ApiError::bad_request(format!("machine {e}")))?;
+    }
     h.add_bouncer(req.name.clone(), crowdsec::key_hash(&key), role)
         .await?;
     Ok((
@@ -522,12 +527,66 @@ async fn delete_list(
     Ok(Json(serde_json::json!({ "removed": report.removed })).into_response())
 }
 
-/// `?limit=&scenario=&source=`.
+/// Body of `POST /v1/ips/agent/push`: an agent's heartbeat, with its alerts since the last
+/// push (at most [`MAX_PUSH`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Push {
+    /// The agent's `ips` version.
+    pub version: String,
+    /// Its alerts, oldest first; those with a ban are banned fleet-wide as `machine:<name>`.
+    #[serde(default)]
+    pub alerts: Vec<crate::decisions::StoredAlert>,
+}
+
+/// Most alerts in one push.
+pub const MAX_PUSH: usize = 500;
+
+async fn agent_push(
+    State(h): State<Handle>,
+    headers: axum::http::HeaderMap,
+    b: Result<Json<Push>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let machine = match crowdsec::key_of(&h, &headers).await? {
+        Some(k) if k.role == Role::Machine => k.name,
+        _ => {
+            return Err(ApiError {
+                status: 403,
+                error: "a machine key is needed (ips machines add)".into(),
+            });
+        }
+    };
+    let mut push = body(b)?;
+    if push.alerts.len() > MAX_PUSH || push.version.len() > 64 {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_PUSH} alerts per push, and a version of at most 64 characters"
+        )));
+    }
+    for a in &mut push.alerts {
+        a.id = 0;
+        a.machine = machine.clone();
+        a.evidence.truncate(20);
+        for line in &mut a.evidence {
+            if line.len() > 2048 {
+                let mut cut = 2048;
+                while !line.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                line.truncate(cut);
+            }
+        }
+    }
+    let report = h.agent_push(machine, push.version, push.alerts).await?;
+    Ok(Json(report).into_response())
+}
+
+/// `?limit=&scenario=&source=&machine=`.
 #[derive(Debug, Default, Deserialize)]
 struct AlertParams {
     limit: Option<usize>,
     scenario: Option<String>,
     source: Option<std::net::IpAddr>,
+    machine: Option<String>,
 }
 
 async fn list_alerts(
@@ -539,6 +598,7 @@ async fn list_alerts(
             limit: q.limit.unwrap_or(50).min(10_000),
             scenario: q.scenario,
             source: q.source,
+            machine: q.machine,
         })
         .await?;
     Ok(Json(alerts).into_response())

@@ -31,6 +31,9 @@ pub struct LapiConfig {
     /// How often to pull.
     #[serde(default = "ten_seconds", with = "crate::config::human_duration")]
     pub interval: Duration,
+    /// The LAPI's certificate or CA (PEM), when the system does not trust it.
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 fn ten_seconds() -> Duration {
@@ -192,11 +195,17 @@ pub fn tasks<S: Sink + Clone>(
     sources: Vec<LapiConfig>,
     sink: &S,
     status: &Arc<Mutex<Vec<SourceStatus>>>,
-) -> Result<Vec<Box<dyn Task>>, crate::decisions::OriginError> {
+) -> Result<Vec<Box<dyn Task>>, String> {
     sources
         .into_iter()
         .map(|config| {
-            let origin = Origin::lapi(&config.name)?;
+            let origin = Origin::lapi(&config.name).map_err(|e| e.to_string())?;
+            let timeout = Duration::from_secs(60);
+            let agent = match &config.ca {
+                Some(ca) => crate::http::agent_trusting(timeout, ca)
+                    .map_err(|e| format!("{}: {e}", config.name))?,
+                None => crate::http::agent(timeout),
+            };
             let index = super::source::register(
                 status,
                 SourceStatus {
@@ -209,7 +218,7 @@ pub fn tasks<S: Sink + Clone>(
             Ok(Box::new(LapiTask {
                 origin,
                 config,
-                agent: crate::http::agent(Duration::from_secs(60)),
+                agent,
                 sink: sink.clone(),
                 started: false,
                 status: status.clone(),

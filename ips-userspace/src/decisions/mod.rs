@@ -30,8 +30,8 @@ pub use service::{BanMode, DecisionService, ImportReport, ImportTimes};
 pub use sqlite::SqliteStore;
 pub use store::{
     AlertLog, AlertQuery, AllowStore, BouncerStore, BouncerStream, Cursor, DecisionStore,
-    KernelView, ListChange, ListStore, ListSummary, LocalState, Page, STATE_INTERFACES,
-    STATE_OFFSETS, Store, StreamDelta, Transactions,
+    KernelView, ListChange, ListStore, ListSummary, LocalState, Page, STATE_CENTRAL,
+    STATE_INTERFACES, STATE_OFFSETS, Store, StreamDelta, Transactions,
 };
 
 /// A ban as stored.
@@ -106,6 +106,9 @@ pub struct StoredAlert {
     pub evidence: Vec<String>,
     /// Scenario labels.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The agent that raised it, on a central node ("" for this host's own).
+    #[serde(default)]
+    pub machine: String,
 }
 
 /// A decision that was removed (deleted, expired, dropped from a list), kept for the CrowdSec
@@ -134,8 +137,11 @@ pub struct Bouncer {
     /// What its key may do over TCP.
     #[serde(default)]
     pub role: Role,
-    /// Last stream pull or heartbeat (Unix ms), 0 if never.
+    /// Last stream pull (Unix ms), 0 if never.
     pub last_pull_ms: i64,
+    /// A machine's last heartbeat (Unix ms), 0 if never.
+    #[serde(default)]
+    pub seen_ms: i64,
     /// When it was added.
     pub created_ms: i64,
     /// The `ips` version a machine last reported ("" if none).

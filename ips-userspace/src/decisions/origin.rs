@@ -18,6 +18,8 @@ pub enum Origin {
     List(String),
     /// A CrowdSec LAPI or community hub pulled as a bouncer (`lapi:<name>`).
     Lapi(String),
+    /// An `ips` agent that pushed it to this central node (`machine:<name>`).
+    Machine(String),
 }
 
 /// Why a name or origin text was refused.
@@ -28,7 +30,7 @@ pub enum OriginError {
     BadName(String),
     /// Not one of the origin forms.
     #[error(
-        "unknown origin {0:?}: expected manual, detection, crowdsec, list:<name> or lapi:<name>"
+        "unknown origin {0:?}: expected manual, detection, crowdsec, list:<name>, lapi:<name> or machine:<name>"
     )]
     Unknown(String),
 }
@@ -60,6 +62,12 @@ impl Origin {
         Ok(Self::Lapi(name.to_owned()))
     }
 
+    /// The origin of machine `name`, checked against [`check_name`].
+    pub fn machine(name: &str) -> Result<Self, OriginError> {
+        check_name(name)?;
+        Ok(Self::Machine(name.to_owned()))
+    }
+
     /// True for a blocklist (its entries are a snapshot under a lease, not rows).
     pub fn is_list(&self) -> bool {
         matches!(self, Self::List(_))
@@ -69,7 +77,7 @@ impl Origin {
     pub fn crowdsec_name(&self) -> String {
         match self {
             Self::Manual => "cscli".into(),
-            Self::Detection | Self::Crowd => "crowdsec".into(),
+            Self::Detection | Self::Crowd | Self::Machine(_) => "crowdsec".into(),
             Self::List(_) => "lists".into(),
             Self::Lapi(_) => self.to_string(),
         }
@@ -84,6 +92,7 @@ impl fmt::Display for Origin {
             Self::Crowd => f.write_str("crowdsec"),
             Self::List(n) => write!(f, "list:{n}"),
             Self::Lapi(n) => write!(f, "lapi:{n}"),
+            Self::Machine(n) => write!(f, "machine:{n}"),
         }
     }
 }
@@ -99,6 +108,7 @@ impl FromStr for Origin {
             _ => match s.split_once(':') {
                 Some(("list", name)) => Self::list(name),
                 Some(("lapi", name)) => Self::lapi(name),
+                Some(("machine", name)) => Self::machine(name),
                 _ => Err(OriginError::Unknown(s.to_owned())),
             },
         }
@@ -130,6 +140,7 @@ mod tests {
             "crowdsec",
             "list:firehol1",
             "lapi:hub",
+            "machine:web01",
         ] {
             assert_eq!(s.parse::<Origin>().unwrap().to_string(), s);
         }

@@ -326,6 +326,7 @@ impl DecisionService {
             outcome,
             evidence: alert.evidence.clone(),
             labels: alert.labels.clone(),
+            machine: String::new(),
         };
         stored.id = self.store.add_alert(&stored)?;
         Ok(stored)

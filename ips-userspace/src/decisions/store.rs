@@ -287,6 +287,8 @@ pub struct AlertQuery {
     pub scenario: Option<String>,
     /// Only this source address.
     pub source: Option<std::net::IpAddr>,
+    /// Only those of this agent (on a central node); `Some("")` for this host's own.
+    pub machine: Option<String>,
 }
 
 /// Alerts with their evidence and outcome.
@@ -297,6 +299,8 @@ pub trait AlertLog: Send {
     fn alerts(&self, query: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError>;
     /// One alert.
     fn alert(&self, id: i64) -> Result<Option<StoredAlert>, StoreError>;
+    /// This host's own alerts (not pushed by an agent) with an id above `after`, oldest first.
+    fn alerts_after(&self, after: i64, limit: usize) -> Result<Vec<StoredAlert>, StoreError>;
     /// Bans of `value` decided since `since_ms` (for escalation).
     fn previous_bans(&self, value: &Prefix, since_ms: i64) -> Result<u32, StoreError>;
 }
@@ -354,3 +358,5 @@ impl<T> Store for T where
 pub const STATE_OFFSETS: &str = "read-offset";
 /// Row kind of attach modes in [`LocalState`].
 pub const STATE_INTERFACES: &str = "interface";
+/// [`LocalState`] kind of an agent's push to its central node (the last alert id sent).
+pub const STATE_CENTRAL: &str = "central";

@@ -167,6 +167,25 @@ pub struct Ban {
     pub mode: BanMode,
 }
 
+/// An agent's push, as the central node takes it.
+pub struct AgentPush {
+    /// The machine (from its key).
+    pub machine: String,
+    /// Its version.
+    pub version: String,
+    /// Its alerts, `machine` set.
+    pub alerts: Vec<StoredAlert>,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushReport {
+    /// Alerts stored.
+    pub stored: usize,
+    /// Bans applied fleet-wide.
+    pub banned: usize,
+}
+
 /// The commands of the decision service.
 pub enum Command {
     /// Add or extend bans.
@@ -205,6 +224,12 @@ pub enum Command {
     AddBouncer(String, String, Role, Reply<()>),
     /// A machine was heard from: (name, version).
     Seen(String, String, Reply<()>),
+    /// An agent's push: its alerts stored, their bans applied as `machine:<name>`.
+    AgentPush(AgentPush, Reply<PushReport>),
+    /// This host's own alerts after an id, oldest first: (after, limit).
+    AlertsAfter(i64, usize, Reply<Vec<StoredAlert>>),
+    /// Local state rows of one kind.
+    State(&'static str, Reply<Vec<(String, String)>>),
     /// Bouncers.
     Bouncers(Reply<Vec<Bouncer>>),
     /// Remove a bouncer.
@@ -367,6 +392,26 @@ impl Handle {
         key_sha256: String,
     ) -> Result<Option<Bouncer>, ServiceError> {
         self.call(|r| Command::BouncerByKey(key_sha256, r)).await
+    }
+
+    /// Stores an agent's alerts and bans what they banned, fleet-wide.
+    pub async fn agent_push(
+        &self,
+        machine: String,
+        version: String,
+        alerts: Vec<StoredAlert>,
+    ) -> Result<PushReport, ServiceError> {
+        self.call(|r| {
+            Command::AgentPush(
+                AgentPush {
+                    machine,
+                    version,
+                    alerts,
+                },
+                r,
+            )
+        })
+        .await
     }
 
     /// Records that machine `name` was heard from, running `version`.

@@ -234,6 +234,49 @@ impl Worker {
 
     /// Replaces a list; if the kernel's maps cannot hold all of it, imports what fits (the
     /// entries the list has already, then new ones while there is room) and reports the rest.
+    /// An agent's alerts are stored; the bans among them are applied as `machine:<name>`, as a
+    /// source's are (the guard leaves out what no source may ban).
+    fn agent_push(
+        &mut self,
+        push: crate::service::AgentPush,
+        now: i64,
+    ) -> Result<crate::service::PushReport, ServiceError> {
+        let origin =
+            Origin::machine(&push.machine).map_err(|e| ServiceError::invalid(e.to_string()))?;
+        let mut bans = Vec::new();
+        for a in &push.alerts {
+            self.decisions.records().add_alert(a)?;
+            if let crate::decisions::Outcome::Ban { value, duration_ms } = a.outcome {
+                bans.push(crate::decisions::NewDecision {
+                    value,
+                    origin: origin.clone(),
+                    reason: a.scenario.clone(),
+                    duration_ms,
+                });
+            }
+        }
+        // The alerts are kept even if the kernel cannot take the bans (a full map): the agent
+        // does not send them again.
+        let banned = if bans.is_empty() {
+            0
+        } else {
+            match self.decide(now, |d| d.ban(bans, crate::decisions::BanMode::Source, now)) {
+                Ok(added) => added.len(),
+                Err(e) => {
+                    warn!(machine = %push.machine, error = %e, "Cannot apply an agent's bans.");
+                    0
+                }
+            }
+        };
+        self.decisions
+            .records()
+            .set_seen(&push.machine, now, &push.version)?;
+        Ok(crate::service::PushReport {
+            stored: push.alerts.len(),
+            banned,
+        })
+    }
+
     fn import(&mut self, list: ImportList, now: i64) -> Result<ImportReport, ServiceError> {
         let ImportList {
             name,
@@ -380,6 +423,16 @@ impl Worker {
             Command::AddBouncer(name, hash, role, reply) => {
                 let r = d.records().add_bouncer(&name, &hash, role, now);
                 let _ = reply.send(r.map_err(Into::into));
+            }
+            Command::AgentPush(push, reply) => {
+                let r = self.agent_push(push, now);
+                let _ = reply.send(r);
+            }
+            Command::AlertsAfter(after, limit, reply) => {
+                let _ = reply.send(d.store().alerts_after(after, limit).map_err(Into::into));
+            }
+            Command::State(kind, reply) => {
+                let _ = reply.send(d.store().state(kind).map_err(Into::into));
             }
             Command::Seen(name, version, reply) => {
                 let r = d.records().set_seen(&name, now, &version);

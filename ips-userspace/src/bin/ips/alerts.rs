@@ -13,6 +13,9 @@ pub enum Command {
         /// Only this source address.
         #[arg(long)]
         source: Option<std::net::IpAddr>,
+        /// Only those an agent pushed to this central node ("local" for this host's own).
+        #[arg(long)]
+        machine: Option<String>,
         /// How many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -30,6 +33,7 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::List {
             scenario,
             source,
+            machine,
             limit,
         } => {
             let mut path = format!("/v1/ips/alerts?limit={limit}");
@@ -39,6 +43,10 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
             if let Some(s) = source {
                 path += &format!("&source={}", ips::api::client::encode(&s.to_string()));
             }
+            if let Some(m) = machine {
+                let m = if m == "local" { String::new() } else { m };
+                path += &format!("&machine={}", ips::api::client::encode(&m));
+            }
             let list: Vec<StoredAlert> = client.get(&path)?;
             let rows = list
                 .iter()
@@ -46,6 +54,11 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
                     vec![
                         a.id.to_string(),
                         output::time(a.last_ms),
+                        if a.machine.is_empty() {
+                            "local".into()
+                        } else {
+                            a.machine.clone()
+                        },
                         a.scenario.clone(),
                         a.source.to_string(),
                         a.events.to_string(),
@@ -62,6 +75,7 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
                 &[
                     "ID",
                     "TIME (UTC)",
+                    "MACHINE",
                     "SCENARIO",
                     "SOURCE",
                     "EVENTS",

@@ -97,7 +97,7 @@ pub fn exec(cmd: Command, role: Role, ctx: &Ctx) -> anyhow::Result<()> {
                     Role::Machine => vec![
                         b.name.clone(),
                         output::time(b.created_ms),
-                        seen(b.last_pull_ms),
+                        seen(b.seen_ms),
                         b.version.clone(),
                     ],
                     _ => vec![

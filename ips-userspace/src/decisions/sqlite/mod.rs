@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     duration_ms INTEGER,
     reason TEXT,
     evidence TEXT NOT NULL,
-    labels TEXT NOT NULL
+    labels TEXT NOT NULL,
+    machine TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS alerts_value ON alerts (value, last_ms);
 CREATE TABLE IF NOT EXISTS local_state (
@@ -88,7 +89,8 @@ CREATE TABLE IF NOT EXISTS bouncers (
     last_pull_ms INTEGER NOT NULL DEFAULT 0,
     created_ms INTEGER NOT NULL,
     role TEXT NOT NULL DEFAULT 'bouncer',
-    version TEXT NOT NULL DEFAULT ''
+    version TEXT NOT NULL DEFAULT '',
+    seen_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS lists (
     origin_id INTEGER PRIMARY KEY REFERENCES origins(id),
@@ -109,7 +111,8 @@ CREATE INDEX IF NOT EXISTS list_changes_time ON list_changes (at_ms);
 /// lease, and logs their changes. Version 3 keeps read offsets and interfaces as opaque rows of
 /// `local_state`.
 /// Version 4 never reuses a decision id (`AUTOINCREMENT`), as the bouncer stream needs.
-/// Version 5 gives each key a role (bouncer, machine, admin) and machines a version.
+/// Version 5 gives each key a role (bouncer, machine, admin) and machines a version, and each
+/// alert the agent that raised it.
 const SCHEMA_VERSION: i64 = 5;
 
 /// Adds version 5's key columns to an older store's `bouncers` table, if missing.
@@ -122,8 +125,17 @@ fn migrate_keys(conn: &Connection) -> Result<(), rusqlite::Error> {
     if !has_role {
         conn.execute_batch(
             "ALTER TABLE bouncers ADD COLUMN role TEXT NOT NULL DEFAULT 'bouncer';
-             ALTER TABLE bouncers ADD COLUMN version TEXT NOT NULL DEFAULT '';",
+             ALTER TABLE bouncers ADD COLUMN version TEXT NOT NULL DEFAULT '';
+             ALTER TABLE bouncers ADD COLUMN seen_ms INTEGER NOT NULL DEFAULT 0;",
         )?;
+    }
+    let has_machine: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('alerts') WHERE name = 'machine'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_machine {
+        conn.execute_batch("ALTER TABLE alerts ADD COLUMN machine TEXT NOT NULL DEFAULT '';")?;
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::{
 };
 
 const SELECT_ALERT: &str = "SELECT id, scenario, source, grp, first_ms, last_ms, events, \
-     outcome, value, duration_ms, reason, evidence, labels FROM alerts";
+     outcome, value, duration_ms, reason, evidence, labels, machine FROM alerts";
 
 /// An alert row as stored: its typed fields are parsed by [`into_alert`].
 struct AlertRow {
@@ -29,6 +29,7 @@ struct AlertRow {
     reason: Option<String>,
     evidence: String,
     labels: String,
+    machine: String,
 }
 
 fn row_to_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
@@ -46,6 +47,7 @@ fn row_to_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
         reason: r.get(10)?,
         evidence: r.get(11)?,
         labels: r.get(12)?,
+        machine: r.get(13)?,
     })
 }
 
@@ -91,6 +93,7 @@ fn into_alert(r: AlertRow) -> Result<StoredAlert, StoreError> {
         outcome,
         evidence: serde_json::from_str(&r.evidence).unwrap_or_default(),
         labels: serde_json::from_str(&r.labels).unwrap_or_default(),
+        machine: r.machine,
     })
 }
 
@@ -125,8 +128,8 @@ impl AlertLog for SqliteStore {
         let (outcome, value, duration_ms, reason) = outcome_columns(&a.outcome);
         self.conn.execute(
             "INSERT INTO alerts (scenario, source, grp, first_ms, last_ms, events, outcome, value,
-                 duration_ms, reason, evidence, labels)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 duration_ms, reason, evidence, labels, machine)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 a.scenario,
                 a.source.to_string(),
@@ -140,6 +143,7 @@ impl AlertLog for SqliteStore {
                 reason,
                 json(&a.evidence),
                 json(&a.labels),
+                a.machine,
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
@@ -148,11 +152,15 @@ impl AlertLog for SqliteStore {
     fn alerts(&self, q: &AlertQuery) -> Result<Vec<StoredAlert>, StoreError> {
         let mut stmt = self.conn.prepare(&format!(
             "{SELECT_ALERT} WHERE (?1 IS NULL OR scenario = ?1) AND (?2 IS NULL OR source = ?2)
+                 AND (?4 IS NULL OR machine = ?4)
              ORDER BY id DESC LIMIT ?3"
         ))?;
         let source = q.source.map(|s| s.to_string());
         let rows = stmt
-            .query_map(params![q.scenario, source, q.limit as i64], row_to_alert)?
+            .query_map(
+                params![q.scenario, source, q.limit as i64, q.machine],
+                row_to_alert,
+            )?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(into_alert).collect()
     }
@@ -165,6 +173,16 @@ impl AlertLog for SqliteStore {
             .transpose()
     }
 
+    fn alerts_after(&self, after: i64, limit: usize) -> Result<Vec<StoredAlert>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "{SELECT_ALERT} WHERE id > ?1 AND machine = '' ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], row_to_alert)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(into_alert).collect()
+    }
+
     fn previous_bans(&self, value: &Prefix, since_ms: i64) -> Result<u32, StoreError> {
         Ok(self.conn.query_row(
             "SELECT COUNT(*) FROM alerts WHERE value = ?1 AND outcome = 'ban' AND last_ms >= ?2",
@@ -174,7 +192,8 @@ impl AlertLog for SqliteStore {
     }
 }
 
-const SELECT_KEY: &str = "SELECT name, last_pull_ms, created_ms, role, version FROM bouncers";
+const SELECT_KEY: &str =
+    "SELECT name, last_pull_ms, created_ms, role, version, seen_ms FROM bouncers";
 
 /// A row of [`SELECT_KEY`]; a role this version does not know reads as the least one.
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Bouncer> {
@@ -185,6 +204,7 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Bouncer> {
         last_pull_ms: r.get(1)?,
         created_ms: r.get(2)?,
         version: r.get(4)?,
+        seen_ms: r.get(5)?,
     })
 }
 
@@ -223,7 +243,7 @@ impl BouncerStore for SqliteStore {
 
     fn set_seen(&mut self, name: &str, now_ms: i64, version: &str) -> Result<(), StoreError> {
         self.conn.execute(
-            "UPDATE bouncers SET last_pull_ms = ?1, version = ?2 WHERE name = ?3",
+            "UPDATE bouncers SET seen_ms = ?1, version = ?2 WHERE name = ?3",
             params![now_ms, version, name],
         )?;
         Ok(())

@@ -131,6 +131,7 @@ fn alerts_and_escalation_counts() {
         },
         evidence: vec!["line 1".into()],
         labels: [("ban".to_owned(), "4h".to_owned())].into(),
+        machine: String::new(),
     };
     let id = s.add_alert(&a).unwrap();
     a.last_ms = 5000;
@@ -149,6 +150,7 @@ fn alerts_and_escalation_counts() {
         limit: 10,
         scenario: scenario.map(str::to_owned),
         source: source.map(|s| s.parse().unwrap()),
+        machine: None,
     };
     assert_eq!(s.alerts(&query(Some("ssh-bf"), None)).unwrap().len(), 3);
     assert_eq!(s.alerts(&query(None, Some("192.0.2.1"))).unwrap().len(), 0);
@@ -509,8 +511,8 @@ fn bouncers_by_key_hash() {
     s.set_seen("web01", 50, "0.1.0").unwrap();
     let m = s.bouncer_by_key("ghi").unwrap().unwrap();
     assert_eq!(
-        (m.role, m.last_pull_ms, m.version.as_str()),
-        (Role::Machine, 50, "0.1.0")
+        (m.role, m.last_pull_ms, m.seen_ms, m.version.as_str()),
+        (Role::Machine, 0, 50, "0.1.0")
     );
     assert!(s.delete_bouncer("nginx").unwrap());
 }
