@@ -49,6 +49,17 @@ impl CentralConfig {
         }
     }
 
+    /// The central node's address, when its URL names it by address (a host name is not
+    /// resolved here).
+    pub fn address(&self) -> Option<std::net::IpAddr> {
+        let rest = self.url.split_once("://")?.1;
+        let authority = rest.split('/').next()?;
+        if let Some(v6) = authority.strip_prefix('[') {
+            return v6.split_once(']')?.0.parse().ok();
+        }
+        authority.split(':').next()?.parse().ok()
+    }
+
     /// Checks what can be checked before starting.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
@@ -179,5 +190,33 @@ impl Task for PushTask {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn central(url: &str) -> CentralConfig {
+        CentralConfig {
+            url: url.into(),
+            key: "k".into(),
+            ca: None,
+            interval: five_seconds(),
+        }
+    }
+
+    #[test]
+    fn the_central_address_is_read_from_its_url() {
+        let a = |u: &str| central(u).address().map(|a| a.to_string());
+        assert_eq!(a("https://10.0.0.5:8443").as_deref(), Some("10.0.0.5"));
+        assert_eq!(a("http://10.0.0.5/").as_deref(), Some("10.0.0.5"));
+        assert_eq!(
+            a("https://[2001:db8::5]:8443/x").as_deref(),
+            Some("2001:db8::5")
+        );
+        assert_eq!(a("https://central.example:8443"), None);
+        assert!(central("ftp://x").validate().is_err());
+        assert!(central("https://10.0.0.5:8443").validate().is_ok());
     }
 }

@@ -141,6 +141,14 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         .map(|a| crate::prefix::Prefix::host(*a))
         .collect();
     protected.extend(&config.decisions.management);
+    // An agent never bans the way to its central node.
+    protected.extend(
+        config
+            .central
+            .as_ref()
+            .and_then(crate::central::CentralConfig::address)
+            .map(crate::prefix::Prefix::host),
+    );
     let mut decisions = DecisionService::new(Box::new(store), profiles)?
         .with_guard(config.decisions.min_prefix(), protected);
     // Maps first, then attach: a freshly attached program starts with every ban in place. The

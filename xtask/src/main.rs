@@ -266,9 +266,13 @@ fn bench() -> Result<()> {
         &[],
     )?;
     cargo(&["bench", "-p", "ips-userspace", "--bench", "hub"], &[])?;
-    // The latency bench drives the debug-free release daemon through the test lab.
+    // The latency and fleet benches drive the release daemon through the test lab.
     cargo(
         &["bench", "-p", "ips-tests", "--bench", "latency"],
+        &[("IPS_BIN", bin)],
+    )?;
+    cargo(
+        &["bench", "-p", "ips-tests", "--bench", "fleet"],
         &[("IPS_BIN", bin)],
     )
 }
