@@ -102,6 +102,39 @@ fn serves_the_bouncer_stream_with_api_keys() {
         values(&d.new),
         ["198.51.100.0/24", "45.0.0.0/24", "45.2.2.2"]
     );
+    // The whole set startup pulls share is made again after any change: a second bouncer
+    // starting after a ban and after an unban sees each.
+    let other = lab.ips_json(&["bouncers", "add", "other"])["api_key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    lab.ips(&["decisions", "add", "45.9.9.9"]);
+    let d = pull(&lab, &other, true);
+    assert_eq!(
+        values(&d.new),
+        ["198.51.100.0/24", "45.9.9.9", "45.0.0.0/24", "45.2.2.2"]
+    );
+    lab.ips(&["decisions", "delete", "45.9.9.9"]);
+    let d = pull(&lab, &other, true);
+    assert_eq!(
+        values(&d.new),
+        ["198.51.100.0/24", "45.0.0.0/24", "45.2.2.2"]
+    );
+    let d = pull(&lab, &key, true);
+    assert_eq!(
+        values(&d.new),
+        ["198.51.100.0/24", "45.0.0.0/24", "45.2.2.2"]
+    );
+    let d = pull(&lab, &key, false);
+    assert_eq!(values(&d.new), Vec::<String>::new());
+    assert_eq!(
+        d.deleted
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        Vec::<String>::new(),
+        "the bouncer started after 45.9.9.9 came and went"
+    );
     // Nothing new: CrowdSec's shape with nulls.
     let (s, body) = get(
         &lab.a,

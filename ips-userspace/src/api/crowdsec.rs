@@ -259,8 +259,10 @@ fn longest_per_value<'a>(decisions: &'a [Decision], filter: &Filter) -> Vec<&'a 
 /// The stream answer for a pull: new decisions one per value, and a delete for each removed
 /// value that nothing the bouncer asked for still bans.
 pub fn answer(delta: &StreamDelta, filter: &Filter, now_ms: i64) -> Stream {
+    // A shared startup set may be a moment old: what ended since is not sent.
     let new: Vec<LapiDecision> = longest_per_value(&delta.active, filter)
         .into_iter()
+        .filter(|d| d.expires_ms > now_ms)
         .map(|d| from_decision(d, now_ms))
         .collect();
     let banned: std::collections::BTreeSet<Prefix> = longest_per_value(&delta.still_active, filter)
@@ -400,11 +402,11 @@ mod tests {
     fn one_decision_per_value_and_no_delete_while_still_banned() {
         let list = Origin::List("l".into());
         let delta = StreamDelta {
-            active: vec![
+            active: std::sync::Arc::new(vec![
                 decision(1, "5.6.7.8", Origin::Manual, "manual", 1000),
                 decision(2, "5.6.7.8", list.clone(), "list:l", 9000),
                 decision(3, "2001:db8::/64", Origin::Detection, "ssh-bf", 5000),
-            ],
+            ]),
             deleted: vec![
                 tombstone(4, "5.6.7.9", Origin::Manual, 10),
                 tombstone(5, "5.6.7.9", Origin::Detection, 20),

@@ -241,7 +241,7 @@ pub trait BouncerStream: DecisionStore + BouncerStore {
             .map_or(0, |b| b.last_pull_ms);
         let delta = if startup || last == 0 {
             StreamDelta {
-                active: self.list(now_ms, None)?,
+                active: std::sync::Arc::new(self.list(now_ms, None)?),
                 ..StreamDelta::default()
             }
         } else {
@@ -257,7 +257,7 @@ pub trait BouncerStream: DecisionStore + BouncerStore {
             let deleted = self.deleted_since(last)?;
             let still_active = on(deleted.iter().map(|t| t.value).collect())?;
             StreamDelta {
-                active,
+                active: std::sync::Arc::new(active),
                 deleted,
                 still_active,
             }
@@ -270,8 +270,9 @@ pub trait BouncerStream: DecisionStore + BouncerStore {
 /// What a bouncer's pull is made of (see [`BouncerStream::stream`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamDelta {
-    /// Active decisions on the values to send as new (several per value possible).
-    pub active: Vec<Decision>,
+    /// Active decisions on the values to send as new (several per value possible); shared, as
+    /// the whole set a startup pull gets is made once for every bouncer that asks.
+    pub active: std::sync::Arc<Vec<Decision>>,
     /// Decisions removed since the last pull.
     pub deleted: Vec<Tombstone>,
     /// Active decisions on the removed values.

@@ -242,6 +242,23 @@ pub enum Command {
     Lists(Reply<Vec<crate::decisions::ListSummary>>),
 }
 
+impl Command {
+    /// True for the commands that may change which decisions are active, or their times.
+    pub fn writes_decisions(&self) -> bool {
+        matches!(
+            self,
+            Self::Ban(..)
+                | Self::Unban(..)
+                | Self::Allow(..)
+                | Self::Disallow(..)
+                | Self::Alert(..)
+                | Self::AgentPush(..)
+                | Self::RenewList(..)
+                | Self::ImportList(..)
+        )
+    }
+}
+
 /// How producers reach the service: cheap to clone, one typed method per command. Async
 /// methods for the API; the source threads use the blocking [`crate::blocklists::Sink`] side.
 #[derive(Clone)]

@@ -2,19 +2,22 @@
 //! commands in order. Each command that decides something gets [`Changes`] back from the
 //! decision service and hands them to the enforcer; nothing is read back.
 use std::{
-    sync::mpsc,
+    sync::{Arc, mpsc},
     thread,
     time::{Duration, Instant},
 };
 
 use tracing::{debug, error, warn};
 
-use super::{Command, ErrorKind, Handle, ImportList, ServiceError, millis, status::status_from};
+use super::{
+    Command, ErrorKind, Handle, ImportList, ServiceError, StreamPull, millis, status::status_from,
+};
 use crate::{
     blocklists::Prepared,
     calendar::now_ms,
     decisions::{
-        Changes, DecisionService, Diff, ImportReport, Origin, Outcome, STATE_INTERFACES, StoreError,
+        Changes, Decision, DecisionService, Diff, ImportReport, Origin, Outcome, STATE_INTERFACES,
+        StoreError, StreamDelta,
     },
     enforcer::{Enforcer, MapCapacity, MapFill, loader, map_class},
     hub::Signal,
@@ -33,6 +36,11 @@ pub struct Worker {
     /// Expiry failures not logged yet, and when one was last logged: a failure that repeats
     /// every tick (a full disk) is logged once a minute with its count.
     expiry_failures: (u64, Option<Instant>),
+    /// Bumped by every decision that changed something.
+    generation: u64,
+    /// Every active decision as of a generation: what startup pulls get, made once for all the
+    /// bouncers and agents that start together.
+    everything: Option<(u64, Arc<Vec<Decision>>)>,
 }
 
 impl Worker {
@@ -53,6 +61,8 @@ impl Worker {
             expiry,
             not_enforced: 0,
             expiry_failures: (0, None),
+            generation: 0,
+            everything: None,
         }
     }
 
@@ -140,6 +150,10 @@ impl Worker {
             }
         };
         changes.new_origins = self.decisions.records().take_new_origins();
+        if !changes.is_empty() {
+            // An expiry that removed something, or any other change.
+            self.generation += 1;
+        }
         match self.enforcer.apply(&changes) {
             Ok(()) => match self.decisions.commit() {
                 Ok(()) => Ok(value),
@@ -234,6 +248,34 @@ impl Worker {
 
     /// Replaces a list; if the kernel's maps cannot hold all of it, imports what fits (the
     /// entries the list has already, then new ones while there is room) and reports the rest.
+    /// A bouncer's stream pull. A first pull gets every active decision, made once per
+    /// generation; a later one its deltas.
+    fn stream(&mut self, pull: &StreamPull, now: i64) -> Result<StreamDelta, ServiceError> {
+        let d = &mut self.decisions;
+        let first = pull.startup
+            || d.store()
+                .bouncers()?
+                .iter()
+                .find(|b| b.name == pull.bouncer)
+                .is_none_or(|b| b.last_pull_ms == 0);
+        if !first {
+            return Ok(d.records().stream(&pull.bouncer, false, now)?);
+        }
+        let active = match &self.everything {
+            Some((g, all)) if *g == self.generation => all.clone(),
+            _ => {
+                let all = Arc::new(d.store().list(now, None)?);
+                self.everything = Some((self.generation, all.clone()));
+                all
+            }
+        };
+        d.records().set_bouncer_pull(&pull.bouncer, now)?;
+        Ok(StreamDelta {
+            active,
+            ..StreamDelta::default()
+        })
+    }
+
     /// An agent's alerts are stored; the bans among them are applied as `machine:<name>`, as a
     /// source's are (the guard leaves out what no source may ban).
     fn agent_push(
@@ -342,6 +384,9 @@ impl Worker {
 
     fn handle(&mut self, cmd: Command) {
         let now = now_ms();
+        if cmd.writes_decisions() {
+            self.generation += 1;
+        }
         let d = &mut self.decisions;
         match cmd {
             Command::Ban(ban, reply) => {
@@ -417,8 +462,7 @@ impl Worker {
                 let _ = reply.send(r.map_err(Into::into));
             }
             Command::Stream(pull, reply) => {
-                let r = d.records().stream(&pull.bouncer, pull.startup, now);
-                let _ = reply.send(r.map_err(Into::into));
+                let _ = reply.send(self.stream(&pull, now));
             }
             Command::AddBouncer(name, hash, role, reply) => {
                 let r = d.records().add_bouncer(&name, &hash, role, now);
