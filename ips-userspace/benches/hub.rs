@@ -26,6 +26,7 @@ fn main() {
             k: 3.0,
             window_ms: 3_600_000,
             allowlist: vec![],
+            min: Default::default(),
         },
     )
     .expect("store");

@@ -78,12 +78,44 @@ pub fn five_agents(store: HubStore) {
     // Another agent starting up gets the whole list; the poisoner's address is not on it.
     let d = lapi::pull(&client, &hub, &keys[4], true).expect("pull");
     assert_eq!(values(&d), ["203.0.113.9"]);
+    // The plain list needs a key too.
+    let status = agent()
+        .get(&format!("{hub}/v1/hub/list"))
+        .call()
+        .expect("list")
+        .status()
+        .as_u16();
+    assert_eq!(status, 403);
     let list = agent()
         .get(&format!("{hub}/v1/hub/list"))
+        .header("X-Api-Key", &keys[0])
         .call()
         .expect("list")
         .body_mut()
         .read_to_string()
         .expect("body");
     assert_eq!(list, "203.0.113.9\n");
+
+    // Catch-alls are refused however many report them: nothing shorter than the minimum
+    // prefix is listed.
+    for key in &keys {
+        let mut r = agent()
+            .post(&format!("{hub}/v1/hub/signals"))
+            .header("X-Api-Key", key)
+            .send_json(serde_json::json!([
+                {"value": "32.0.0.0/3", "scenario": "x", "time_ms": 0},
+                {"value": "2000::/3", "scenario": "x", "time_ms": 0},
+            ]))
+            .expect("push");
+        let v: serde_json::Value = r.body_mut().read_json().expect("answer");
+        assert_eq!(v["refused"], 2, "{v}");
+    }
+    let d = lapi::pull(&client, &hub, &keys[3], false).expect("pull");
+    assert_eq!(d, lapi::Delta::default(), "a catch-all was listed");
+
+    // Wrong enrolment tokens are throttled per address (one was sent at the start).
+    let statuses: Vec<u16> = (0..6).map(|_| enrol(&hub, "wrong", "x").0).collect();
+    assert_eq!(statuses, [403, 403, 403, 403, 429, 429], "{statuses:?}");
+    // Even the right token waits out the minute from that address.
+    assert_eq!(enrol(&hub, TOKEN, "late").0, 429);
 }

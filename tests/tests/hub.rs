@@ -8,6 +8,7 @@ fn config() -> HubConfig {
         k: 3.0,
         window_ms: 3_600_000,
         allowlist: vec![],
+        min: Default::default(),
     }
 }
 
@@ -26,4 +27,41 @@ fn hub_on_postgresql() {
         .expect("reset");
     drop(c);
     five_agents(HubStore::postgres(&url, config()).expect("store"));
+}
+
+/// An agent's backlog larger than one request body goes in batches the hub takes.
+#[test]
+fn a_large_backlog_is_pushed_in_batches() {
+    use ips::schedule::Task;
+    let addr = ips::hub::server::spawn(
+        HubStore::open(std::path::Path::new(":memory:"), config()).expect("store"),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .expect("hub up");
+    let url = format!("http://{addr}");
+    let mut r = ureq::post(&format!("{url}/v1/hub/enroll"))
+        .send_json(serde_json::json!({"token": ips_tests::hub::TOKEN, "name": "a"}))
+        .expect("enrol");
+    let v: serde_json::Value = r.body_mut().read_json().expect("key");
+    let status = std::sync::Arc::default();
+    let (mut pusher, tx) = ips::hub::Pusher::new(
+        ips::hub::AgentConfig {
+            url,
+            api_key: v["api_key"].as_str().expect("key").to_owned(),
+        },
+        &status,
+    );
+    // 60,000 signals: some 5 MB as one body, over the hub's 2 MB limit.
+    for i in 0..60_000u32 {
+        tx.send(ips::hub::Signal {
+            value: ips::prefix::Prefix::host(std::net::Ipv4Addr::from(0x2D00_0000 + i).into()),
+            scenario: "ssh-bf".into(),
+            time_ms: 0,
+        })
+        .expect("send");
+    }
+    pusher.run();
+    let s = status.lock().expect("status")[0].clone();
+    assert_eq!(s.entries, 60_000, "{s:?}");
+    assert_eq!(s.last_error, None);
 }

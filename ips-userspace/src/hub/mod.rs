@@ -28,6 +28,10 @@ pub struct HubConfig {
     pub window_ms: i64,
     /// Never listed.
     pub allowlist: Vec<Prefix>,
+    /// The shortest prefixes a signal may carry; a shorter one (a catch-all such as
+    /// `32.0.0.0/3`) is refused and counted, never listed.
+    #[serde(default)]
+    pub min: crate::decisions::MinPrefix,
 }
 
 /// One signal from an agent.
@@ -170,12 +174,21 @@ impl HubStore {
     }
 
     /// Records signals from an agent and updates the consensus for the values they touch.
-    pub fn push(&mut self, agent: i64, signals: &[Signal], now_ms: i64) -> Result<(), HubError> {
-        self.backend.upsert_signals(agent, signals, now_ms)?;
-        let values: Vec<Prefix> = signals.iter().map(|s| s.value).collect();
-        self.update(&values, now_ms)
+    /// Returns how many were refused: shorter than the minimum prefix, or never listable (the
+    /// allowlist, private ranges).
+    pub fn push(&mut self, agent: i64, signals: &[Signal], now_ms: i64) -> Result<usize, HubError> {
+        let kept: Vec<Signal> = signals
+            .iter()
+            .filter(|s| self.config.min.allows(&s.value) && !self.allowed(&s.value))
+            .cloned()
+            .collect();
+        self.backend.upsert_signals(agent, &kept, now_ms)?;
+        let values: Vec<Prefix> = kept.iter().map(|s| s.value).collect();
+        self.update(&values, now_ms)?;
+        Ok(signals.len() - kept.len())
     }
 
+    /// True if `value` may never be listed: it meets the allowlist or a private range.
     fn allowed(&self, value: &Prefix) -> bool {
         self.never
             .iter()
@@ -269,6 +282,7 @@ mod tests {
                 k: 3.0,
                 window_ms: 1000,
                 allowlist: vec!["198.51.100.0/24".parse().unwrap()],
+                min: Default::default(),
             },
         )
         .unwrap()
@@ -348,8 +362,12 @@ pub struct AgentConfig {
     pub api_key: String,
 }
 
+/// Most signals in one push: a backlog goes in pushes of this size, which the hub takes.
+pub const PUSH_BATCH: usize = 5_000;
+
 /// Sends ban signals to the hub in batches, four times a second; keeps (up to 100k) what
-/// could not be sent for the next try. A task on the daemon's scheduler.
+/// could not be sent for the next try, and sends a backlog in pushes of [`PUSH_BATCH`]. A task
+/// on the daemon's scheduler.
 pub struct Pusher {
     config: AgentConfig,
     url: String,
@@ -401,25 +419,35 @@ impl crate::schedule::Task for Pusher {
 
     fn run(&mut self) {
         self.pending.extend(self.rx.try_iter());
-        if self.pending.is_empty() {
-            return;
+        while !self.pending.is_empty() {
+            let batch = self.pending.len().min(PUSH_BATCH);
+            if !self.push(batch) {
+                return;
+            }
         }
+    }
+}
+
+impl Pusher {
+    /// Sends the first `batch` pending signals; true if the hub took them.
+    fn push(&mut self, batch: usize) -> bool {
         let sent = self
             .agent
             .post(&self.url)
             .header("X-Api-Key", &self.config.api_key)
-            .send_json(&self.pending)
+            .send_json(&self.pending[..batch])
             .map(|r| r.status().is_success());
         match sent {
             Ok(true) => {
-                let n = self.pending.len() as u64;
-                self.pending.clear();
+                let n = batch as u64;
+                self.pending.drain(..batch);
                 self.report(|s| {
                     // Signals pushed so far.
                     s.entries += n;
                     s.last_success_ms = Some(crate::calendar::now_ms());
                     s.last_error = None;
                 });
+                true
             }
             other => {
                 let why = format!("{:?}", other.as_ref().map_err(ToString::to_string));
@@ -428,6 +456,7 @@ impl crate::schedule::Task for Pusher {
                 if self.pending.len() > 100_000 {
                     self.pending.drain(..self.pending.len() - 100_000);
                 }
+                false
             }
         }
     }

@@ -5,7 +5,10 @@
 //! | POST | `/v1/hub/enroll` | token in body | `{"token","name"}` -> `{"agent_id","api_key"}` |
 //! | POST | `/v1/hub/signals` | `X-Api-Key` | `[Signal]` -> `{"accepted":n}` |
 //! | GET | `/v1/decisions/stream?startup=` | `X-Api-Key` | `{"new":[..],"deleted":[..]}` |
-//! | GET | `/v1/hub/list` | none | the consensus as a plain list |
+//! | GET | `/v1/hub/list` | `X-Api-Key` | the consensus as a plain list |
+//!
+//! Wrong enrolment tokens are throttled per client address: after [`ENROL_TRIES`] wrong ones
+//! in a minute, that address gets 429 until the minute is over.
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
@@ -86,9 +89,52 @@ struct Enrol {
     name: String,
 }
 
-async fn enrol(State(hub): State<Shared>, Json(req): Json<Enrol>) -> Response {
+/// Wrong enrolment tokens an address may send per minute.
+pub const ENROL_TRIES: u32 = 5;
+
+/// Wrong enrolment tokens per client address: (count, start of its minute).
+#[derive(Clone, Default)]
+pub struct Throttle(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, i64)>>>,
+);
+
+impl Throttle {
+    /// True if `ip` has used up its tries for this minute.
+    fn blocked(&self, ip: std::net::IpAddr, now_ms: i64) -> bool {
+        let mut m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.retain(|_, (_, start)| now_ms - *start < 60_000);
+        m.get(&ip).is_some_and(|(n, _)| *n >= ENROL_TRIES)
+    }
+
+    fn failed(&self, ip: std::net::IpAddr, now_ms: i64) {
+        let mut m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.entry(ip).or_insert((0, now_ms)).0 += 1;
+    }
+}
+
+async fn enrol(
+    State((hub, throttle)): State<(Shared, Throttle)>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    Json(req): Json<Enrol>,
+) -> Response {
     let now = crate::calendar::now_ms();
-    match hub.call(move |h| h.enrol(&req.token, &req.name, now)).await {
+    if throttle.blocked(peer.ip(), now) {
+        return err(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many wrong enrolment tokens from this address; wait a minute",
+        );
+    }
+    let result = hub.call(move |h| h.enrol(&req.token, &req.name, now)).await;
+    if let Ok(Err(HubError::BadToken)) = &result {
+        throttle.failed(peer.ip(), now);
+    }
+    match result {
         Ok(Ok((id, key))) => (
             StatusCode::CREATED,
             Json(serde_json::json!({ "agent_id": id, "api_key": key })),
@@ -118,7 +164,9 @@ async fn signals(
     let n = list.len();
     let now = crate::calendar::now_ms();
     match hub.call(move |h| h.push(id, &list, now)).await {
-        Ok(Ok(())) => Json(serde_json::json!({ "accepted": n })).into_response(),
+        Ok(Ok(refused)) => {
+            Json(serde_json::json!({ "accepted": n - refused, "refused": refused })).into_response()
+        }
         Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err((status, msg)) => err(status, msg),
     }
@@ -167,7 +215,10 @@ async fn stream(
     }
 }
 
-async fn list(State(hub): State<Shared>) -> Response {
+async fn list(State(hub): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err((status, msg)) = agent(&hub, &headers).await {
+        return err(status, msg);
+    }
     match hub.call(|h| h.listed()).await {
         Ok(Ok(l)) => l
             .iter()
@@ -182,7 +233,10 @@ async fn list(State(hub): State<Shared>) -> Response {
 /// The hub's router over a store running on its own thread.
 pub fn router(hub: Shared) -> Router {
     Router::new()
-        .route("/v1/hub/enroll", post(enrol))
+        .route(
+            "/v1/hub/enroll",
+            post(enrol).with_state((hub.clone(), Throttle::default())),
+        )
         .route("/v1/hub/signals", post(signals))
         .route("/v1/hub/list", get(list))
         .route("/v1/decisions/stream", get(stream))
@@ -207,9 +261,12 @@ pub async fn serve(
             }
         }
     });
-    axum::serve(listener, router(hub))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(hub).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 /// Binds `listen`.
 pub async fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

@@ -28,6 +28,12 @@ pub struct Args {
     /// Never listed (repeat).
     #[arg(long = "allow")]
     allow: Vec<Prefix>,
+    /// The shortest IPv4 prefix a signal may carry.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=32))]
+    min_prefix_v4: u8,
+    /// The shortest IPv6 prefix a signal may carry.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=128))]
+    min_prefix_v6: u8,
 }
 
 pub fn exec(args: Args) -> anyhow::Result<()> {
@@ -47,6 +53,10 @@ pub fn exec(args: Args) -> anyhow::Result<()> {
         k: args.k,
         window_ms,
         allowlist: args.allow,
+        min: ips::decisions::MinPrefix {
+            v4: args.min_prefix_v4,
+            v6: args.min_prefix_v6,
+        },
     };
     let pg = args.db.starts_with("postgres://")
         || args.db.starts_with("postgresql://")
