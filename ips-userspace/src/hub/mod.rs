@@ -5,8 +5,11 @@
 //!
 //! Consensus: a value is listed when the agents that reported it within the window weigh at
 //! least `k` in trust (each agent counts once however often it reports, so one agent can never
-//! list anything alone), and leaves when old reports age out of the window. The hub's own
-//! allowlist and private ranges are never listed.
+//! list anything alone), and leaves when old reports age out of the window. Trust is earned:
+//! a new agent weighs nothing and grows to its full trust over `ramp_ms` (a week by default)
+//! unless an operator approves it (`ips hub approve NAME`), so one holder of the enrolment
+//! token who enrols many agents at once cannot reach `k` alone. The hub's own allowlist,
+//! private ranges and prefixes shorter than the minimum are never listed.
 //!
 //! [`HubStore`] keeps agents, signals and the consensus log in SQLite.
 use std::collections::HashMap;
@@ -32,6 +35,13 @@ pub struct HubConfig {
     /// `32.0.0.0/3`) is refused and counted, never listed.
     #[serde(default)]
     pub min: crate::decisions::MinPrefix,
+    /// How long an agent that is not approved takes to reach its full trust (0: at once).
+    #[serde(default = "a_week")]
+    pub ramp_ms: i64,
+}
+
+fn a_week() -> i64 {
+    7 * 86_400_000
 }
 
 /// One signal from an agent.
@@ -89,8 +99,21 @@ pub trait HubBackend: Send {
         signals: &[Signal],
         now_ms: i64,
     ) -> Result<(), HubError>;
-    /// Sum of the trust of agents that reported `value` after `since_ms`.
-    fn weight(&mut self, value: &str, since_ms: i64) -> Result<f64, HubError>;
+    /// Sum of the trust of agents that reported `value` after `since_ms`, each agent that is
+    /// not approved weighing its trust times the share of `ramp_ms` it has been enrolled at
+    /// `now_ms`.
+    fn weight(
+        &mut self,
+        value: &str,
+        since_ms: i64,
+        now_ms: i64,
+        ramp_ms: i64,
+    ) -> Result<f64, HubError>;
+    /// Approves the agent named `name` (full trust at once); false if there is none.
+    fn approve(&mut self, name: &str) -> Result<bool, HubError>;
+    /// The values with a report timed in (`after_ms`, `until_ms`]: those whose weight changes
+    /// when the window moves past them.
+    fn reported_between(&mut self, after_ms: i64, until_ms: i64) -> Result<Vec<String>, HubError>;
     /// True if `value` is listed.
     fn is_listed(&mut self, value: &str) -> Result<bool, HubError>;
     /// Lists or unlists `value` and appends the change to the log.
@@ -118,6 +141,8 @@ pub struct HubStore {
     config: HubConfig,
     /// What is never listed: the hub's allowlist and the private ranges.
     never: Vec<Prefix>,
+    /// When reports were last aged out.
+    last_decay_ms: Option<i64>,
 }
 
 impl HubStore {
@@ -142,7 +167,13 @@ impl HubStore {
             backend,
             config,
             never,
+            last_decay_ms: None,
         }
+    }
+
+    /// Approves agent `name`: it weighs its full trust at once.
+    pub fn approve(&mut self, name: &str) -> Result<bool, HubError> {
+        self.backend.approve(name)
     }
 
     /// Enrols an agent; returns (agent id, API key).
@@ -201,7 +232,13 @@ impl HubStore {
         for v in values {
             let text = v.to_string();
             let want = !self.allowed(v)
-                && self.backend.weight(&text, now_ms - self.config.window_ms)? >= self.config.k;
+                && self.config.min.allows(v)
+                && self.backend.weight(
+                    &text,
+                    now_ms - self.config.window_ms,
+                    now_ms,
+                    self.config.ramp_ms,
+                )? >= self.config.k;
             if want != self.backend.is_listed(&text)? {
                 self.backend.set_listed(&text, want, now_ms)?;
             }
@@ -209,16 +246,24 @@ impl HubStore {
         Ok(())
     }
 
-    /// Ages out reports: re-decides every listed value (decay).
+    /// Ages out reports: re-decides the values whose reports left the window since the last
+    /// decay, then forgets those reports. The work is proportional to what ages out, not to
+    /// what is listed.
     pub fn decay(&mut self, now_ms: i64) -> Result<(), HubError> {
-        let listed: Vec<Prefix> = self
+        let cutoff = now_ms - self.config.window_ms;
+        let from = self
+            .last_decay_ms
+            .map_or(i64::MIN, |l| l - self.config.window_ms);
+        let aged: Vec<Prefix> = self
             .backend
-            .listed()?
+            .reported_between(from, cutoff)?
             .iter()
             .filter_map(|v| v.parse().ok())
             .collect();
-        self.update(&listed, now_ms)?;
-        self.backend.forget_signals(now_ms - self.config.window_ms)
+        self.update(&aged, now_ms)?;
+        self.backend.forget_signals(cutoff)?;
+        self.last_decay_ms = Some(now_ms);
+        Ok(())
     }
 
     /// The consensus list now.
@@ -283,6 +328,7 @@ mod tests {
                 window_ms: 1000,
                 allowlist: vec!["198.51.100.0/24".parse().unwrap()],
                 min: Default::default(),
+                ramp_ms: 0,
             },
         )
         .unwrap()
@@ -459,5 +505,90 @@ impl Pusher {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod sybil {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    fn hub() -> HubStore {
+        HubStore::open(
+            std::path::Path::new(":memory:"),
+            HubConfig {
+                token: "t".into(),
+                k: 3.0,
+                window_ms: 30 * DAY,
+                allowlist: vec![],
+                min: Default::default(),
+                ramp_ms: 7 * DAY,
+            },
+        )
+        .unwrap()
+    }
+
+    fn sig(v: &str, t: i64) -> Signal {
+        Signal {
+            value: v.parse().unwrap(),
+            scenario: "ssh-bf".into(),
+            time_ms: t,
+        }
+    }
+
+    #[test]
+    fn agents_enrolled_at_once_by_one_token_holder_cannot_list_alone() {
+        let mut h = hub();
+        // One holder of the enrolment token enrols ten agents and has them all report.
+        let sybils: Vec<i64> = (0..10)
+            .map(|i| h.enrol("t", &format!("s{i}"), 0).unwrap().0)
+            .collect();
+        for a in &sybils {
+            h.push(*a, &[sig("45.1.2.3", 1000)], 1000).unwrap();
+        }
+        assert!(h.listed().unwrap().is_empty(), "fresh agents listed alone");
+        // Half-way up the ramp they weigh half: 5 of them are 2.5 < 3, 6 are 3.
+        let at = 3 * DAY + DAY / 2;
+        for a in &sybils[..5] {
+            h.push(*a, &[sig("45.1.2.4", at)], at).unwrap();
+        }
+        assert!(h.listed().unwrap().is_empty());
+        h.push(sybils[5], &[sig("45.1.2.4", at)], at).unwrap();
+        assert_eq!(h.listed().unwrap(), vec!["45.1.2.4".parse().unwrap()]);
+        // Approved agents weigh their full trust at once.
+        let fresh: Vec<i64> = (0..3)
+            .map(|i| h.enrol("t", &format!("ok{i}"), at).unwrap().0)
+            .collect();
+        for i in 0..3 {
+            assert!(h.approve(&format!("ok{i}")).unwrap());
+        }
+        assert!(!h.approve("nobody").unwrap());
+        for a in &fresh {
+            h.push(*a, &[sig("45.1.2.5", at + 1)], at + 1).unwrap();
+        }
+        assert_eq!(h.listed().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn decay_touches_only_what_ages_out() {
+        let mut h = hub();
+        let agents: Vec<i64> = (0..3)
+            .map(|i| h.enrol("t", &format!("a{i}"), 0).unwrap().0)
+            .collect();
+        for i in 0..3 {
+            h.approve(&format!("a{i}")).unwrap();
+        }
+        for a in &agents {
+            h.push(*a, &[sig("45.1.2.3", 10 * DAY)], 10 * DAY).unwrap();
+            h.push(*a, &[sig("45.1.2.9", 20 * DAY)], 20 * DAY).unwrap();
+        }
+        h.decay(20 * DAY).unwrap();
+        assert_eq!(h.listed().unwrap().len(), 2);
+        // 45.1.2.3's reports leave the window first; 45.1.2.9 stays.
+        h.decay(41 * DAY).unwrap();
+        assert_eq!(h.listed().unwrap(), vec!["45.1.2.9".parse().unwrap()]);
+        h.decay(51 * DAY).unwrap();
+        assert!(h.listed().unwrap().is_empty());
     }
 }

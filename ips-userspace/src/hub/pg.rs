@@ -20,6 +20,8 @@ impl PgHub {
              CREATE TABLE IF NOT EXISTS signals (
                  agent_id BIGINT NOT NULL, value TEXT NOT NULL, scenario TEXT NOT NULL,
                  time_ms BIGINT NOT NULL, PRIMARY KEY (value, agent_id));
+             CREATE INDEX IF NOT EXISTS signals_time ON signals (time_ms);
+             ALTER TABLE agents ADD COLUMN IF NOT EXISTS approved BOOLEAN NOT NULL DEFAULT FALSE;
              CREATE TABLE IF NOT EXISTS listed (value TEXT PRIMARY KEY, since_ms BIGINT NOT NULL);
              CREATE TABLE IF NOT EXISTS changes (
                  seq BIGSERIAL PRIMARY KEY, value TEXT NOT NULL, listed BOOLEAN NOT NULL);",
@@ -79,13 +81,41 @@ impl HubBackend for PgHub {
         Ok(())
     }
 
-    fn weight(&mut self, value: &str, since_ms: i64) -> Result<f64, HubError> {
+    fn weight(
+        &mut self,
+        value: &str,
+        since_ms: i64,
+        now_ms: i64,
+        ramp_ms: i64,
+    ) -> Result<f64, HubError> {
         let row = self.client.query_one(
-            "SELECT COALESCE(SUM(a.trust), 0)::DOUBLE PRECISION FROM signals s
-             JOIN agents a ON a.id = s.agent_id WHERE s.value = $1 AND s.time_ms > $2",
-            &[&value, &since_ms],
+            "SELECT COALESCE(SUM(CASE WHEN a.approved OR $4 <= 0 THEN a.trust
+                 ELSE a.trust * LEAST(1.0, GREATEST(0, $3 - a.created_ms)::DOUBLE PRECISION / $4)
+                 END), 0)::DOUBLE PRECISION
+             FROM signals s JOIN agents a ON a.id = s.agent_id
+             WHERE s.value = $1 AND s.time_ms > $2",
+            &[&value, &since_ms, &now_ms, &ramp_ms],
         )?;
         Ok(row.get(0))
+    }
+
+    fn approve(&mut self, name: &str) -> Result<bool, HubError> {
+        Ok(self.client.execute(
+            "UPDATE agents SET approved = TRUE WHERE name = $1",
+            &[&name],
+        )? > 0)
+    }
+
+    fn reported_between(&mut self, after_ms: i64, until_ms: i64) -> Result<Vec<String>, HubError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT DISTINCT value FROM signals WHERE time_ms > $1 AND time_ms <= $2",
+                &[&after_ms, &until_ms],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     fn is_listed(&mut self, value: &str) -> Result<bool, HubError> {

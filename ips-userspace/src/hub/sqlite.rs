@@ -28,11 +28,22 @@ impl SqliteHub {
              CREATE TABLE IF NOT EXISTS signals (
                  agent_id INTEGER NOT NULL, value TEXT NOT NULL, scenario TEXT NOT NULL,
                  time_ms INTEGER NOT NULL, PRIMARY KEY (value, agent_id));
+             CREATE INDEX IF NOT EXISTS signals_time ON signals (time_ms);
              CREATE TABLE IF NOT EXISTS listed (value TEXT PRIMARY KEY, since_ms INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS changes (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT, value TEXT NOT NULL,
                  listed INTEGER NOT NULL);",
         )?;
+        let approved: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('agents') WHERE name = 'approved'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !approved {
+            conn.execute_batch(
+                "ALTER TABLE agents ADD COLUMN approved INTEGER NOT NULL DEFAULT 0;",
+            )?;
+        }
         Ok(Self { conn })
     }
 }
@@ -89,14 +100,39 @@ impl HubBackend for SqliteHub {
         Ok(())
     }
 
-    fn weight(&mut self, value: &str, since_ms: i64) -> Result<f64, HubError> {
+    fn weight(
+        &mut self,
+        value: &str,
+        since_ms: i64,
+        now_ms: i64,
+        ramp_ms: i64,
+    ) -> Result<f64, HubError> {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT COALESCE(SUM(a.trust), 0) FROM signals s JOIN agents a ON a.id = s.agent_id
+                "SELECT COALESCE(SUM(CASE WHEN a.approved = 1 OR ?4 <= 0 THEN a.trust
+                     ELSE a.trust * MIN(1.0, MAX(0, ?3 - a.created_ms) * 1.0 / ?4) END), 0)
+                 FROM signals s JOIN agents a ON a.id = s.agent_id
                  WHERE s.value = ?1 AND s.time_ms > ?2",
             )?
-            .query_row(params![value, since_ms], |r| r.get(0))?)
+            .query_row(params![value, since_ms, now_ms, ramp_ms], |r| r.get(0))?)
+    }
+
+    fn approve(&mut self, name: &str) -> Result<bool, HubError> {
+        Ok(self
+            .conn
+            .execute("UPDATE agents SET approved = 1 WHERE name = ?1", [name])?
+            > 0)
+    }
+
+    fn reported_between(&mut self, after_ms: i64, until_ms: i64) -> Result<Vec<String>, HubError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT value FROM signals WHERE time_ms > ?1 AND time_ms <= ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![after_ms, until_ms], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     fn is_listed(&mut self, value: &str) -> Result<bool, HubError> {

@@ -18,7 +18,13 @@ pub struct Args {
     db: String,
     /// Enrolment token agents present.
     #[arg(long, env = "IPS_HUB_TOKEN")]
-    token: String,
+    token: Option<String>,
+    /// How long a new agent takes to weigh its full trust, unless approved.
+    #[arg(long, default_value = "7d")]
+    trust_ramp: String,
+    /// Instead of serving: approve an enrolled agent (it weighs its full trust at once).
+    #[command(subcommand)]
+    action: Option<Action>,
     /// Trust weight (distinct agents) needed to list an address.
     #[arg(long, default_value_t = 3.0)]
     k: f64,
@@ -36,6 +42,16 @@ pub struct Args {
     min_prefix_v6: u8,
 }
 
+/// What else `ips hub` does than serve.
+#[derive(clap::Subcommand)]
+pub enum Action {
+    /// Approve an agent by name, as `cscli machines validate` does.
+    Approve {
+        /// The agent's name, as it enrolled.
+        name: String,
+    },
+}
+
 pub fn exec(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IPS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -44,12 +60,18 @@ pub fn exec(args: Args) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if args.token.len() < 16 {
-        anyhow::bail!("the enrolment token must be at least 16 characters");
-    }
+    let token = match (&args.action, &args.token) {
+        (Some(_), t) => t.clone().unwrap_or_default(),
+        (None, Some(t)) if t.len() >= 16 => t.clone(),
+        (None, _) => anyhow::bail!(
+            "the enrolment token (--token or IPS_HUB_TOKEN) must be at least 16 characters"
+        ),
+    };
     let window_ms = ips::duration::parse(&args.window)?.as_millis() as i64;
+    let ramp_ms = ips::duration::parse(&args.trust_ramp)?.as_millis() as i64;
     let config = HubConfig {
-        token: args.token,
+        token,
+        ramp_ms,
         k: args.k,
         window_ms,
         allowlist: args.allow,
@@ -72,6 +94,14 @@ pub fn exec(args: Args) -> anyhow::Result<()> {
         }
         HubStore::open(&path, config)?
     };
+    let mut store = store;
+    if let Some(Action::Approve { name }) = &args.action {
+        if store.approve(name)? {
+            println!("approved {name}: it weighs its full trust now");
+            return Ok(());
+        }
+        anyhow::bail!("no agent named {name:?} has enrolled");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
