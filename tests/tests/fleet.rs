@@ -143,6 +143,11 @@ fn a_central_node_steers_three_agents() {
     assert_eq!(alerts[0]["machine"], "agent1", "{alerts}");
     let d = central.ips_json(&["decisions", "list", "--value", "45.67.89.50"]);
     assert_eq!(d[0]["origin"], "machine:agent1", "{d}");
+    let mine = central.ips_json(&["decisions", "list", "--origin", "machine:agent1"]);
+    assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine[0]["value"], "45.67.89.50", "{mine}");
+    let none = central.ips_json(&["decisions", "list", "--origin", "machine:agent2"]);
+    assert_eq!(none, serde_json::json!([]));
     let machines = central.ips_json(&["machines", "list"]);
     assert_eq!(machines.as_array().unwrap().len(), 3, "{machines}");
     for m in machines.as_array().unwrap() {

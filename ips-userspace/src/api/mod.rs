@@ -623,12 +623,13 @@ pub const PAGE: usize = 1000;
 /// Most decisions on one page.
 pub const MAX_PAGE: usize = 10_000;
 
-/// `?value=&limit=&cursor=`.
+/// `?value=&limit=&cursor=&origin=`.
 #[derive(Debug, Default, Deserialize)]
 struct PageQuery {
     value: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
+    origin: Option<String>,
 }
 
 async fn list_decisions(
@@ -656,7 +657,13 @@ async fn list_decisions(
         .map(str::parse::<Cursor>)
         .transpose()
         .map_err(ApiError::bad_request)?;
-    Ok(Json(h.page(after, limit).await?).into_response())
+    let origin = q
+        .origin
+        .as_deref()
+        .map(str::parse::<Origin>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(h.page(after, limit, origin).await?).into_response())
 }
 
 async fn add_decisions(

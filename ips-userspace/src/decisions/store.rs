@@ -45,10 +45,16 @@ pub trait DecisionStore: Send {
         }
         Ok(out)
     }
-    /// One page of the active decisions: rows by id, then each list's entries in order; at most
-    /// `limit`, after `after`. Bounded work per call, so a listing of millions never holds the
-    /// service's thread for long.
-    fn page(&self, now_ms: i64, after: Option<&Cursor>, limit: usize) -> Result<Page, StoreError>;
+    /// One page of the active decisions (of one origin, or all): rows by id, then each list's
+    /// entries in order; at most `limit`, after `after`. Bounded work per call, so a listing of
+    /// millions never holds the service's thread for long.
+    fn page(
+        &self,
+        now_ms: i64,
+        after: Option<&Cursor>,
+        limit: usize,
+        origin: Option<&Origin>,
+    ) -> Result<Page, StoreError>;
     /// How many decisions are not yet expired.
     fn count_active(&self, now_ms: i64) -> Result<u64, StoreError>;
     /// Deletes expired decisions (and lists whose lease ended); returns what the kernel should

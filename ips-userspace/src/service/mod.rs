@@ -194,8 +194,8 @@ pub enum Command {
     Unban(Unban, Reply<usize>),
     /// Active decisions, all or on one value.
     Decisions(Option<Prefix>, Reply<Vec<Decision>>),
-    /// One page of the active decisions: (after, limit).
-    Page(Option<Cursor>, usize, Reply<Page>),
+    /// One page of the active decisions: (after, limit, only this origin).
+    Page(Option<Cursor>, usize, Option<Origin>, Reply<Page>),
     /// Active decisions whose value covers a prefix.
     Covering(Prefix, Reply<Vec<Decision>>),
     /// Add to the allowlist: (value, reason).
@@ -355,8 +355,13 @@ impl Handle {
     }
 
     /// At most `limit` active decisions after `after` (`None`: from the start).
-    pub async fn page(&self, after: Option<Cursor>, limit: usize) -> Result<Page, ServiceError> {
-        self.call(|r| Command::Page(after, limit, r)).await
+    pub async fn page(
+        &self,
+        after: Option<Cursor>,
+        limit: usize,
+        origin: Option<Origin>,
+    ) -> Result<Page, ServiceError> {
+        self.call(|r| Command::Page(after, limit, origin, r)).await
     }
 
     /// Active decisions whose value covers `value`.

@@ -400,8 +400,8 @@ impl Worker {
             Command::Decisions(value, reply) => {
                 let _ = reply.send(d.store().list(now, value.as_ref()).map_err(Into::into));
             }
-            Command::Page(after, limit, reply) => {
-                let r = d.store().page(now, after.as_ref(), limit);
+            Command::Page(after, limit, origin, reply) => {
+                let r = d.store().page(now, after.as_ref(), limit, origin.as_ref());
                 let _ = reply.send(r.map_err(Into::into));
             }
             Command::Covering(value, reply) => {

@@ -51,6 +51,10 @@ pub enum Command {
         /// Every active decision, page after page.
         #[arg(long, conflicts_with_all = ["limit", "cursor"])]
         all: bool,
+        /// Only this origin: manual, detection, list:NAME, lapi:NAME, machine:NAME (an agent's,
+        /// on a central node).
+        #[arg(long)]
+        origin: Option<Origin>,
     },
 }
 
@@ -111,12 +115,16 @@ pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
             limit,
             cursor,
             all,
+            origin,
         } => {
             let limit = if all { 10_000 } else { limit };
             let mut list = Vec::new();
             let mut cursor = cursor;
             loop {
                 let mut path = format!("/v1/ips/decisions?limit={limit}");
+                if let Some(o) = &origin {
+                    path.push_str(&format!("&origin={}", encode(&o.to_string())));
+                }
                 if let Some(c) = &cursor {
                     path.push_str(&format!("&cursor={}", encode(c)));
                 }

@@ -178,7 +178,14 @@ impl DecisionStore for SqliteStore {
         Ok(out)
     }
 
-    fn page(&self, now_ms: i64, after: Option<&Cursor>, limit: usize) -> Result<Page, StoreError> {
+    fn page(
+        &self,
+        now_ms: i64,
+        after: Option<&Cursor>,
+        limit: usize,
+        origin: Option<&Origin>,
+    ) -> Result<Page, StoreError> {
+        let origin_name = origin.map(ToString::to_string);
         let mut out = Vec::new();
         let mut last = None;
         // Rows first, unless the cursor is in the lists already.
@@ -189,10 +196,14 @@ impl DecisionStore for SqliteStore {
         };
         if let Some(after_id) = rows_after {
             let mut stmt = self.conn.prepare_cached(&select_decision(
-                "d.expires_ms > ?1 AND d.id > ?2 ORDER BY d.id LIMIT ?3",
+                "d.expires_ms > ?1 AND d.id > ?2 AND (?4 IS NULL OR o.name = ?4)
+                 ORDER BY d.id LIMIT ?3",
             ))?;
             let rows = stmt
-                .query_map(params![now_ms, after_id, limit as i64], row_to_decision)?
+                .query_map(
+                    params![now_ms, after_id, limit as i64, origin_name],
+                    row_to_decision,
+                )?
                 .collect::<Result<Vec<_>, _>>()?;
             out = finish(rows)?;
             last = out.last().map(|d| Cursor::Row(d.id));
@@ -200,6 +211,9 @@ impl DecisionStore for SqliteStore {
         for (id, l) in self.active_lists(now_ms) {
             if out.len() >= limit {
                 break;
+            }
+            if origin.is_some_and(|o| *o != l.origin) {
+                continue;
             }
             let start = match lists_from {
                 Some((origin, _)) if id < origin => continue,

@@ -668,7 +668,7 @@ fn pages_cover_every_active_decision_once() {
         let mut cursor = None;
         let mut pages = 0;
         loop {
-            let page = s.page(now, cursor.as_ref(), limit).unwrap();
+            let page = s.page(now, cursor.as_ref(), limit, None).unwrap();
             assert!(page.decisions.len() <= limit);
             seen.extend(page.decisions);
             pages += 1;
@@ -681,7 +681,7 @@ fn pages_cover_every_active_decision_once() {
         assert_eq!(seen, all, "limit {limit}");
     }
     // A list entry removed between two pages does not restart or repeat the walk.
-    let first = s.page(now, None, 9).unwrap();
+    let first = s.page(now, None, 9, None).unwrap();
     let cursor: crate::decisions::Cursor = first.next.unwrap().parse().unwrap();
     s.replace_list(
         &o("list:a"),
@@ -690,9 +690,20 @@ fn pages_cover_every_active_decision_once() {
         now,
     )
     .unwrap();
-    let rest = s.page(now, Some(&cursor), 100).unwrap();
+    let rest = s.page(now, Some(&cursor), 100, None).unwrap();
     let values: Vec<String> = rest.decisions.iter().map(|d| d.value.to_string()).collect();
     assert_eq!(values, ["198.51.100.4", "192.0.2.1", "2001:db8::/48"]);
+    // One origin's: its rows, or its list's entries.
+    let of = |origin: &str| {
+        s.page(now, None, 100, Some(&o(origin)))
+            .unwrap()
+            .decisions
+            .len()
+    };
+    assert_eq!(
+        (of("manual"), of("list:a"), of("list:b"), of("detection")),
+        (7, 2, 2, 0)
+    );
     assert!("x1".parse::<crate::decisions::Cursor>().is_err());
     assert!("l1-notaprefix".parse::<crate::decisions::Cursor>().is_err());
 }
