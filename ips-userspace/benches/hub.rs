@@ -14,6 +14,18 @@ const AGENTS: usize = 1000;
 const PUSHES_PER_AGENT: usize = 5;
 const SIGNALS_PER_PUSH: usize = 20;
 
+/// K = 3 over an hour; agents reach full trust over `ramp_ms`.
+fn config(ramp_ms: i64) -> HubConfig {
+    HubConfig {
+        token: "bench-token-0123456789".into(),
+        k: 3.0,
+        window_ms: 3_600_000,
+        allowlist: vec![],
+        min: Default::default(),
+        ramp_ms,
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -21,18 +33,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("ips-bench-hub-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let db = dir.join("hub.db");
-    let store = HubStore::open(
-        &db,
-        HubConfig {
-            token: "bench-token-0123456789".into(),
-            k: 3.0,
-            window_ms: 3_600_000,
-            allowlist: vec![],
-            min: Default::default(),
-            ramp_ms: 0,
-        },
-    )
-    .expect("store");
+    let store = HubStore::open(&db, config(0)).expect("store");
     let addr = server::spawn(store, "127.0.0.1:0".parse().expect("addr")).expect("hub");
     let hub = format!("http://{addr}");
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -137,18 +138,7 @@ fn large_list() {
     const LISTED: u32 = 100_000;
     let dir = std::env::temp_dir().join(format!("ips-bench-hub-large-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let mut store = HubStore::open(
-        &dir.join("hub.db"),
-        HubConfig {
-            token: "bench-token-0123456789".into(),
-            k: 3.0,
-            window_ms: 3_600_000,
-            allowlist: vec![],
-            min: Default::default(),
-            ramp_ms: 7 * 86_400_000,
-        },
-    )
-    .expect("store");
+    let mut store = HubStore::open(&dir.join("hub.db"), config(7 * 86_400_000)).expect("store");
     let now = ips::calendar::now_ms();
     let signals: Vec<ips::hub::Signal> = (0..LISTED)
         .map(|i| ips::hub::Signal {

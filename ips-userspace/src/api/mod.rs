@@ -277,6 +277,14 @@ fn parse_prefix(s: &str) -> Result<Prefix, ApiError> {
         .map_err(|e: crate::prefix::PrefixError| ApiError::bad_request(e.to_string()))
 }
 
+/// `?origin=`, if given.
+fn parse_origin(origin: Option<&str>) -> Result<Option<Origin>, ApiError> {
+    origin
+        .map(str::parse::<Origin>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
 fn required_value(q: &ValueQuery) -> Result<Prefix, ApiError> {
     parse_prefix(
         q.value
@@ -657,12 +665,7 @@ async fn list_decisions(
         .map(str::parse::<Cursor>)
         .transpose()
         .map_err(ApiError::bad_request)?;
-    let origin = q
-        .origin
-        .as_deref()
-        .map(str::parse::<Origin>)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let origin = parse_origin(q.origin.as_deref())?;
     Ok(Json(h.page(after, limit, origin).await?).into_response())
 }
 
@@ -701,12 +704,7 @@ async fn delete_decision(
     Query(q): Query<ValueQuery>,
 ) -> Result<Response, ApiError> {
     let value = required_value(&q)?;
-    let origin = q
-        .origin
-        .as_deref()
-        .map(str::parse::<Origin>)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let origin = parse_origin(q.origin.as_deref())?;
     let n = h.unban(value, origin).await?;
     Ok(Json(serde_json::json!({ "deleted": n })).into_response())
 }

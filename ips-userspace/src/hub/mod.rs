@@ -319,19 +319,26 @@ impl HubStore {
 mod tests {
     use super::*;
 
-    fn hub() -> HubStore {
+    const DAY: i64 = 86_400_000;
+
+    /// K = 3; agents weigh their full trust after `ramp_ms`.
+    fn hub_with(window_ms: i64, ramp_ms: i64) -> HubStore {
         HubStore::open(
             std::path::Path::new(":memory:"),
             HubConfig {
                 token: "t".into(),
                 k: 3.0,
-                window_ms: 1000,
+                window_ms,
                 allowlist: vec!["198.51.100.0/24".parse().unwrap()],
                 min: Default::default(),
-                ramp_ms: 0,
+                ramp_ms,
             },
         )
         .unwrap()
+    }
+
+    fn hub() -> HubStore {
+        hub_with(1000, 0)
     }
 
     fn sig(v: &str, t: i64) -> Signal {
@@ -395,6 +402,61 @@ mod tests {
         let (new, del) = h.pull(a[0], false).unwrap();
         assert_eq!(new, vec!["203.0.113.2".parse().unwrap()]);
         assert_eq!(del, vec!["203.0.113.1".parse().unwrap()]);
+    }
+
+    #[test]
+    fn agents_enrolled_at_once_by_one_token_holder_cannot_list_alone() {
+        let mut h = hub_with(30 * DAY, 7 * DAY);
+        // One holder of the enrolment token enrols ten agents and has them all report.
+        let sybils: Vec<i64> = (0..10)
+            .map(|i| h.enrol("t", &format!("s{i}"), 0).unwrap().0)
+            .collect();
+        for a in &sybils {
+            h.push(*a, &[sig("45.1.2.3", 1000)], 1000).unwrap();
+        }
+        assert!(h.listed().unwrap().is_empty(), "fresh agents listed alone");
+        // Half-way up the ramp they weigh half: 5 of them are 2.5 < 3, 6 are 3.
+        let at = 3 * DAY + DAY / 2;
+        for a in &sybils[..5] {
+            h.push(*a, &[sig("45.1.2.4", at)], at).unwrap();
+        }
+        assert!(h.listed().unwrap().is_empty());
+        h.push(sybils[5], &[sig("45.1.2.4", at)], at).unwrap();
+        assert_eq!(h.listed().unwrap(), vec!["45.1.2.4".parse().unwrap()]);
+        // Approved agents weigh their full trust at once.
+        let fresh: Vec<i64> = (0..3)
+            .map(|i| h.enrol("t", &format!("ok{i}"), at).unwrap().0)
+            .collect();
+        for i in 0..3 {
+            assert!(h.approve(&format!("ok{i}")).unwrap());
+        }
+        assert!(!h.approve("nobody").unwrap());
+        for a in &fresh {
+            h.push(*a, &[sig("45.1.2.5", at + 1)], at + 1).unwrap();
+        }
+        assert_eq!(h.listed().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn decay_touches_only_what_ages_out() {
+        let mut h = hub_with(30 * DAY, 7 * DAY);
+        let agents: Vec<i64> = (0..3)
+            .map(|i| h.enrol("t", &format!("a{i}"), 0).unwrap().0)
+            .collect();
+        for i in 0..3 {
+            h.approve(&format!("a{i}")).unwrap();
+        }
+        for a in &agents {
+            h.push(*a, &[sig("45.1.2.3", 10 * DAY)], 10 * DAY).unwrap();
+            h.push(*a, &[sig("45.1.2.9", 20 * DAY)], 20 * DAY).unwrap();
+        }
+        h.decay(20 * DAY).unwrap();
+        assert_eq!(h.listed().unwrap().len(), 2);
+        // 45.1.2.3's reports leave the window first; 45.1.2.9 stays.
+        h.decay(41 * DAY).unwrap();
+        assert_eq!(h.listed().unwrap(), vec!["45.1.2.9".parse().unwrap()]);
+        h.decay(51 * DAY).unwrap();
+        assert!(h.listed().unwrap().is_empty());
     }
 }
 
@@ -505,90 +567,5 @@ impl Pusher {
                 false
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod sybil {
-    use super::*;
-
-    const DAY: i64 = 86_400_000;
-
-    fn hub() -> HubStore {
-        HubStore::open(
-            std::path::Path::new(":memory:"),
-            HubConfig {
-                token: "t".into(),
-                k: 3.0,
-                window_ms: 30 * DAY,
-                allowlist: vec![],
-                min: Default::default(),
-                ramp_ms: 7 * DAY,
-            },
-        )
-        .unwrap()
-    }
-
-    fn sig(v: &str, t: i64) -> Signal {
-        Signal {
-            value: v.parse().unwrap(),
-            scenario: "ssh-bf".into(),
-            time_ms: t,
-        }
-    }
-
-    #[test]
-    fn agents_enrolled_at_once_by_one_token_holder_cannot_list_alone() {
-        let mut h = hub();
-        // One holder of the enrolment token enrols ten agents and has them all report.
-        let sybils: Vec<i64> = (0..10)
-            .map(|i| h.enrol("t", &format!("s{i}"), 0).unwrap().0)
-            .collect();
-        for a in &sybils {
-            h.push(*a, &[sig("45.1.2.3", 1000)], 1000).unwrap();
-        }
-        assert!(h.listed().unwrap().is_empty(), "fresh agents listed alone");
-        // Half-way up the ramp they weigh half: 5 of them are 2.5 < 3, 6 are 3.
-        let at = 3 * DAY + DAY / 2;
-        for a in &sybils[..5] {
-            h.push(*a, &[sig("45.1.2.4", at)], at).unwrap();
-        }
-        assert!(h.listed().unwrap().is_empty());
-        h.push(sybils[5], &[sig("45.1.2.4", at)], at).unwrap();
-        assert_eq!(h.listed().unwrap(), vec!["45.1.2.4".parse().unwrap()]);
-        // Approved agents weigh their full trust at once.
-        let fresh: Vec<i64> = (0..3)
-            .map(|i| h.enrol("t", &format!("ok{i}"), at).unwrap().0)
-            .collect();
-        for i in 0..3 {
-            assert!(h.approve(&format!("ok{i}")).unwrap());
-        }
-        assert!(!h.approve("nobody").unwrap());
-        for a in &fresh {
-            h.push(*a, &[sig("45.1.2.5", at + 1)], at + 1).unwrap();
-        }
-        assert_eq!(h.listed().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn decay_touches_only_what_ages_out() {
-        let mut h = hub();
-        let agents: Vec<i64> = (0..3)
-            .map(|i| h.enrol("t", &format!("a{i}"), 0).unwrap().0)
-            .collect();
-        for i in 0..3 {
-            h.approve(&format!("a{i}")).unwrap();
-        }
-        for a in &agents {
-            h.push(*a, &[sig("45.1.2.3", 10 * DAY)], 10 * DAY).unwrap();
-            h.push(*a, &[sig("45.1.2.9", 20 * DAY)], 20 * DAY).unwrap();
-        }
-        h.decay(20 * DAY).unwrap();
-        assert_eq!(h.listed().unwrap().len(), 2);
-        // 45.1.2.3's reports leave the window first; 45.1.2.9 stays.
-        h.decay(41 * DAY).unwrap();
-        assert_eq!(h.listed().unwrap(), vec!["45.1.2.9".parse().unwrap()]);
-        h.decay(51 * DAY).unwrap();
-        assert!(h.listed().unwrap().is_empty());
     }
 }

@@ -34,12 +34,7 @@ impl SqliteHub {
                  seq INTEGER PRIMARY KEY AUTOINCREMENT, value TEXT NOT NULL,
                  listed INTEGER NOT NULL);",
         )?;
-        let approved: bool = conn.query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('agents') WHERE name = 'approved'",
-            [],
-            |r| r.get(0),
-        )?;
-        if !approved {
+        if !crate::decisions::sqlite::has_column(&conn, "agents", "approved")? {
             conn.execute_batch(
                 "ALTER TABLE agents ADD COLUMN approved INTEGER NOT NULL DEFAULT 0;",
             )?;

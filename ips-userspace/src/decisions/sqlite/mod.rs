@@ -115,26 +115,30 @@ CREATE INDEX IF NOT EXISTS list_changes_time ON list_changes (at_ms);
 /// alert the agent that raised it.
 const SCHEMA_VERSION: i64 = 5;
 
-/// Adds version 5's key columns to an older store's `bouncers` table, if missing.
-fn migrate_keys(conn: &Connection) -> Result<(), rusqlite::Error> {
-    let has_role: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('bouncers') WHERE name = 'role'",
-        [],
+/// True if `table` has a column named `column`.
+pub(crate) fn has_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+) -> Result<bool, rusqlite::Error> {
+    conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
         |r| r.get(0),
-    )?;
-    if !has_role {
+    )
+}
+
+/// Adds version 5's columns (keys' role, version and heartbeat; alerts' machine) to an older
+/// store, if missing.
+fn migrate_keys(conn: &Connection) -> Result<(), rusqlite::Error> {
+    if !has_column(conn, "bouncers", "role")? {
         conn.execute_batch(
             "ALTER TABLE bouncers ADD COLUMN role TEXT NOT NULL DEFAULT 'bouncer';
              ALTER TABLE bouncers ADD COLUMN version TEXT NOT NULL DEFAULT '';
              ALTER TABLE bouncers ADD COLUMN seen_ms INTEGER NOT NULL DEFAULT 0;",
         )?;
     }
-    let has_machine: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('alerts') WHERE name = 'machine'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_machine {
+    if !has_column(conn, "alerts", "machine")? {
         conn.execute_batch("ALTER TABLE alerts ADD COLUMN machine TEXT NOT NULL DEFAULT '';")?;
     }
     Ok(())
