@@ -299,8 +299,53 @@ pub async fn stream(
     };
     let startup = q.startup.as_deref() == Some("true");
     let delta = h.stream(name, startup).await?;
-    Ok(Json(answer(&delta, &Filter::from(&q.filter), now_ms())).into_response())
+    let filter = Filter::from(&q.filter);
+    if !startup || filter != Filter::default() {
+        return Ok(Json(answer(&delta, &filter, now_ms())).into_response());
+    }
+    // The whole set, unfiltered: what every bouncer and agent starting together asks for. Its
+    // JSON is made once per snapshot and second (the durations in it count down).
+    let body = {
+        let mut cached = STARTUP_ANSWER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*cached {
+            Some((set, made, body))
+                if std::sync::Arc::ptr_eq(set, &delta.active)
+                    && made.elapsed() < std::time::Duration::from_secs(1) =>
+            {
+                body.clone()
+            }
+            _ => {
+                let body = axum::body::Bytes::from(
+                    serde_json::to_vec(&answer(&delta, &filter, now_ms()))
+                        .map_err(|e| ApiError::internal(e.to_string()))?,
+                );
+                *cached = Some((
+                    delta.active.clone(),
+                    std::time::Instant::now(),
+                    body.clone(),
+                ));
+                body
+            }
+        }
+    };
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
+
+/// The last unfiltered answer to a pull of a whole snapshot: the snapshot, when it was made,
+/// and its JSON.
+type StartupAnswer = Option<(
+    std::sync::Arc<Vec<Decision>>,
+    std::time::Instant,
+    axum::body::Bytes,
+)>;
+
+static STARTUP_ANSWER: std::sync::Mutex<StartupAnswer> = std::sync::Mutex::new(None);
 
 /// `?ip=` / `?value=`.
 #[derive(Debug, Default, Deserialize)]
