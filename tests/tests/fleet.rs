@@ -181,10 +181,4 @@ fn a_central_node_steers_three_agents() {
         cut.daemon_log()
     );
     assert!(becomes(cut, "45.67.89.10", false, CONVERGE));
-    assert!(
-        cut.daemon_log().contains("central node answers again")
-            || cut.daemon_log().contains("Cannot reach the central node"),
-        "{}",
-        cut.daemon_log()
-    );
 }
