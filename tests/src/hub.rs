@@ -119,3 +119,47 @@ pub fn five_agents(store: HubStore) {
     // Even the right token waits out the minute from that address.
     assert_eq!(enrol(&hub, TOKEN, "late").0, 429);
 }
+
+/// One holder of the enrolment token enrols ten agents at once on a hub whose trust ramps over
+/// 7 days (K = 3, `store`'s config): fresh, they list nothing; half-way up the ramp six of them
+/// reach K where five do not; three approved agents reach it at once.
+pub fn sybil(mut h: HubStore) {
+    const DAY: i64 = 86_400_000;
+    let sig = |v: &str, t: i64| ips::hub::Signal {
+        value: v.parse().expect("value"),
+        scenario: "ssh-bf".into(),
+        time_ms: t,
+    };
+    let sybils: Vec<i64> = (0..10)
+        .map(|i| h.enrol(TOKEN, &format!("s{i}"), 0).expect("enrol").0)
+        .collect();
+    for a in &sybils {
+        h.push(*a, &[sig("45.1.2.3", 1000)], 1000).expect("push");
+    }
+    assert!(
+        h.listed().expect("listed").is_empty(),
+        "fresh agents listed alone"
+    );
+    let at = 3 * DAY + DAY / 2;
+    for a in &sybils[..5] {
+        h.push(*a, &[sig("45.1.2.4", at)], at).expect("push");
+    }
+    assert!(h.listed().expect("listed").is_empty());
+    h.push(sybils[5], &[sig("45.1.2.4", at)], at).expect("push");
+    assert_eq!(
+        h.listed().expect("listed"),
+        vec!["45.1.2.4".parse().expect("value")]
+    );
+    let fresh: Vec<i64> = (0..3)
+        .map(|i| h.enrol(TOKEN, &format!("ok{i}"), at).expect("enrol").0)
+        .collect();
+    for i in 0..3 {
+        assert!(h.approve(&format!("ok{i}")).expect("approve"));
+    }
+    assert!(!h.approve("nobody").expect("approve"));
+    for a in &fresh {
+        h.push(*a, &[sig("45.1.2.5", at + 1)], at + 1)
+            .expect("push");
+    }
+    assert_eq!(h.listed().expect("listed").len(), 2);
+}

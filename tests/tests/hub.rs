@@ -1,6 +1,6 @@
 //! The community hub on both of its stores, with five agents over HTTP on loopback.
 use ips::hub::{HubConfig, HubStore};
-use ips_tests::hub::{TOKEN, five_agents};
+use ips_tests::hub::{TOKEN, five_agents, sybil};
 
 fn config() -> HubConfig {
     HubConfig {
@@ -14,9 +14,19 @@ fn config() -> HubConfig {
     }
 }
 
+/// K = 3 over 30 days; agents reach full trust over 7 days unless approved.
+fn ramping() -> HubConfig {
+    HubConfig {
+        window_ms: 30 * 86_400_000,
+        ramp_ms: 7 * 86_400_000,
+        ..config()
+    }
+}
+
 #[test]
 fn hub_on_sqlite() {
     five_agents(HubStore::open(std::path::Path::new(":memory:"), config()).expect("store"));
+    sybil(HubStore::open(std::path::Path::new(":memory:"), ramping()).expect("store"));
 }
 
 /// `cargo xtask test` starts a PostgreSQL server on loopback and sets `IPS_TEST_POSTGRES`.
@@ -29,6 +39,11 @@ fn hub_on_postgresql() {
         .expect("reset");
     drop(c);
     five_agents(HubStore::postgres(&url, config()).expect("store"));
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect to PostgreSQL");
+    c.batch_execute("DROP TABLE IF EXISTS agents, signals, listed, changes")
+        .expect("reset");
+    drop(c);
+    sybil(HubStore::postgres(&url, ramping()).expect("store"));
 }
 
 /// An agent's backlog larger than one request body goes in batches the hub takes.

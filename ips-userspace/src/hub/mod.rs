@@ -405,39 +405,6 @@ mod tests {
     }
 
     #[test]
-    fn agents_enrolled_at_once_by_one_token_holder_cannot_list_alone() {
-        let mut h = hub_with(30 * DAY, 7 * DAY);
-        // One holder of the enrolment token enrols ten agents and has them all report.
-        let sybils: Vec<i64> = (0..10)
-            .map(|i| h.enrol("t", &format!("s{i}"), 0).unwrap().0)
-            .collect();
-        for a in &sybils {
-            h.push(*a, &[sig("45.1.2.3", 1000)], 1000).unwrap();
-        }
-        assert!(h.listed().unwrap().is_empty(), "fresh agents listed alone");
-        // Half-way up the ramp they weigh half: 5 of them are 2.5 < 3, 6 are 3.
-        let at = 3 * DAY + DAY / 2;
-        for a in &sybils[..5] {
-            h.push(*a, &[sig("45.1.2.4", at)], at).unwrap();
-        }
-        assert!(h.listed().unwrap().is_empty());
-        h.push(sybils[5], &[sig("45.1.2.4", at)], at).unwrap();
-        assert_eq!(h.listed().unwrap(), vec!["45.1.2.4".parse().unwrap()]);
-        // Approved agents weigh their full trust at once.
-        let fresh: Vec<i64> = (0..3)
-            .map(|i| h.enrol("t", &format!("ok{i}"), at).unwrap().0)
-            .collect();
-        for i in 0..3 {
-            assert!(h.approve(&format!("ok{i}")).unwrap());
-        }
-        assert!(!h.approve("nobody").unwrap());
-        for a in &fresh {
-            h.push(*a, &[sig("45.1.2.5", at + 1)], at + 1).unwrap();
-        }
-        assert_eq!(h.listed().unwrap().len(), 2);
-    }
-
-    #[test]
     fn decay_touches_only_what_ages_out() {
         let mut h = hub_with(30 * DAY, 7 * DAY);
         let agents: Vec<i64> = (0..3)

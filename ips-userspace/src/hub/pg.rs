@@ -89,8 +89,9 @@ impl HubBackend for PgHub {
         ramp_ms: i64,
     ) -> Result<f64, HubError> {
         let row = self.client.query_one(
-            "SELECT COALESCE(SUM(CASE WHEN a.approved OR $4 <= 0 THEN a.trust
-                 ELSE a.trust * LEAST(1.0, GREATEST(0, $3 - a.created_ms)::DOUBLE PRECISION / $4)
+            "SELECT COALESCE(SUM(CASE WHEN a.approved OR $4::BIGINT <= 0 THEN a.trust
+                 ELSE a.trust * LEAST(1.0,
+                     GREATEST(0, $3::BIGINT - a.created_ms)::DOUBLE PRECISION / $4::BIGINT)
                  END), 0)::DOUBLE PRECISION
              FROM signals s JOIN agents a ON a.id = s.agent_id
              WHERE s.value = $1 AND s.time_ms > $2",
@@ -110,7 +111,7 @@ impl HubBackend for PgHub {
         Ok(self
             .client
             .query(
-                "SELECT DISTINCT value FROM signals WHERE time_ms > $1 AND time_ms <= $2",
+                "SELECT DISTINCT value FROM signals WHERE time_ms > $1::BIGINT AND time_ms <= $2::BIGINT",
                 &[&after_ms, &until_ms],
             )?
             .iter()
