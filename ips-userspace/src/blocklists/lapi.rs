@@ -87,12 +87,11 @@ pub fn parse_go_duration(s: &str) -> Option<i64> {
     Some(if neg { -ms } else { ms })
 }
 
-fn entries(v: &Value, key: &str) -> Vec<Value> {
+fn entries<'a>(v: &'a Value, key: &str) -> &'a [Value] {
     // `null` and a missing key both mean "none".
     v.get(key)
         .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+        .map_or(&[], Vec::as_slice)
 }
 
 /// Reads a stream answer.
