@@ -216,6 +216,10 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stopping, stop_seen) = watch::channel(false);
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        limits.request_timeout,
+        deadline,
+    ));
     tokio::pin!(shutdown);
     let mut accept_errors = 0u64;
     let mut accept_failed = |e: std::io::Error| {
@@ -394,14 +398,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     limits: Limits,
     mut stop_seen: watch::Receiver<bool>,
 ) {
-    let timeout = limits.request_timeout;
-    let service = router.layer(axum::middleware::from_fn_with_state(timeout, deadline));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {

@@ -259,7 +259,8 @@ impl DecisionStore for SqliteStore {
         let tx = self.conn.savepoint()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // The first `limit` expired rows in the index's order (ties broken by id): the same
-        // rows for the tombstones and the delete, in one transaction.
+        // rows for the tombstones and the delete, in one transaction. Both statements take
+        // (now, now, limit); the delete leaves ?1 unused.
         let first = "d.id IN (SELECT id FROM decisions WHERE expires_ms <= ?2
                      ORDER BY expires_ms, id LIMIT ?3)";
         tx.execute(
@@ -270,10 +271,9 @@ impl DecisionStore for SqliteStore {
         let mut taken = 0i64;
         {
             let mut stmt = tx.prepare_cached(&format!(
-                "DELETE FROM decisions AS d WHERE {} RETURNING addr, plen",
-                first.replace("?2", "?1").replace("?3", "?2")
+                "DELETE FROM decisions AS d WHERE {first} RETURNING addr, plen"
             ))?;
-            let mut rows = stmt.query(params![now_ms, limit])?;
+            let mut rows = stmt.query(params![now_ms, now_ms, limit])?;
             while let Some(row) = rows.next()? {
                 values.insert(prefix_of(row)?);
                 taken += 1;
