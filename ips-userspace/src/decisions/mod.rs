@@ -17,6 +17,7 @@ mod guard;
 mod lists;
 mod origin;
 pub mod profiles;
+mod rows;
 mod service;
 pub mod sqlite;
 mod store;

@@ -1,9 +1,9 @@
 //! The allowlist: kept in a table and in memory (it is small and checked on every upsert).
 use rusqlite::params;
 
-use super::{SqliteStore, TOMBSTONE, kernel::effective_in, parse_value, prefix_of};
+use super::{SqliteStore, TOMBSTONE, kernel::effective_in, prefix_of};
 use crate::{
-    decisions::{AllowEntry, AllowStore, Diff, StoreError},
+    decisions::{AllowEntry, AllowStore, Diff, StoreError, rows::parse_value},
     prefix::Prefix,
 };
 

@@ -8,7 +8,9 @@ use super::{
     select_decision,
 };
 use crate::{
-    decisions::{Cursor, Decision, DecisionStore, Diff, NewDecision, Origin, Page, StoreError},
+    decisions::{
+        Cursor, Decision, DecisionStore, Diff, NewDecision, Origin, Page, StoreError, rows,
+    },
     prefix::Prefix,
 };
 
@@ -168,13 +170,7 @@ impl DecisionStore for SqliteStore {
             }
         };
         let mut out = finish(rows)?;
-        for (id, l) in self.active_lists(now_ms) {
-            match value {
-                Some(v) if l.contains(v) => out.push(Self::list_decision(id, l, *v)),
-                Some(_) => {}
-                None => out.extend(l.entries.iter().map(|v| Self::list_decision(id, l, *v))),
-            }
-        }
+        rows::listed(&self.lists, now_ms, value, &mut out);
         Ok(out)
     }
 
@@ -189,11 +185,7 @@ impl DecisionStore for SqliteStore {
         let mut out = Vec::new();
         let mut last = None;
         // Rows first, unless the cursor is in the lists already.
-        let (rows_after, lists_from) = match after {
-            None => (Some(0), None),
-            Some(Cursor::Row(id)) => (Some(*id), None),
-            Some(Cursor::Entry(origin, value)) => (None, Some((*origin, *value))),
-        };
+        let (rows_after, lists_from) = rows::page_start(after);
         if let Some(after_id) = rows_after {
             let mut stmt = self.conn.prepare_cached(&select_decision(
                 "d.expires_ms > ?1 AND d.id > ?2 AND (?4 IS NULL OR o.name = ?4)
@@ -208,28 +200,15 @@ impl DecisionStore for SqliteStore {
             out = finish(rows)?;
             last = out.last().map(|d| Cursor::Row(d.id));
         }
-        for (id, l) in self.active_lists(now_ms) {
-            if out.len() >= limit {
-                break;
-            }
-            if origin.is_some_and(|o| *o != l.origin) {
-                continue;
-            }
-            let start = match lists_from {
-                Some((origin, _)) if id < origin => continue,
-                Some((origin, value)) if id == origin => l.entries.partition_point(|e| *e <= value),
-                _ => 0,
-            };
-            let take = (limit - out.len()).min(l.entries.len() - start);
-            out.extend(
-                l.entries[start..start + take]
-                    .iter()
-                    .map(|v| Self::list_decision(id, l, *v)),
-            );
-            if take > 0 {
-                last = Some(Cursor::Entry(id, l.entries[start + take - 1]));
-            }
-        }
+        let last = rows::list_page(
+            &self.lists,
+            now_ms,
+            lists_from,
+            origin,
+            limit,
+            &mut out,
+            last,
+        );
         // A full page may be the last one; the next call then answers an empty page.
         let next = if out.len() >= limit { last } else { None };
         Ok(Page {
@@ -244,11 +223,7 @@ impl DecisionStore for SqliteStore {
             [now_ms],
             |r| r.get(0),
         )?;
-        let listed: usize = self
-            .active_lists(now_ms)
-            .map(|(_, l)| l.entries.len())
-            .sum();
-        Ok(rows + listed as u64)
+        Ok(rows + rows::listed_count(&self.lists, now_ms))
     }
 
     fn take_expired_at_most(

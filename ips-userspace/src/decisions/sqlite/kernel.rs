@@ -7,7 +7,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, prefix_of};
 use crate::{
-    decisions::{Effective, KernelView, StoreError, lists::List},
+    decisions::{
+        Effective, KernelView, StoreError,
+        lists::List,
+        rows::{self, Merge},
+    },
     prefix::Prefix,
 };
 
@@ -20,14 +24,7 @@ pub(super) fn effective_in(
     now_ms: i64,
 ) -> Result<Vec<Effective>, StoreError> {
     // The origin of the decision that lasts longest is the one drops are attributed to.
-    let with_lists = |v: &Prefix, mut best: Option<(u32, i64)>| {
-        for (id, l) in SqliteStore::active_in(lists, now_ms) {
-            if best.is_none_or(|(_, e)| l.lease_ms > e) && l.contains(v) {
-                best = Some((id, l.lease_ms));
-            }
-        }
-        (*v, best.map(|(o, _)| o))
-    };
+    let with_lists = |v: &Prefix, best| rows::with_lists(lists, now_ms, v, best);
     // Many values (a list refresh's removals) against few rows: read the rows once.
     if values.len() >= 256 {
         let active: usize = conn.query_row(
@@ -73,50 +70,6 @@ pub(super) fn effective_in(
         .collect()
 }
 
-/// One address family's side of [`KernelView::for_each_active`]: list entries not merged yet, and the
-/// value being gathered with the decision that ends last (value, origin, end).
-struct Merge {
-    listed: std::iter::Peekable<std::vec::IntoIter<(Prefix, u32, i64)>>,
-    current: Option<(Prefix, u32, i64)>,
-}
-
-impl Merge {
-    fn new(listed: Vec<(Prefix, u32, i64)>) -> Self {
-        Self {
-            listed: listed.into_iter().peekable(),
-            current: None,
-        }
-    }
-
-    fn take(&mut self, item: (Prefix, u32, i64), each: &mut dyn FnMut(Prefix, u32, i64)) {
-        self.current = match self.current {
-            Some(c) if c.0 == item.0 => Some(if item.2 > c.2 { item } else { c }),
-            Some(c) => {
-                each(c.0, c.1, c.2);
-                Some(item)
-            }
-            None => Some(item),
-        };
-    }
-
-    /// A row, after the list entries that sort before or with it.
-    fn row(&mut self, item: (Prefix, u32, i64), each: &mut dyn FnMut(Prefix, u32, i64)) {
-        while let Some(l) = self.listed.next_if(|l| l.0 <= item.0) {
-            self.take(l, each);
-        }
-        self.take(item, each);
-    }
-
-    fn finish(mut self, each: &mut dyn FnMut(Prefix, u32, i64)) {
-        while let Some(l) = self.listed.next() {
-            self.take(l, each);
-        }
-        if let Some(c) = self.current {
-            each(c.0, c.1, c.2);
-        }
-    }
-}
-
 impl KernelView for SqliteStore {
     fn effective(&self, values: &[Prefix], now_ms: i64) -> Result<Vec<Effective>, StoreError> {
         effective_in(&self.conn, &self.lists, values, now_ms)
@@ -131,16 +84,7 @@ impl KernelView for SqliteStore {
         // of `Prefix`), so a value's decisions are consecutive and the lists' sorted entries
         // merge in. The families interleave in the walk (the blobs differ in length), so each
         // has its own merge. The decision that ends last names the origin.
-        let (mut v4, mut v6): (Vec<_>, Vec<_>) = self
-            .active_lists(now_ms)
-            .flat_map(|(id, l)| l.entries.iter().map(move |p| (*p, id, l.lease_ms)))
-            .partition(|(p, _, _)| p.is_v4());
-        if self.lists.len() > 1 {
-            v4.sort_unstable_by_key(|a| a.0);
-            v6.sort_unstable_by_key(|a| a.0);
-        }
-        let mut v4 = Merge::new(v4);
-        let mut v6 = Merge::new(v6);
+        let (mut v4, mut v6) = Merge::pair(&self.lists, now_ms);
         let mut stmt = self.conn.prepare(
             "SELECT addr, plen, origin_id, expires_ms FROM decisions
              WHERE expires_ms > ?1 ORDER BY addr, plen",

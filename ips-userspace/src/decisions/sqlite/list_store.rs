@@ -1,7 +1,5 @@
 //! Blocklists: one sorted snapshot per list under a lease (see `decisions::lists`), and a log
 //! of each refresh's added and removed entries for the stream's deltas.
-use std::collections::BTreeMap;
-
 use rusqlite::params;
 
 use super::{SqliteStore, kernel::effective_in};
@@ -9,6 +7,7 @@ use crate::{
     decisions::{
         Diff, ListChange, ListStore, ListSummary, Origin, StoreError,
         lists::{self, List},
+        rows::{self, LoggedChanges},
     },
     prefix::Prefix,
 };
@@ -63,16 +62,7 @@ impl SqliteStore {
         origin: Option<&Origin>,
         now_ms: i64,
     ) -> Result<Vec<Prefix>, StoreError> {
-        let mut changed = Vec::new();
-        for (id, l) in &self.lists {
-            if origin.is_some_and(|o| *o != l.origin) {
-                continue;
-            }
-            let (out, kept): (Vec<Prefix>, Vec<Prefix>) = l.entries.iter().partition(|p| gone(p));
-            if !out.is_empty() {
-                changed.push((*id, kept, out));
-            }
-        }
+        let changed = rows::split_lists(&self.lists, gone, origin);
         if changed.is_empty() {
             return Ok(Vec::new());
         }
@@ -93,25 +83,16 @@ impl SqliteStore {
     }
 
     /// Logged list changes after `since_ms`, by origin id: (added, removed, when).
-    #[expect(clippy::type_complexity, reason = "one private helper")]
-    pub(super) fn list_changes(
-        &self,
-        since_ms: i64,
-    ) -> Result<BTreeMap<u32, Vec<(Vec<Prefix>, Vec<Prefix>, i64)>>, StoreError> {
+    pub(super) fn list_changes(&self, since_ms: i64) -> Result<LoggedChanges, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT origin_id, added, removed, at_ms FROM list_changes
              WHERE at_ms > ?1 ORDER BY at_ms",
         )?;
         let mut rows = stmt.query([since_ms])?;
-        let mut out: BTreeMap<u32, Vec<_>> = BTreeMap::new();
+        let mut out = LoggedChanges::new();
         while let Some(r) = rows.next()? {
             let blob = |i| -> Result<Vec<Prefix>, StoreError> {
-                lists::decode(r.get_ref(i)?.as_blob().unwrap_or_default()).map_err(|reason| {
-                    StoreError::BadRow {
-                        value: "a list change".to_owned(),
-                        reason: reason.to_owned(),
-                    }
-                })
+                rows::decode_list(r.get_ref(i)?.as_blob().unwrap_or_default(), "a list change")
             };
             let change = (blob(1)?, blob(2)?, r.get(3)?);
             out.entry(r.get(0)?).or_default().push(change);
@@ -122,7 +103,7 @@ impl SqliteStore {
 
 impl ListStore for SqliteStore {
     fn lists(&self, now_ms: i64) -> Vec<ListSummary> {
-        self.active_lists(now_ms)
+        rows::active(&self.lists, now_ms)
             .map(|(_, l)| ListSummary {
                 origin: l.origin.clone(),
                 entries: l.entries.len() as u64,

@@ -12,7 +12,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     Decision, Origin, StoreError, Transactions,
-    lists::{self, List},
+    lists::List,
+    rows::{decode_list, parse_origin, parse_value},
 };
 use crate::prefix::Prefix;
 
@@ -328,13 +329,10 @@ impl SqliteStore {
         while let Some(r) = rows.next()? {
             let name: String = r.get(1)?;
             let origin = parse_origin(name)?;
-            let entries =
-                lists::decode(r.get_ref(2)?.as_blob().unwrap_or_default()).map_err(|reason| {
-                    StoreError::BadRow {
-                        value: format!("snapshot of {origin}"),
-                        reason: reason.to_owned(),
-                    }
-                })?;
+            let entries = decode_list(
+                r.get_ref(2)?.as_blob().unwrap_or_default(),
+                &format!("snapshot of {origin}"),
+            )?;
             let list = List {
                 origin,
                 entries,
@@ -346,34 +344,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Active lists with their origin ids.
-    fn active_lists(&self, now_ms: i64) -> impl Iterator<Item = (u32, &List)> {
-        Self::active_in(&self.lists, now_ms)
-    }
-
-    /// The lists of `lists` whose lease has not ended at `now_ms`.
-    fn active_in(lists: &BTreeMap<u32, List>, now_ms: i64) -> impl Iterator<Item = (u32, &List)> {
-        lists
-            .iter()
-            .filter(move |(_, l)| l.lease_ms > now_ms)
-            .map(|(id, l)| (*id, l))
-    }
-
-    /// A list entry as a decision.
-    fn list_decision(id: u32, list: &List, value: Prefix) -> Decision {
-        Decision {
-            id: lists::entry_id(id, &value),
-            value,
-            scope: value.scope().to_owned(),
-            kind: "ban".to_owned(),
-            origin: list.origin.clone(),
-            reason: list.origin.to_string(),
-            created_ms: list.since_ms,
-            expires_ms: list.lease_ms,
-        }
-    }
-
-    /// Writes `entries` as the snapshot of list `origin_id` and logs the change, in `tx`.
+    /// The allowlist entry that covers `value`, if any.
     fn allowlisted_by(&self, value: &Prefix) -> Option<Prefix> {
         self.allow.iter().find(|a| a.contains(value)).copied()
     }
@@ -540,15 +511,6 @@ const TOMBSTONE: &str =
      SELECT d.id, d.value, o.name, d.type, d.reason, ?1 FROM decisions d
      JOIN origins o ON o.id = d.origin_id WHERE ";
 
-fn parse_value(value: String) -> Result<Prefix, StoreError> {
-    value
-        .parse()
-        .map_err(|e: crate::prefix::PrefixError| StoreError::BadRow {
-            value,
-            reason: e.reason.to_owned(),
-        })
-}
-
 /// A decision row with its value and origin still as text: [`finish`] parses them.
 type RawDecision = (Decision, String, String);
 
@@ -567,15 +529,6 @@ fn row_to_decision(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDecision> {
         expires_ms: r.get(6)?,
     };
     Ok((d, value, origin))
-}
-
-/// An origin name as stored.
-fn parse_origin(name: String) -> Result<Origin, StoreError> {
-    name.parse()
-        .map_err(|e: super::OriginError| StoreError::BadRow {
-            value: name,
-            reason: e.to_string(),
-        })
 }
 
 /// The prefix in a row's first two columns (`addr`, `plen`).

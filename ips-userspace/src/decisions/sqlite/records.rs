@@ -2,35 +2,17 @@
 //! host's local state as opaque rows.
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, parse_value};
+use super::SqliteStore;
 use crate::{
     decisions::{
-        AlertLog, AlertQuery, Bouncer, BouncerStore, LocalState, Outcome, Role, StoreError,
-        StoredAlert,
+        AlertLog, AlertQuery, Bouncer, BouncerStore, LocalState, Role, StoreError, StoredAlert,
+        rows::{ALERT_COLUMNS, AlertRow},
     },
     prefix::Prefix,
 };
 
 const SELECT_ALERT: &str = "SELECT id, scenario, source, grp, first_ms, last_ms, events, \
      outcome, value, duration_ms, reason, evidence, labels, machine FROM alerts";
-
-/// An alert row as stored: its typed fields are parsed by [`into_alert`].
-struct AlertRow {
-    id: i64,
-    scenario: String,
-    source: String,
-    group: String,
-    first_ms: i64,
-    last_ms: i64,
-    events: u32,
-    outcome: String,
-    value: Option<String>,
-    duration_ms: Option<i64>,
-    reason: Option<String>,
-    evidence: String,
-    labels: String,
-    machine: String,
-}
 
 fn row_to_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
     Ok(AlertRow {
@@ -51,99 +33,28 @@ fn row_to_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
     })
 }
 
-fn into_alert(r: AlertRow) -> Result<StoredAlert, StoreError> {
-    let bad = |value: String, reason: &str| StoreError::BadRow {
-        value,
-        reason: reason.to_owned(),
-    };
-    let source = r
-        .source
-        .parse()
-        .map_err(|_| bad(r.source.clone(), "not an address"))?;
-    let value = |v: Option<String>| match v {
-        Some(v) => parse_value(v),
-        None => Err(bad(String::new(), "a ban without a value")),
-    };
-    let outcome = match r.outcome.as_str() {
-        "ban" => Outcome::Ban {
-            value: value(r.value)?,
-            duration_ms: r.duration_ms.unwrap_or(0),
-        },
-        "simulated" => Outcome::Simulated {
-            value: value(r.value)?,
-            duration_ms: r.duration_ms.unwrap_or(0),
-        },
-        "allowlisted" => Outcome::Allowlisted {
-            reason: r.reason.unwrap_or_default(),
-        },
-        "refused" => Outcome::Refused {
-            value: value(r.value)?,
-            reason: r.reason.unwrap_or_default(),
-        },
-        other => return Err(bad(other.to_owned(), "unknown alert outcome")),
-    };
-    Ok(StoredAlert {
-        id: r.id,
-        scenario: r.scenario,
-        source,
-        group: parse_value(r.group)?,
-        first_ms: r.first_ms,
-        last_ms: r.last_ms,
-        events: r.events,
-        outcome,
-        evidence: serde_json::from_str(&r.evidence).unwrap_or_default(),
-        labels: serde_json::from_str(&r.labels).unwrap_or_default(),
-        machine: r.machine,
-    })
-}
-
-/// The columns `outcome`, `value`, `duration_ms`, `reason` of an outcome.
-fn outcome_columns(o: &Outcome) -> (&'static str, Option<String>, Option<i64>, Option<&str>) {
-    match o {
-        Outcome::Ban { value, duration_ms } => {
-            ("ban", Some(value.to_string()), Some(*duration_ms), None)
-        }
-        Outcome::Simulated { value, duration_ms } => (
-            "simulated",
-            Some(value.to_string()),
-            Some(*duration_ms),
-            None,
-        ),
-        Outcome::Allowlisted { reason } => ("allowlisted", None, None, Some(reason.as_str())),
-        Outcome::Refused { value, reason } => (
-            "refused",
-            Some(value.to_string()),
-            None,
-            Some(reason.as_str()),
-        ),
-    }
-}
-
-fn json(v: &impl serde::Serialize) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
-}
-
 impl AlertLog for SqliteStore {
     fn add_alert(&mut self, a: &StoredAlert) -> Result<i64, StoreError> {
-        let (outcome, value, duration_ms, reason) = outcome_columns(&a.outcome);
+        let r = AlertRow::of(a);
         self.conn.execute(
-            "INSERT INTO alerts (scenario, source, grp, first_ms, last_ms, events, outcome, value,
-                 duration_ms, reason, evidence, labels, machine)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            &format!(
+                "INSERT INTO alerts ({ALERT_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            ),
             params![
-                a.scenario,
-                a.source.to_string(),
-                a.group.to_string(),
-                a.first_ms,
-                a.last_ms,
-                a.events,
-                outcome,
-                value,
-                duration_ms,
-                reason,
-                json(&a.evidence),
-                json(&a.labels),
-                a.machine,
+                r.scenario,
+                r.source,
+                r.group,
+                r.first_ms,
+                r.last_ms,
+                r.events,
+                r.outcome,
+                r.value,
+                r.duration_ms,
+                r.reason,
+                r.evidence,
+                r.labels,
+                r.machine,
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
@@ -162,14 +73,14 @@ impl AlertLog for SqliteStore {
                 row_to_alert,
             )?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(into_alert).collect()
+        rows.into_iter().map(AlertRow::into_alert).collect()
     }
 
     fn alert(&self, id: i64) -> Result<Option<StoredAlert>, StoreError> {
         self.conn
             .query_row(&format!("{SELECT_ALERT} WHERE id = ?1"), [id], row_to_alert)
             .optional()?
-            .map(into_alert)
+            .map(AlertRow::into_alert)
             .transpose()
     }
 
@@ -180,7 +91,7 @@ impl AlertLog for SqliteStore {
         let rows = stmt
             .query_map(params![after, limit as i64], row_to_alert)?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(into_alert).collect()
+        rows.into_iter().map(AlertRow::into_alert).collect()
     }
 
     fn previous_bans(&self, value: &Prefix, since_ms: i64) -> Result<u32, StoreError> {

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use rusqlite::params;
 
-use super::{SqliteStore, finish, parse_origin, parse_value, row_to_decision, select_decision};
-use crate::{
-    decisions::{BouncerStream, Decision, DecisionStore, StoreError, Tombstone, lists},
-    prefix::Prefix,
+use super::{SqliteStore, finish, row_to_decision, select_decision};
+use crate::decisions::{
+    BouncerStream, Decision, DecisionStore, StoreError, Tombstone,
+    rows::{self, parse_origin, parse_value},
 };
 
 impl BouncerStream for SqliteStore {
@@ -20,20 +20,7 @@ impl BouncerStream for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         let mut out = finish(rows)?;
         // List entries added since, and still listed.
-        for (id, changes) in self.list_changes(since_ms)? {
-            let Some(l) = self.lists.get(&id).filter(|l| l.lease_ms > now_ms) else {
-                continue;
-            };
-            let mut added: Vec<Prefix> = changes.into_iter().flat_map(|(a, _, _)| a).collect();
-            added.sort_unstable();
-            added.dedup();
-            out.extend(
-                added
-                    .into_iter()
-                    .filter(|v| l.contains(v))
-                    .map(|v| Self::list_decision(id, l, v)),
-            );
-        }
+        rows::added_entries(&self.lists, self.list_changes(since_ms)?, now_ms, &mut out);
         Ok(out)
     }
 
@@ -68,22 +55,7 @@ impl BouncerStream for SqliteStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let names: BTreeMap<u32, String> = self.origins()?.into_iter().collect();
-        for (id, changes) in self.list_changes(since_ms)? {
-            let Some(name) = names.get(&id) else {
-                continue;
-            };
-            let origin = parse_origin(name.clone())?;
-            for (_, removed, at_ms) in changes {
-                out.extend(removed.into_iter().map(|value| Tombstone {
-                    id: lists::entry_id(id, &value),
-                    value,
-                    origin: origin.clone(),
-                    kind: "ban".to_owned(),
-                    reason: name.clone(),
-                    deleted_ms: at_ms,
-                }));
-            }
-        }
+        rows::removed_entries(&names, self.list_changes(since_ms)?, &mut out)?;
         Ok(out)
     }
 
