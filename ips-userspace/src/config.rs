@@ -158,14 +158,22 @@ impl Default for ApiConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// SQLite file.
+    /// SQLite file (with `url`: only its lock file, `<path>.lock`, is used).
     pub path: PathBuf,
+    /// PostgreSQL (`postgres://user:password@host/db`, or `host=... dbname=...`): the store of
+    /// a central node, which several central nodes can share. Unset: the SQLite file.
+    pub url: Option<String>,
+    /// This node's name in a shared store, for its own local state (read offsets, attach
+    /// modes). Default: the host name.
+    pub node: Option<String>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("/var/lib/ips/ips.db"),
+            url: None,
+            node: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::{
     calendar::now_ms,
     config::Config,
     decisions::{
-        DecisionService, STATE_INTERFACES, STATE_OFFSETS, SqliteStore,
+        DecisionService, STATE_INTERFACES, STATE_OFFSETS,
         profiles::{Profiles, local_addresses},
     },
     enforcer::{Enforcer, EnforcerError, KernelMaps, loader},
@@ -125,7 +125,7 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
     for iface in &interfaces {
         loader::require_interface(iface)?;
     }
-    let store = SqliteStore::open(&config.store.path)?;
+    let store = crate::decisions::open_store(&config.store)?;
     let ebpf = loader::load(
         &dir,
         loader::Capacity {
@@ -149,8 +149,8 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
             .and_then(crate::central::CentralConfig::address)
             .map(crate::prefix::Prefix::host),
     );
-    let mut decisions = DecisionService::new(Box::new(store), profiles)?
-        .with_guard(config.decisions.min_prefix(), protected);
+    let mut decisions =
+        DecisionService::new(store, profiles)?.with_guard(config.decisions.min_prefix(), protected);
     // Maps first, then attach: a freshly attached program starts with every ban in place. The
     // reconcile below sets the whole kernel, so these two calls' changes are not applied.
     decisions.sync_config_allowlist(&config.allowlist.entries, now_ms())?;

@@ -202,6 +202,8 @@ pub struct Lab {
     pub pin_dir: PathBuf,
     /// More veth pairs between the same namespaces: (end in `a`, end in `b`).
     pub extra: Vec<(String, String)>,
+    /// More lines for the config's `[store]` (a PostgreSQL `url`, a `node` name).
+    pub store: String,
     daemon: Option<Child>,
 }
 
@@ -227,6 +229,7 @@ impl Lab {
             dir,
             pin_dir,
             extra: Vec::new(),
+            store: String::new(),
             daemon: None,
         };
         lab.setup();
@@ -297,7 +300,7 @@ impl Lab {
     pub fn write_config_api(&self, api: &str, extra: &str) {
         let text = format!(
             "[api]\nsocket = \"{}\"\n{}{api}\n\
-             [store]\npath = \"{}\"\n[enforcer]\npin_dir = \"{}\"\nexpiry_interval = \"100ms\"\n{extra}",
+             [store]\npath = \"{}\"\n{}[enforcer]\npin_dir = \"{}\"\nexpiry_interval = \"100ms\"\n{extra}",
             self.socket().display(),
             if api.contains("listen =") {
                 ""
@@ -305,6 +308,7 @@ impl Lab {
                 "listen = \"127.0.0.1:8080\"\n"
             },
             self.dir.join("ips.db").display(),
+            self.store,
             self.pin_dir.display()
         );
         std::fs::write(&self.config, text).unwrap();
@@ -549,4 +553,43 @@ pub fn http_stub(
         }
     });
     port
+}
+
+/// A schema of its own on the PostgreSQL server `cargo xtask test` starts (`IPS_TEST_POSTGRES`),
+/// dropped with everything in it when this goes out of scope.
+pub struct PgSchema {
+    server: String,
+    name: String,
+    /// A connection string whose search path is the schema (by the server's unix socket, for
+    /// daemons in their own network namespaces).
+    pub url: String,
+}
+
+impl PgSchema {
+    /// Creates the schema; panics with the reason if the server is not there.
+    pub fn new(tag: &str) -> Self {
+        let server = std::env::var("IPS_TEST_POSTGRES").expect(
+            "IPS_TEST_POSTGRES is not set: run the tests with `cargo xtask test`, which starts PostgreSQL",
+        );
+        let name = format!(
+            "{tag}_{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut c =
+            postgres::Client::connect(&server, postgres::NoTls).expect("connect to PostgreSQL");
+        c.batch_execute(&format!("CREATE SCHEMA {name}")).unwrap();
+        // Daemons run in namespaces of their own: they reach the server by its unix socket.
+        let local = std::env::var("IPS_TEST_POSTGRES_UNIX").unwrap_or_else(|_| server.clone());
+        let url = format!("{local} options=-csearch_path={name}");
+        Self { server, name, url }
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.server, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
 }

@@ -3,13 +3,18 @@
 //! certificate from `ips tls generate`, machine keys from `ips machines add`). A ban made
 //! centrally drops packets on every agent; an alert raised on one agent is listed centrally and
 //! its ban enforced by the others; an agent cut off keeps enforcing what it had and converges
-//! once the link is back.
+//! once the link is back. Run once with the central store on SQLite and once on the real
+//! PostgreSQL, with a second central node sharing the database.
+#![expect(
+    clippy::unwrap_used,
+    reason = "the shared body fails the test by panicking"
+)]
 use std::{
     io::Write,
     time::{Duration, Instant},
 };
 
-use ips_tests::{Lab, packet::Frame, sh};
+use ips_tests::{Lab, PgSchema, packet::Frame, sh};
 
 /// Polls until a frame from `src` is dropped (`true`) or passes (`false`) on `lab`, for at
 /// most `within`.
@@ -32,7 +37,22 @@ const CONVERGE: Duration = Duration::from_secs(20);
 
 #[test]
 fn a_central_node_steers_three_agents() {
+    fleet(None);
+}
+
+/// The same fleet with the central store on the real PostgreSQL, and a second central node
+/// sharing it: a ban made on either reaches every agent and both central kernels.
+#[test]
+fn central_nodes_sharing_postgresql_steer_three_agents() {
+    let pg = PgSchema::new("fleet");
+    fleet(Some(&pg));
+}
+
+fn fleet(pg: Option<&PgSchema>) {
     let mut central = Lab::new("central");
+    if let Some(pg) = pg {
+        central.store = format!("url = {:?}\nnode = \"central1\"\n", pg.url);
+    }
     let tag = format!("{}", std::process::id() % 10_000);
     let (cert, key) = (central.dir.join("cert.pem"), central.dir.join("key.pem"));
     let names: Vec<String> = (1..=3).map(|n| format!("10.99.{n}.1")).collect();
@@ -148,6 +168,44 @@ fn a_central_node_steers_three_agents() {
     assert_eq!(mine[0]["value"], "45.67.89.50", "{mine}");
     let none = central.ips_json(&["decisions", "list", "--origin", "machine:agent2"]);
     assert_eq!(none, serde_json::json!([]));
+    if let Some(pg) = pg {
+        // A second central node on the same database: what it bans is enforced by the agents
+        // (which pull from the first), and each central kernel follows the other's writes.
+        let mut other = Lab::new("central2");
+        other.store = format!("url = {:?}\nnode = \"central2\"\n", pg.url);
+        other.write_config("");
+        other.start_daemon();
+        assert!(
+            becomes(&other, "45.67.89.50", true, CONVERGE),
+            "the second central node does not drop what the first banned: {}",
+            other.daemon_log()
+        );
+        other.ips(&[
+            "decisions",
+            "add",
+            "45.67.89.30",
+            "--reason",
+            "from central2",
+        ]);
+        for lab in agents.iter().map(|(a, _, _)| a).chain([&central]) {
+            assert!(
+                becomes(lab, "45.67.89.30", true, CONVERGE),
+                "a ban made on the second central node never reached {}: {}",
+                lab.a,
+                central.daemon_log()
+            );
+        }
+        let listed = central.ips_json(&["machines", "list"]);
+        assert_eq!(
+            listed.as_array().unwrap().len(),
+            3,
+            "one key table: {listed}"
+        );
+        other.ips(&["decisions", "delete", "45.67.89.30"]);
+        for lab in agents.iter().map(|(a, _, _)| a).chain([&central]) {
+            assert!(becomes(lab, "45.67.89.30", false, CONVERGE), "{}", lab.a);
+        }
+    }
     let machines = central.ips_json(&["machines", "list"]);
     assert_eq!(machines.as_array().unwrap().len(), 3, "{machines}");
     for m in machines.as_array().unwrap() {

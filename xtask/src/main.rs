@@ -179,6 +179,9 @@ fn build(release: bool) -> Result<()> {
 
 fn test() -> Result<()> {
     build(false)?;
+    setup::require_root("the integration tests load XDP programs")?;
+    // The store's unit tests run on SQLite and on this real PostgreSQL server.
+    let pg = setup::postgres()?;
     cargo(
         &[
             "test",
@@ -188,10 +191,8 @@ fn test() -> Result<()> {
             "--exclude",
             "ips-ebpf",
         ],
-        &[],
+        &[("IPS_TEST_POSTGRES", &pg.tcp)],
     )?;
-    setup::require_root("the integration tests load XDP programs")?;
-    let pg = setup::postgres()?;
     setup::bouncer_tools()?;
     let bin = workspace().join("target/debug/ips");
     let bin = bin.to_str().context("non-UTF-8 workspace path")?;
@@ -204,7 +205,11 @@ fn test() -> Result<()> {
             "--",
             "--test-threads=1",
         ],
-        &[("IPS_BIN", bin), ("IPS_TEST_POSTGRES", &pg)],
+        &[
+            ("IPS_BIN", bin),
+            ("IPS_TEST_POSTGRES", &pg.tcp),
+            ("IPS_TEST_POSTGRES_UNIX", &pg.unix),
+        ],
     )
 }
 

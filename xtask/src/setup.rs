@@ -116,7 +116,7 @@ pub fn setup() -> Result<()> {
 
 /// Installs, starts and prepares a PostgreSQL server on loopback for the hub's tests (idempotent);
 /// returns the connection string.
-pub fn postgres() -> Result<String> {
+pub fn postgres() -> Result<Postgres> {
     require_root("the hub's PostgreSQL tests install and start a PostgreSQL server")?;
     if !ok(Command::new("sh").args(["-c", "command -v pg_lsclusters"])) {
         step(
@@ -193,9 +193,38 @@ pub fn postgres() -> Result<String> {
             ]),
         )?;
     }
-    Ok(format!(
-        "host=127.0.0.1 port={port} user=ips password=ips dbname=ips_test"
-    ))
+    // Daemons under test run in network namespaces of their own, where the server's loopback
+    // port is out of reach: they connect through its unix socket, with the role's password.
+    let hba = psql("SHOW hba_file");
+    let hba = hba.trim();
+    let line = "local ips_test ips scram-sha-256";
+    let text = std::fs::read_to_string(hba).with_context(|| format!("cannot read {hba}"))?;
+    if !text.lines().any(|l| l.trim() == line) {
+        std::fs::write(hba, format!("{line}\n{text}"))
+            .with_context(|| format!("cannot write {hba}"))?;
+        step(
+            "reloading PostgreSQL's client authentication",
+            Command::new("pg_ctlcluster").args([version, name, "reload"]),
+        )?;
+    }
+    let socket = psql("SHOW unix_socket_directories");
+    let socket = socket
+        .trim()
+        .split(',')
+        .next()
+        .unwrap_or("/var/run/postgresql");
+    Ok(Postgres {
+        tcp: format!("host=127.0.0.1 port={port} user=ips password=ips dbname=ips_test"),
+        unix: format!("host={socket} port={port} user=ips password=ips dbname=ips_test"),
+    })
+}
+
+/// How to reach the test server.
+pub struct Postgres {
+    /// Over loopback TCP, from the host's own network namespace.
+    pub tcp: String,
+    /// Over its unix socket, from any network namespace.
+    pub unix: String,
 }
 
 /// Installs nftables for the bench's `nft -f` baseline, if missing.

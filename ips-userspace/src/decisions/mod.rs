@@ -16,6 +16,7 @@ mod changes;
 mod guard;
 mod lists;
 mod origin;
+pub mod pg;
 pub mod profiles;
 mod rows;
 mod service;
@@ -26,6 +27,7 @@ pub use allowlist::{Allowlist, AllowlistWatch};
 pub use changes::{Changes, Diff, Effective};
 pub use guard::{GuardError, MinPrefix};
 pub use origin::{Origin, OriginError, check_name};
+pub use pg::PgStore;
 pub use profiles::Outcome;
 pub use service::{BanMode, DecisionService, ImportReport, ImportTimes};
 pub use sqlite::SqliteStore;
@@ -34,6 +36,21 @@ pub use store::{
     KernelView, ListChange, ListStore, ListSummary, LocalState, Page, STATE_CENTRAL,
     STATE_INTERFACES, STATE_OFFSETS, Store, StreamDelta, Transactions,
 };
+
+/// Opens the store `[store]` names: PostgreSQL when it has a `url`, else the SQLite file.
+pub fn open_store(config: &crate::config::StoreConfig) -> Result<Box<dyn Store>, StoreError> {
+    match &config.url {
+        Some(url) => {
+            let node = config.node.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "ips".to_owned())
+            });
+            Ok(Box::new(PgStore::connect(url, &node)?))
+        }
+        None => Ok(Box::new(SqliteStore::open(&config.path)?)),
+    }
+}
 
 /// A ban as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +219,18 @@ pub enum StoreError {
     /// A query failed.
     #[error("decision store: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The PostgreSQL store cannot be reached.
+    #[error("cannot connect to the decision store at {url}: {source}")]
+    PgOpen {
+        /// Where (without the password).
+        url: String,
+        /// Why.
+        #[source]
+        source: postgres::Error,
+    },
+    /// A PostgreSQL query failed.
+    #[error("decision store (PostgreSQL): {0}")]
+    Pg(#[from] postgres::Error),
     /// A ban would cover an allowlisted address.
     #[error("{value} is allowlisted (by {by}): refusing to ban it")]
     Allowlisted {

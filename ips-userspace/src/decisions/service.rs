@@ -125,6 +125,17 @@ impl DecisionService {
         self.store.commit()
     }
 
+    /// Reads in what other nodes sharing the store wrote (see [`super::Transactions::refresh`])
+    /// and publishes the allowlist as it is stored. True if anything changed: the kernel is to
+    /// be reconciled with the store.
+    pub fn refresh(&mut self) -> Result<bool, StoreError> {
+        if !self.store.refresh()? {
+            return Ok(false);
+        }
+        self.republish()?;
+        Ok(true)
+    }
+
     /// Undoes the unit, and publishes the allowlist as it is stored again.
     pub fn rollback(&mut self) -> Result<(), StoreError> {
         self.store.rollback()?;

@@ -1,5 +1,6 @@
 //! The store's traits, one per concern, and [`Store`], which is all of them. SQLite implements
-//! them today ([`super::SqliteStore`]); they are the seam for a PostgreSQL backend.
+//! them ([`super::SqliteStore`]), and PostgreSQL for central nodes sharing one database
+//! ([`super::PgStore`]).
 //!
 //! Writes that change what the kernel should hold return the [`Diff`] they made, computed in
 //! the same transaction: callers never read back what they just wrote.
@@ -334,6 +335,12 @@ pub trait Transactions: Send {
     fn commit(&mut self) -> Result<(), StoreError>;
     /// Undoes it.
     fn rollback(&mut self) -> Result<(), StoreError>;
+    /// Reads in what other nodes sharing the store wrote (a PostgreSQL store shared by central
+    /// nodes). True if something changed since the last call: the caller brings the kernel in
+    /// line with the store. A store only this daemon writes has nothing to read.
+    fn refresh(&mut self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 /// The whole store.

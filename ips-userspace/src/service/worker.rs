@@ -99,6 +99,7 @@ impl Worker {
             }
             if Instant::now() >= next_expiry {
                 let now = now_ms();
+                self.follow_other_nodes(now);
                 let mut more = false;
                 match self.decide(now, |d| {
                     let (changes, more) = d.expire(now, EXPIRE_STEP)?;
@@ -175,6 +176,28 @@ impl Worker {
                 self.restore(&changes, now);
                 Err(e.into())
             }
+        }
+    }
+
+    /// On a central node sharing its store with others (PostgreSQL): when they wrote, the
+    /// kernel is reconciled with the store, and bouncers' startup pulls are made afresh.
+    fn follow_other_nodes(&mut self, now: i64) {
+        match self.decisions.refresh() {
+            Ok(false) => {}
+            Ok(true) => {
+                self.generation += 1;
+                let allow = self.decisions.current_allowlist();
+                match self
+                    .enforcer
+                    .reconcile(self.decisions.store(), &allow.prefixes, now)
+                {
+                    Ok(r) => debug!(?r, "Other nodes wrote to the store; kernel reconciled."),
+                    Err(e) => {
+                        error!(error = %e, "Cannot reconcile the kernel with what other nodes wrote.");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "Cannot read what other nodes wrote to the store."),
         }
     }
 

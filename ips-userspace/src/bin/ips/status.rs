@@ -1,7 +1,6 @@
 //! `ips status`: from the daemon, or straight from the pinned maps when it is not running.
 use ips::{
     api::Status,
-    decisions::SqliteStore,
     enforcer::{KernelMaps, loader},
 };
 
@@ -15,8 +14,8 @@ pub fn exec(ctx: &Ctx) -> anyhow::Result<()> {
             let dir = &ctx.config.enforcer.pin_dir;
             let maps = KernelMaps::open(dir)
                 .map_err(|_| anyhow::anyhow!("{e}; and nothing is pinned at {}", dir.display()))?;
-            let store = SqliteStore::open(&ctx.config.store.path)?;
-            ips::service::status_from(&store, &maps, ips::calendar::now_ms(), false)?
+            let store = ips::decisions::open_store(&ctx.config.store)?;
+            ips::service::status_from(store.as_ref(), &maps, ips::calendar::now_ms(), false)?
         }
         Err(e) => return Err(e.into()),
     };

@@ -14,6 +14,11 @@ pub enum Command {
 
 pub fn exec(cmd: Command, ctx: &Ctx) -> anyhow::Result<()> {
     let path = &ctx.config.store.path;
+    if ctx.config.store.url.is_some() {
+        anyhow::bail!(
+            "ips store check|repair work on a SQLite store; this one is PostgreSQL ([store] url): check it with PostgreSQL's tools"
+        );
+    }
     if !path.exists() {
         anyhow::bail!("no store at {} (store.path in the config)", path.display());
     }
