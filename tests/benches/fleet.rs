@@ -6,6 +6,9 @@
 //!    agents at once, beside one agent alone.
 //! 2. How long until every agent enforces a ban made centrally, with each agent pulling the
 //!    bouncer stream every second (so about half a second is the floor), over 10 bans.
+//!
+//! Both run twice: with the central store on SQLite, then on PostgreSQL (the server
+//! `cargo xtask bench` starts), with the ratio printed.
 use std::{
     sync::{Arc, Barrier},
     time::{Duration, Instant},
@@ -15,7 +18,7 @@ use ips::{
     api::{Client, Push},
     decisions::{Outcome, StoredAlert},
 };
-use ips_tests::{Lab, in_netns};
+use ips_tests::{Lab, PgSchema, in_netns};
 
 const AGENTS: usize = 100;
 const API: &str = "http://127.0.0.1:8080";
@@ -83,7 +86,32 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let sqlite = run("SQLite", None);
+    let pg = PgSchema::new("fleetbench");
+    let postgres = run("PostgreSQL", Some(&pg));
+    println!("   PostgreSQL vs SQLite (central store), same run:");
+    println!(
+        "   alerts/s {:.0} vs {:.0} ({:.2}x); central ban to every agent p99 {:.0} ms vs {:.0} ms",
+        postgres.alerts_per_s,
+        sqlite.alerts_per_s,
+        postgres.alerts_per_s / sqlite.alerts_per_s,
+        postgres.p99.as_secs_f64() * 1e3,
+        sqlite.p99.as_secs_f64() * 1e3
+    );
+}
+
+/// What one run measured.
+struct Figures {
+    alerts_per_s: f64,
+    p99: Duration,
+}
+
+/// The whole bench on a central node whose store is SQLite (`pg` unset) or PostgreSQL.
+fn run(store: &str, pg: Option<&PgSchema>) -> Figures {
     let mut lab = Lab::new("fleet");
+    if let Some(pg) = pg {
+        lab.store = format!("url = {:?}\n", pg.url);
+    }
     lab.write_config("max_hosts = 2000000\n");
     lab.start_daemon();
     let client = Client::new(&lab.socket());
@@ -103,7 +131,7 @@ fn main() {
     let one = push_rate(&lab.a, keys[..1].to_vec(), 20, 0);
     let all = push_rate(&lab.a, keys.clone(), 5, 1_000_000);
     let status: serde_json::Value = client.get("/v1/status").expect("status");
-    println!("7. A fleet on one central node: {AGENTS} agents over loopback (SQLite store)");
+    println!("7. A fleet on one central node: {AGENTS} agents over loopback ({store} store)");
     println!("   alerts pushed (each with a ban), {AGENTS} agents at once: {all:>8.0} alerts/s");
     println!(
         "   baseline, one agent alone:                     {one:>8.0} alerts/s ({:.1}x)",
@@ -234,4 +262,8 @@ fn main() {
         got.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
         pull_every.as_millis()
     );
+    Figures {
+        alerts_per_s: all,
+        p99: pct(0.99),
+    }
 }

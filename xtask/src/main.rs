@@ -276,8 +276,13 @@ fn bench() -> Result<()> {
         &["bench", "-p", "ips-tests", "--bench", "latency"],
         &[("IPS_BIN", bin)],
     )?;
+    let pg = setup::postgres()?;
     cargo(
         &["bench", "-p", "ips-tests", "--bench", "fleet"],
-        &[("IPS_BIN", bin)],
+        &[
+            ("IPS_BIN", bin),
+            ("IPS_TEST_POSTGRES", &pg.tcp),
+            ("IPS_TEST_POSTGRES_UNIX", &pg.unix),
+        ],
     )
 }

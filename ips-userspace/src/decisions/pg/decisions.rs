@@ -24,49 +24,27 @@ impl PgStore {
         values: &[Prefix],
         now_ms: i64,
     ) -> Result<Vec<Effective>, StoreError> {
-        let with_lists = |v: &Prefix, best| rows::with_lists(&self.lists, now_ms, v, best);
-        let mut client = self.client.borrow_mut();
-        // Many values (a list refresh's removals) against few rows: read the rows once.
-        if values.len() >= 256 {
-            let active: i64 = client
-                .query_one(
-                    "SELECT COUNT(*) FROM decisions WHERE expires_ms > $1",
-                    &[&now_ms],
-                )?
-                .get(0);
-            if usize::try_from(active).unwrap_or(usize::MAX) <= values.len() * 4 {
-                let mut best: HashMap<Prefix, (u32, i64)> = HashMap::new();
-                for r in client.query(
-                    "SELECT addr, plen, origin_id, expires_ms FROM decisions WHERE expires_ms > $1",
-                    &[&now_ms],
-                )? {
-                    let (v, o, e) = (prefix_at(&r, 0)?, id32(r.get(2)), r.get::<_, i64>(3));
-                    let b = best.entry(v).or_insert((o, e));
-                    if e > b.1 {
-                        *b = (o, e);
-                    }
-                }
-                return Ok(values
-                    .iter()
-                    .map(|v| with_lists(v, best.get(v).copied()))
-                    .collect());
+        // One round trip for all of them: the rows on any of the values, the longest-lasting
+        // per value kept here.
+        let (addrs, plens): (Vec<Vec<u8>>, Vec<i64>) = values.iter().map(key).unzip();
+        let mut best: HashMap<Prefix, (u32, i64)> = HashMap::new();
+        for r in self.query(
+            "SELECT d.addr, d.plen, d.origin_id, d.expires_ms FROM decisions d
+             JOIN UNNEST($1::BYTEA[], $2::BIGINT[]) AS v(addr, plen)
+                 ON d.addr = v.addr AND d.plen = v.plen
+             WHERE d.expires_ms > $3",
+            &[&addrs, &plens, &now_ms],
+        )? {
+            let (v, o, e) = (prefix_at(&r, 0)?, id32(r.get(2)), r.get::<_, i64>(3));
+            let b = best.entry(v).or_insert((o, e));
+            if e > b.1 {
+                *b = (o, e);
             }
         }
-        let stmt = client.prepare(
-            "SELECT origin_id, expires_ms FROM decisions
-             WHERE addr = $1 AND plen = $2 AND expires_ms > $3
-             ORDER BY expires_ms DESC LIMIT 1",
-        )?;
-        values
+        Ok(values
             .iter()
-            .map(|v| {
-                let (addr, plen) = key(v);
-                let best = client
-                    .query_opt(&stmt, &[&addr, &plen, &now_ms])?
-                    .map(|r| (id32(r.get(0)), r.get(1)));
-                Ok(with_lists(v, best))
-            })
-            .collect()
+            .map(|v| rows::with_lists(&self.lists, now_ms, v, best.get(v).copied()))
+            .collect())
     }
 
     /// Tombstones and deletes the rows on `value` (of one origin, or all); returns how many.
@@ -147,7 +125,8 @@ impl DecisionStore for PgStore {
             let mut ids = Vec::with_capacity(batch.len());
             {
                 let mut client = s.client.borrow_mut();
-                let stmt = client.prepare(
+                let stmt = s.prepared(
+                    &mut client,
                     "INSERT INTO decisions
                          (value, addr, plen, origin_id, reason, created_ms, expires_ms)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)

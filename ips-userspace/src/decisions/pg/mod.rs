@@ -14,7 +14,7 @@
 use std::{cell::RefCell, collections::BTreeMap};
 
 use ips_common::origin;
-use postgres::{Client, NoTls, Row, types::ToSql};
+use postgres::{Client, NoTls, Row, Statement, types::ToSql};
 
 use super::{
     Decision, Origin, StoreError, Transactions,
@@ -122,6 +122,8 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 /// The PostgreSQL decision store.
 pub struct PgStore {
     client: RefCell<Client>,
+    /// Statements prepared on `client`, by their text.
+    statements: RefCell<std::collections::HashMap<String, Statement>>,
     /// This node's name, for its local state.
     node: String,
     /// The allowlist, kept in memory: it is small and checked on every upsert.
@@ -154,8 +156,12 @@ impl PgStore {
             source: e,
         })?;
         // Two nodes starting at once both create the tables: one waits for the other.
+        // A commit does not wait for its WAL flush, as SQLite's WAL with synchronous=NORMAL: a
+        // crash of the server may lose the last moments' writes, never corrupt the store (the
+        // daemon reconciles the kernel with the store when it starts).
         client.batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(7036546); {SCHEMA} COMMIT;"
+            "SET synchronous_commit = off;
+             BEGIN; SELECT pg_advisory_xact_lock(7036546); {SCHEMA} COMMIT;"
         ))?;
         for (id, name) in [
             (origin::MANUAL, Origin::Manual),
@@ -169,6 +175,7 @@ impl PgStore {
         }
         let mut store = Self {
             client: RefCell::new(client),
+            statements: RefCell::default(),
             node: node.to_owned(),
             allow: Vec::new(),
             lists: BTreeMap::new(),
@@ -184,16 +191,35 @@ impl PgStore {
         Ok(store)
     }
 
+    /// The prepared statement for `sql`, prepared once per connection (a round trip saved on
+    /// every later use).
+    fn prepared(&self, client: &mut Client, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(s) = self.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let s = client.prepare(sql)?;
+        self.statements
+            .borrow_mut()
+            .insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+
     fn exec(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
-        Ok(self.client.borrow_mut().execute(sql, params)?)
+        let mut client = self.client.borrow_mut();
+        let stmt = self.prepared(&mut client, sql)?;
+        Ok(client.execute(&stmt, params)?)
     }
 
     fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
-        Ok(self.client.borrow_mut().query(sql, params)?)
+        let mut client = self.client.borrow_mut();
+        let stmt = self.prepared(&mut client, sql)?;
+        Ok(client.query(&stmt, params)?)
     }
 
     fn opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
-        Ok(self.client.borrow_mut().query_opt(sql, params)?)
+        let mut client = self.client.borrow_mut();
+        let stmt = self.prepared(&mut client, sql)?;
+        Ok(client.query_opt(&stmt, params)?)
     }
 
     fn batch(&self, sql: &str) -> Result<(), StoreError> {

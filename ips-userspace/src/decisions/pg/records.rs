@@ -232,7 +232,8 @@ impl LocalState for PgStore {
         self.unit(|s| {
             let node = s.node.clone();
             let mut client = s.client.borrow_mut();
-            let stmt = client.prepare(
+            let stmt = s.prepared(
+                &mut client,
                 "INSERT INTO local_state (node, kind, key, value) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (node, kind, key) DO UPDATE SET value = excluded.value",
             )?;
