@@ -11,6 +11,7 @@ fn config() -> HubConfig {
         min: Default::default(),
         // These agents are as trusted as if they had been approved.
         ramp_ms: 0,
+        signals_per_minute: ips::hub::signals_per_minute(),
     }
 }
 
@@ -81,4 +82,59 @@ fn a_large_backlog_is_pushed_in_batches() {
     let s = status.lock().expect("status")[0].clone();
     assert_eq!(s.entries, 60_000, "{s:?}");
     assert_eq!(s.last_error, None);
+}
+
+/// An agent pushing more than its budget a minute gets 429; another agent is not held back.
+#[test]
+fn an_agent_over_its_signal_budget_is_told_to_wait() {
+    let addr = ips::hub::server::spawn(
+        HubStore::open(
+            std::path::Path::new(":memory:"),
+            HubConfig {
+                signals_per_minute: 10,
+                ..config()
+            },
+        )
+        .expect("store"),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .expect("hub up");
+    let url = format!("http://{addr}");
+    let key = |name: &str| -> String {
+        let mut r = ureq::post(&format!("{url}/v1/hub/enroll"))
+            .send_json(serde_json::json!({"token": ips_tests::hub::TOKEN, "name": name}))
+            .expect("enrol");
+        let v: serde_json::Value = r.body_mut().read_json().expect("key");
+        v["api_key"].as_str().expect("key").to_owned()
+    };
+    let push = |key: &str, n: u32| -> u16 {
+        let signals: Vec<serde_json::Value> = (0..n)
+            .map(|i| {
+                serde_json::json!({
+                    "value": std::net::Ipv4Addr::from(0x2D00_0000 + i).to_string(),
+                    "scenario": "ssh-bf",
+                    "time_ms": 0
+                })
+            })
+            .collect();
+        ureq::post(&format!("{url}/v1/hub/signals"))
+            .header("X-Api-Key", key)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send_json(&signals)
+            .expect("push")
+            .status()
+            .as_u16()
+    };
+    let (a, b) = (key("a"), key("b"));
+    assert_eq!(push(&a, 8), 200);
+    assert_eq!(push(&a, 3), 429, "11 signals in a minute, over 10");
+    assert_eq!(
+        push(&a, 2),
+        200,
+        "a refused push takes nothing from the budget"
+    );
+    assert_eq!(push(&a, 1), 429);
+    assert_eq!(push(&b, 10), 200, "each agent has its own budget");
 }

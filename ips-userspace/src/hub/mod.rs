@@ -38,10 +38,19 @@ pub struct HubConfig {
     /// How long an agent that is not approved takes to reach its full trust (0: at once).
     #[serde(default = "a_week")]
     pub ramp_ms: i64,
+    /// Signals one agent may push per minute; more are answered 429 (the agent keeps them and
+    /// tries again).
+    #[serde(default = "signals_per_minute")]
+    pub signals_per_minute: u64,
 }
 
 fn a_week() -> i64 {
     7 * 86_400_000
+}
+
+/// The default of [`HubConfig::signals_per_minute`]: a backlog of this many drains in a minute.
+pub fn signals_per_minute() -> u64 {
+    100_000
 }
 
 /// One signal from an agent.
@@ -154,6 +163,11 @@ impl HubStore {
     /// A hub on PostgreSQL (`postgres://user:pass@host/db` or `host=.. user=..`).
     pub fn postgres(url: &str, config: HubConfig) -> Result<Self, HubError> {
         Ok(Self::with(Box::new(pg::PgHub::connect(url)?), config))
+    }
+
+    /// Signals one agent may push per minute.
+    pub fn signals_per_minute(&self) -> u64 {
+        self.config.signals_per_minute
     }
 
     fn with(backend: Box<dyn HubBackend>, config: HubConfig) -> Self {
@@ -332,6 +346,7 @@ mod tests {
                 allowlist: vec!["198.51.100.0/24".parse().unwrap()],
                 min: Default::default(),
                 ramp_ms,
+                signals_per_minute: signals_per_minute(),
             },
         )
         .unwrap()

@@ -8,7 +8,9 @@
 //! | GET | `/v1/hub/list` | `X-Api-Key` | the consensus as a plain list |
 //!
 //! Wrong enrolment tokens are throttled per client address: after [`ENROL_TRIES`] wrong ones
-//! in a minute, that address gets 429 until the minute is over.
+//! in a minute, that address gets 429 until the minute is over. An agent may push
+//! `signals_per_minute` signals a minute (`--max-signals-per-minute`); a push over that gets
+//! 429, and the agent keeps its signals for a later try.
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
@@ -92,31 +94,49 @@ struct Enrol {
 /// Wrong enrolment tokens an address may send per minute.
 pub const ENROL_TRIES: u32 = 5;
 
-/// Wrong enrolment tokens per client address: (count, start of its minute).
-#[derive(Clone, Default)]
-pub struct Throttle(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, i64)>>>,
-);
+/// What each key (a client address, an agent) used in its current minute: (count, start of
+/// the minute).
+#[derive(Clone)]
+pub struct PerMinute<K>(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<K, (u64, i64)>>>);
 
-impl Throttle {
-    /// True if `ip` has used up its tries for this minute.
-    fn blocked(&self, ip: std::net::IpAddr, now_ms: i64) -> bool {
+impl<K> Default for PerMinute<K> {
+    fn default() -> Self {
+        Self(std::sync::Arc::default())
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> PerMinute<K> {
+    /// What `key` used in its minute (minutes over are forgotten).
+    fn used(&self, key: K, now_ms: i64) -> u64 {
         let mut m = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         m.retain(|_, (_, start)| now_ms - *start < 60_000);
-        m.get(&ip).is_some_and(|(n, _)| *n >= ENROL_TRIES)
+        m.get(&key).map_or(0, |(n, _)| *n)
     }
 
-    fn failed(&self, ip: std::net::IpAddr, now_ms: i64) {
+    fn add(&self, key: K, n: u64, now_ms: i64) {
         let mut m = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        m.entry(ip).or_insert((0, now_ms)).0 += 1;
+        m.entry(key).or_insert((0, now_ms)).0 += n;
+    }
+
+    /// Takes `n` from `key`'s budget of `limit` a minute; false (nothing taken) if it would go
+    /// over.
+    fn take(&self, key: K, n: u64, limit: u64, now_ms: i64) -> bool {
+        if self.used(key, now_ms).saturating_add(n) > limit {
+            return false;
+        }
+        self.add(key, n, now_ms);
+        true
     }
 }
+
+/// Wrong enrolment tokens per client address.
+pub type Throttle = PerMinute<std::net::IpAddr>;
 
 async fn enrol(
     State((hub, throttle)): State<(Shared, Throttle)>,
@@ -124,7 +144,7 @@ async fn enrol(
     Json(req): Json<Enrol>,
 ) -> Response {
     let now = crate::calendar::now_ms();
-    if throttle.blocked(peer.ip(), now) {
+    if throttle.used(peer.ip(), now) >= u64::from(ENROL_TRIES) {
         return err(
             StatusCode::TOO_MANY_REQUESTS,
             "too many wrong enrolment tokens from this address; wait a minute",
@@ -132,7 +152,7 @@ async fn enrol(
     }
     let result = hub.call(move |h| h.enrol(&req.token, &req.name, now)).await;
     if let Ok(Err(HubError::BadToken)) = &result {
-        throttle.failed(peer.ip(), now);
+        throttle.add(peer.ip(), 1, now);
     }
     match result {
         Ok(Ok((id, key))) => (
@@ -147,7 +167,7 @@ async fn enrol(
 }
 
 async fn signals(
-    State(hub): State<Shared>,
+    State((hub, budget)): State<(Shared, (PerMinute<i64>, u64))>,
     headers: HeaderMap,
     Json(list): Json<Vec<Signal>>,
 ) -> Response {
@@ -163,6 +183,13 @@ async fn signals(
     }
     let n = list.len();
     let now = crate::calendar::now_ms();
+    let (used, limit) = budget;
+    if !used.take(id, n as u64, limit, now) {
+        return err(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("at most {limit} signals a minute per agent; try again later"),
+        );
+    }
     match hub.call(move |h| h.push(id, &list, now)).await {
         Ok(Ok(refused)) => {
             Json(serde_json::json!({ "accepted": n - refused, "refused": refused })).into_response()
@@ -230,14 +257,18 @@ async fn list(State(hub): State<Shared>, headers: HeaderMap) -> Response {
     }
 }
 
-/// The hub's router over a store running on its own thread.
-pub fn router(hub: Shared) -> Router {
+/// The hub's router over a store running on its own thread; each agent may push
+/// `signals_per_minute` signals a minute.
+pub fn router(hub: Shared, signals_per_minute: u64) -> Router {
     Router::new()
         .route(
             "/v1/hub/enroll",
             post(enrol).with_state((hub.clone(), Throttle::default())),
         )
-        .route("/v1/hub/signals", post(signals))
+        .route(
+            "/v1/hub/signals",
+            post(signals).with_state((hub.clone(), (PerMinute::default(), signals_per_minute))),
+        )
         .route("/v1/hub/list", get(list))
         .route("/v1/decisions/stream", get(stream))
         .with_state(hub)
@@ -249,6 +280,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let signals_per_minute = hub.signals_per_minute();
     let hub = Shared::new(hub)?;
     let ticker = hub.clone();
     tokio::spawn(async move {
@@ -263,7 +295,7 @@ pub async fn serve(
     });
     axum::serve(
         listener,
-        router(hub).into_make_service_with_connect_info::<SocketAddr>(),
+        router(hub, signals_per_minute).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await

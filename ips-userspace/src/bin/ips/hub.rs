@@ -40,6 +40,10 @@ pub struct Args {
     /// The shortest IPv6 prefix a signal may carry.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=128))]
     min_prefix_v6: u8,
+    /// Signals one agent may push per minute; a push over that is answered 429 and kept by
+    /// the agent for a later try.
+    #[arg(long, default_value_t = ips::hub::signals_per_minute())]
+    max_signals_per_minute: u64,
 }
 
 /// What else `ips hub` does than serve.
@@ -79,6 +83,7 @@ pub fn exec(args: Args) -> anyhow::Result<()> {
             v4: args.min_prefix_v4,
             v6: args.min_prefix_v6,
         },
+        signals_per_minute: args.max_signals_per_minute,
     };
     let pg = args.db.starts_with("postgres://")
         || args.db.starts_with("postgresql://")
