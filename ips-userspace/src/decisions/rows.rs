@@ -136,6 +136,155 @@ pub(crate) fn list_page(
     last
 }
 
+/// A page from its rows (`rows`, after the cursor) and the lists' entries after them: at most
+/// `limit`, with the cursor of the next page if this one is full.
+pub(crate) fn page(
+    lists: &BTreeMap<u32, List>,
+    now_ms: i64,
+    rows: Vec<Decision>,
+    from: Option<(u32, Prefix)>,
+    origin: Option<&Origin>,
+    limit: usize,
+) -> super::Page {
+    let last = rows.last().map(|d| super::Cursor::Row(d.id));
+    let mut out = rows;
+    let last = list_page(lists, now_ms, from, origin, limit, &mut out, last);
+    // A full page may be the last one; the next call then answers an empty page.
+    let next = if out.len() >= limit { last } else { None };
+    super::Page {
+        decisions: out,
+        next: next.map(|c| c.to_string()),
+    }
+}
+
+/// The active lists, for `ips blocklist status`.
+pub(crate) fn summaries(lists: &BTreeMap<u32, List>, now_ms: i64) -> Vec<super::ListSummary> {
+    active(lists, now_ms)
+        .map(|(_, l)| super::ListSummary {
+            origin: l.origin.clone(),
+            entries: l.entries.len() as u64,
+            since_ms: l.since_ms,
+            lease_ms: l.lease_ms,
+        })
+        .collect()
+}
+
+/// The entries of the list of `origin`, empty if there is none.
+pub(crate) fn values_of(lists: &BTreeMap<u32, List>, origin: &Origin) -> Vec<Prefix> {
+    lists
+        .values()
+        .find(|l| l.origin == *origin)
+        .map(|l| l.entries.clone())
+        .unwrap_or_default()
+}
+
+/// A list refresh worked out against the snapshot in memory, before it is written.
+pub(crate) struct Refresh {
+    /// The new entries, sorted, without repeats.
+    pub new: Vec<Prefix>,
+    /// Entries to ban (all of them if the lease had lapsed: they may have left the kernel).
+    pub added: Vec<Prefix>,
+    /// Entries no longer listed.
+    pub removed: Vec<Prefix>,
+    /// Same entries as stored: only the lease moves.
+    pub unchanged: bool,
+    /// When the list was first imported.
+    pub since_ms: i64,
+}
+
+impl Refresh {
+    /// Checks the duration and sorts the values; the diff comes with [`Refresh::against`].
+    pub(crate) fn new(values: Vec<Prefix>, duration_ms: i64) -> Result<Vec<Prefix>, StoreError> {
+        if duration_ms <= 0 {
+            return Err(StoreError::BadDuration(duration_ms));
+        }
+        let mut new = values;
+        if !new.is_sorted() {
+            new.sort_unstable();
+        }
+        new.dedup();
+        Ok(new)
+    }
+
+    /// The refresh of list `origin_id` to `new` (from [`Refresh::new`]). The diff is against
+    /// the stored snapshot even if its lease lapsed a moment ago and the expiry tick has not
+    /// dropped it yet: what the kernel may still hold.
+    pub(crate) fn against(
+        lists: &BTreeMap<u32, List>,
+        origin_id: u32,
+        new: Vec<Prefix>,
+        now_ms: i64,
+    ) -> Self {
+        let (old, since_ms, lapsed) = match lists.get(&origin_id) {
+            Some(l) => (l.entries.as_slice(), l.since_ms, l.lease_ms <= now_ms),
+            None => (&[][..], now_ms, false),
+        };
+        let (mut added, removed) = super::sorted_diff(old, &new);
+        let unchanged = added.is_empty() && removed.is_empty() && lists.contains_key(&origin_id);
+        if lapsed {
+            added.clone_from(&new);
+        }
+        Self {
+            new,
+            added,
+            removed,
+            unchanged,
+            since_ms,
+        }
+    }
+
+    /// Puts the new snapshot in memory, once it is written. The caller then reads what the
+    /// kernel should hold for [`Installed::removed`] (with the new snapshot in place: another
+    /// origin may still ban them) and makes the change with [`Installed::change`].
+    pub(crate) fn install(
+        self,
+        lists: &mut BTreeMap<u32, List>,
+        origin_id: u32,
+        origin: &Origin,
+        lease_ms: i64,
+    ) -> Installed {
+        lists.insert(
+            origin_id,
+            List {
+                origin: origin.clone(),
+                entries: self.new,
+                lease_ms,
+                since_ms: self.since_ms,
+            },
+        );
+        Installed {
+            origin_id,
+            added: self.added,
+            removed: self.removed,
+        }
+    }
+}
+
+/// A refresh whose snapshot is in memory.
+pub(crate) struct Installed {
+    origin_id: u32,
+    added: Vec<Prefix>,
+    /// Entries no longer listed.
+    pub removed: Vec<Prefix>,
+}
+
+impl Installed {
+    /// The change: added entries are this list's in the kernel; for removed ones, `removed`
+    /// says what the kernel should now hold.
+    pub(crate) fn change(self, removed: Vec<super::Effective>) -> super::ListChange {
+        let mut kernel = super::Diff {
+            upsert: self.added.iter().map(|p| (*p, self.origin_id)).collect(),
+            delete: Vec::new(),
+        };
+        kernel.extend(super::Diff::from_effective(removed));
+        super::ListChange {
+            added: self.added,
+            removed: self.removed,
+            kernel,
+        }
+    }
+}
+
 /// Where a page's rows start: after this row id (`None`: the rows are done), and where its
 /// list entries start.
 pub(crate) fn page_start(after: Option<&super::Cursor>) -> (Option<i64>, Option<(u32, Prefix)>) {
@@ -217,16 +366,41 @@ pub(crate) fn removed_entries(
     Ok(())
 }
 
+/// Calls `each` with every value that should be in the kernel: the active decision rows that
+/// `next` gives (value, origin id, end) in the unique index's order (by address bytes, then
+/// length), merged with the active lists' entries. Within a family the rows come in the order
+/// of `Prefix`, so a value's decisions are consecutive and the lists' sorted entries merge in;
+/// the families interleave in the walk (their addresses differ in length), so each has its own
+/// merge. The decision that ends last names the origin.
+pub(crate) fn walk(
+    lists: &BTreeMap<u32, List>,
+    now_ms: i64,
+    next: &mut dyn FnMut() -> Result<Option<(Prefix, u32, i64)>, StoreError>,
+    each: &mut dyn FnMut(Prefix, u32, i64),
+) -> Result<(), StoreError> {
+    let (mut v4, mut v6) = Merge::pair(lists, now_ms);
+    while let Some(item) = next()? {
+        if item.0.is_v4() {
+            v4.row(item, each);
+        } else {
+            v6.row(item, each);
+        }
+    }
+    v4.finish(each);
+    v6.finish(each);
+    Ok(())
+}
+
 /// One address family's side of a walk of every active value: list entries not merged yet,
 /// and the value being gathered with the decision that ends last (value, origin, end).
-pub(crate) struct Merge {
+struct Merge {
     listed: std::iter::Peekable<std::vec::IntoIter<(Prefix, u32, i64)>>,
     current: Option<(Prefix, u32, i64)>,
 }
 
 impl Merge {
     /// Both families' merges over the active lists' entries.
-    pub(crate) fn pair(lists: &BTreeMap<u32, List>, now_ms: i64) -> (Self, Self) {
+    fn pair(lists: &BTreeMap<u32, List>, now_ms: i64) -> (Self, Self) {
         let (mut v4, mut v6): (Vec<_>, Vec<_>) = active(lists, now_ms)
             .flat_map(|(id, l)| l.entries.iter().map(move |p| (*p, id, l.lease_ms)))
             .partition(|(p, _, _)| p.is_v4());
@@ -256,7 +430,7 @@ impl Merge {
     }
 
     /// A row, after the list entries that sort before or with it.
-    pub(crate) fn row(&mut self, item: (Prefix, u32, i64), each: &mut dyn FnMut(Prefix, u32, i64)) {
+    fn row(&mut self, item: (Prefix, u32, i64), each: &mut dyn FnMut(Prefix, u32, i64)) {
         while let Some(l) = self.listed.next_if(|l| l.0 <= item.0) {
             self.take(l, each);
         }
@@ -264,7 +438,7 @@ impl Merge {
     }
 
     /// The entries left, and the last value.
-    pub(crate) fn finish(mut self, each: &mut dyn FnMut(Prefix, u32, i64)) {
+    fn finish(mut self, each: &mut dyn FnMut(Prefix, u32, i64)) {
         while let Some(l) = self.listed.next() {
             self.take(l, each);
         }

@@ -7,8 +7,7 @@ use super::{PgStore, TOMBSTONE, decisions_of, id32, key, prefix_at, select_decis
 use crate::{
     decisions::{
         Cursor, Decision, DecisionStore, Diff, Effective, KernelView, NewDecision, Origin, Page,
-        StoreError,
-        rows::{self, Merge},
+        StoreError, rows,
     },
     prefix::Prefix,
 };
@@ -228,7 +227,6 @@ impl DecisionStore for PgStore {
     ) -> Result<Page, StoreError> {
         let origin_name = origin.map(ToString::to_string);
         let mut out = Vec::new();
-        let mut last = None;
         let (rows_after, lists_from) = rows::page_start(after);
         if let Some(after_id) = rows_after {
             let rows = self.query(
@@ -245,22 +243,15 @@ impl DecisionStore for PgStore {
                 ],
             )?;
             out = decisions_of(rows)?;
-            last = out.last().map(|d| Cursor::Row(d.id));
         }
-        let last = rows::list_page(
+        Ok(rows::page(
             &self.lists,
             now_ms,
+            out,
             lists_from,
             origin,
             limit,
-            &mut out,
-            last,
-        );
-        let next = if out.len() >= limit { last } else { None };
-        Ok(Page {
-            decisions: out,
-            next: next.map(|c| c.to_string()),
-        })
+        ))
     }
 
     fn count_active(&self, now_ms: i64) -> Result<u64, StoreError> {
@@ -346,25 +337,21 @@ impl KernelView for PgStore {
         now_ms: i64,
         each: &mut dyn FnMut(Prefix, u32, i64),
     ) -> Result<(), StoreError> {
-        // PostgreSQL compares BYTEA as SQLite compares blobs (bytes, then length): the same walk
-        // of the unique index as in SQLite, one merge per family.
-        let (mut v4, mut v6) = Merge::pair(&self.lists, now_ms);
+        // PostgreSQL orders BYTEA as SQLite orders blobs (bytes, then length): the same walk.
         let mut client = self.client.borrow_mut();
         let mut rows = client.query_raw(
             "SELECT addr, plen, origin_id, expires_ms FROM decisions
              WHERE expires_ms > $1 ORDER BY addr, plen",
             [&now_ms],
         )?;
-        while let Some(row) = rows.next()? {
-            let item = (prefix_at(&row, 0)?, id32(row.get(2)), row.get(3));
-            if item.0.is_v4() {
-                v4.row(item, each);
-            } else {
-                v6.row(item, each);
-            }
-        }
-        v4.finish(each);
-        v6.finish(each);
-        Ok(())
+        rows::walk(
+            &self.lists,
+            now_ms,
+            &mut || match rows.next()? {
+                Some(row) => Ok(Some((prefix_at(&row, 0)?, id32(row.get(2)), row.get(3)))),
+                None => Ok(None),
+            },
+            each,
+        )
     }
 }

@@ -3,8 +3,8 @@ use super::{PgStore, id32, key, parse_value, prefix_at};
 use crate::{
     decisions::{
         AllowEntry, AllowStore, Diff, ListChange, ListStore, ListSummary, Origin, StoreError,
-        lists::{self, List},
-        rows::{self, LoggedChanges},
+        lists,
+        rows::{self, LoggedChanges, Refresh},
     },
     prefix::Prefix,
 };
@@ -99,23 +99,11 @@ impl PgStore {
 
 impl ListStore for PgStore {
     fn lists(&self, now_ms: i64) -> Vec<ListSummary> {
-        rows::active(&self.lists, now_ms)
-            .map(|(_, l)| ListSummary {
-                origin: l.origin.clone(),
-                entries: l.entries.len() as u64,
-                since_ms: l.since_ms,
-                lease_ms: l.lease_ms,
-            })
-            .collect()
+        rows::summaries(&self.lists, now_ms)
     }
 
     fn list_values(&self, origin: &Origin) -> Result<Vec<Prefix>, StoreError> {
-        Ok(self
-            .lists
-            .values()
-            .find(|l| l.origin == *origin)
-            .map(|l| l.entries.clone())
-            .unwrap_or_default())
+        Ok(rows::values_of(&self.lists, origin))
     }
 
     fn replace_list(
@@ -125,54 +113,22 @@ impl ListStore for PgStore {
         duration_ms: i64,
         now_ms: i64,
     ) -> Result<ListChange, StoreError> {
-        if duration_ms <= 0 {
-            return Err(StoreError::BadDuration(duration_ms));
-        }
-        let mut new = values;
-        if !new.is_sorted() {
-            new.sort_unstable();
-        }
-        new.dedup();
+        let new = Refresh::new(values, duration_ms)?;
         self.unit(|s| {
             s.dirty = true;
             let origin_id = s.origin_id_of(&origin.to_string())?;
             let lease_ms = now_ms.saturating_add(duration_ms);
-            let (old, since_ms, lapsed) = match s.lists.get(&origin_id) {
-                Some(l) => (l.entries.as_slice(), l.since_ms, l.lease_ms <= now_ms),
-                None => (&[][..], now_ms, false),
-            };
-            let (mut added, removed) = crate::decisions::sorted_diff(old, &new);
-            let unchanged =
-                added.is_empty() && removed.is_empty() && s.lists.contains_key(&origin_id);
-            if !unchanged {
-                s.write_list(origin_id, &new, &added, &removed, since_ms, now_ms)?;
+            let r = Refresh::against(&s.lists, origin_id, new, now_ms);
+            if !r.unchanged {
+                s.write_list(origin_id, &r.new, &r.added, &r.removed, r.since_ms, now_ms)?;
             }
             s.exec(
                 "UPDATE origins SET lease_ms = $1 WHERE id = $2",
                 &[&lease_ms, &i64::from(origin_id)],
             )?;
-            if lapsed {
-                added.clone_from(&new);
-            }
-            s.lists.insert(
-                origin_id,
-                List {
-                    origin: origin.clone(),
-                    entries: new,
-                    lease_ms,
-                    since_ms,
-                },
-            );
-            let mut kernel = Diff {
-                upsert: added.iter().map(|p| (*p, origin_id)).collect(),
-                delete: Vec::new(),
-            };
-            kernel.extend(Diff::from_effective(s.effective_now(&removed, now_ms)?));
-            Ok(ListChange {
-                added,
-                removed,
-                kernel,
-            })
+            let done = r.install(&mut s.lists, origin_id, origin, lease_ms);
+            let removed = s.effective_now(&done.removed, now_ms)?;
+            Ok(done.change(removed))
         })
     }
 

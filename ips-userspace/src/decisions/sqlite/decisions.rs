@@ -183,7 +183,6 @@ impl DecisionStore for SqliteStore {
     ) -> Result<Page, StoreError> {
         let origin_name = origin.map(ToString::to_string);
         let mut out = Vec::new();
-        let mut last = None;
         // Rows first, unless the cursor is in the lists already.
         let (rows_after, lists_from) = rows::page_start(after);
         if let Some(after_id) = rows_after {
@@ -198,23 +197,15 @@ impl DecisionStore for SqliteStore {
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             out = finish(rows)?;
-            last = out.last().map(|d| Cursor::Row(d.id));
         }
-        let last = rows::list_page(
+        Ok(rows::page(
             &self.lists,
             now_ms,
+            out,
             lists_from,
             origin,
             limit,
-            &mut out,
-            last,
-        );
-        // A full page may be the last one; the next call then answers an empty page.
-        let next = if out.len() >= limit { last } else { None };
-        Ok(Page {
-            decisions: out,
-            next: next.map(|c| c.to_string()),
-        })
+        ))
     }
 
     fn count_active(&self, now_ms: i64) -> Result<u64, StoreError> {

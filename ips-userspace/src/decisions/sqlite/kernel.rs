@@ -7,11 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, prefix_of};
 use crate::{
-    decisions::{
-        Effective, KernelView, StoreError,
-        lists::List,
-        rows::{self, Merge},
-    },
+    decisions::{Effective, KernelView, StoreError, lists::List, rows},
     prefix::Prefix,
 };
 
@@ -80,26 +76,19 @@ impl KernelView for SqliteStore {
         now_ms: i64,
         each: &mut dyn FnMut(Prefix, u32, i64),
     ) -> Result<(), StoreError> {
-        // One walk of the unique index: within a family, rows come in address order (the order
-        // of `Prefix`), so a value's decisions are consecutive and the lists' sorted entries
-        // merge in. The families interleave in the walk (the blobs differ in length), so each
-        // has its own merge. The decision that ends last names the origin.
-        let (mut v4, mut v6) = Merge::pair(&self.lists, now_ms);
         let mut stmt = self.conn.prepare(
             "SELECT addr, plen, origin_id, expires_ms FROM decisions
              WHERE expires_ms > ?1 ORDER BY addr, plen",
         )?;
         let mut rows = stmt.query([now_ms])?;
-        while let Some(row) = rows.next()? {
-            let item = (prefix_of(row)?, row.get(2)?, row.get(3)?);
-            if item.0.is_v4() {
-                v4.row(item, each);
-            } else {
-                v6.row(item, each);
-            }
-        }
-        v4.finish(each);
-        v6.finish(each);
-        Ok(())
+        rows::walk(
+            &self.lists,
+            now_ms,
+            &mut || match rows.next()? {
+                Some(row) => Ok(Some((prefix_of(row)?, row.get(2)?, row.get(3)?))),
+                None => Ok(None),
+            },
+            each,
+        )
     }
 }

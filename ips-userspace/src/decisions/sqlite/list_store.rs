@@ -5,9 +5,8 @@ use rusqlite::params;
 use super::{SqliteStore, kernel::effective_in};
 use crate::{
     decisions::{
-        Diff, ListChange, ListStore, ListSummary, Origin, StoreError,
-        lists::{self, List},
-        rows::{self, LoggedChanges},
+        ListChange, ListStore, ListSummary, Origin, StoreError, lists,
+        rows::{self, LoggedChanges, Refresh},
     },
     prefix::Prefix,
 };
@@ -103,23 +102,11 @@ impl SqliteStore {
 
 impl ListStore for SqliteStore {
     fn lists(&self, now_ms: i64) -> Vec<ListSummary> {
-        rows::active(&self.lists, now_ms)
-            .map(|(_, l)| ListSummary {
-                origin: l.origin.clone(),
-                entries: l.entries.len() as u64,
-                since_ms: l.since_ms,
-                lease_ms: l.lease_ms,
-            })
-            .collect()
+        rows::summaries(&self.lists, now_ms)
     }
 
     fn list_values(&self, origin: &Origin) -> Result<Vec<Prefix>, StoreError> {
-        Ok(self
-            .lists
-            .values()
-            .find(|l| l.origin == *origin)
-            .map(|l| l.entries.clone())
-            .unwrap_or_default())
+        Ok(rows::values_of(&self.lists, origin))
     }
 
     fn replace_list(
@@ -129,66 +116,25 @@ impl ListStore for SqliteStore {
         duration_ms: i64,
         now_ms: i64,
     ) -> Result<ListChange, StoreError> {
-        if duration_ms <= 0 {
-            return Err(StoreError::BadDuration(duration_ms));
-        }
-        let mut new = values;
-        if !new.is_sorted() {
-            new.sort_unstable();
-        }
-        new.dedup();
+        let new = Refresh::new(values, duration_ms)?;
         let origin_id = Self::origin_id_in(&self.conn, &origin.to_string(), &mut self.new_origins)?;
         let lease_ms = now_ms.saturating_add(duration_ms);
-        // The diff is against the stored snapshot even if its lease lapsed a moment ago and the
-        // expiry tick has not dropped it yet: what the kernel may still hold.
-        let (old, since_ms, lapsed) = match self.lists.get(&origin_id) {
-            Some(l) => (l.entries.as_slice(), l.since_ms, l.lease_ms <= now_ms),
-            None => (&[][..], now_ms, false),
-        };
-        let (mut added, removed) = crate::decisions::sorted_diff(old, &new);
-        let unchanged =
-            added.is_empty() && removed.is_empty() && self.lists.contains_key(&origin_id);
+        let r = Refresh::against(&self.lists, origin_id, new, now_ms);
         let tx = self.conn.savepoint()?;
-        if !unchanged {
+        if !r.unchanged {
             // The same entries in other bytes (comments, order) only move the lease.
-            Self::write_list(&tx, origin_id, &new, &added, &removed, since_ms, now_ms)?;
+            Self::write_list(
+                &tx, origin_id, &r.new, &r.added, &r.removed, r.since_ms, now_ms,
+            )?;
         }
         tx.execute(
             "UPDATE origins SET lease_ms = ?1 WHERE id = ?2",
             params![lease_ms, origin_id],
         )?;
         tx.commit()?;
-        if lapsed {
-            // While lapsed the entries were not active, and may have left the kernel: all of
-            // them are to be banned again.
-            added.clone_from(&new);
-        }
-        self.lists.insert(
-            origin_id,
-            List {
-                origin: origin.clone(),
-                entries: new,
-                lease_ms,
-                since_ms,
-            },
-        );
-        // Added entries are this list's in the kernel; a removed one may still be banned by
-        // another origin.
-        let mut kernel = Diff {
-            upsert: added.iter().map(|p| (*p, origin_id)).collect(),
-            delete: Vec::new(),
-        };
-        kernel.extend(Diff::from_effective(effective_in(
-            &self.conn,
-            &self.lists,
-            &removed,
-            now_ms,
-        )?));
-        Ok(ListChange {
-            added,
-            removed,
-            kernel,
-        })
+        let done = r.install(&mut self.lists, origin_id, origin, lease_ms);
+        let removed = effective_in(&self.conn, &self.lists, &done.removed, now_ms)?;
+        Ok(done.change(removed))
     }
 
     fn renew_list(
