@@ -194,7 +194,10 @@ pub(crate) struct Refresh {
 
 impl Refresh {
     /// Checks the duration and sorts the values; the diff comes with [`Refresh::against`].
-    pub(crate) fn new(values: Vec<Prefix>, duration_ms: i64) -> Result<Vec<Prefix>, StoreError> {
+    pub(crate) fn entries(
+        values: Vec<Prefix>,
+        duration_ms: i64,
+    ) -> Result<Vec<Prefix>, StoreError> {
         if duration_ms <= 0 {
             return Err(StoreError::BadDuration(duration_ms));
         }

@@ -113,7 +113,7 @@ impl ListStore for PgStore {
         duration_ms: i64,
         now_ms: i64,
     ) -> Result<ListChange, StoreError> {
-        let new = Refresh::new(values, duration_ms)?;
+        let new = Refresh::entries(values, duration_ms)?;
         self.unit(|s| {
             s.dirty = true;
             let origin_id = s.origin_id_of(&origin.to_string())?;

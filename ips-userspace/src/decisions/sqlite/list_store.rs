@@ -116,7 +116,7 @@ impl ListStore for SqliteStore {
         duration_ms: i64,
         now_ms: i64,
     ) -> Result<ListChange, StoreError> {
-        let new = Refresh::new(values, duration_ms)?;
+        let new = Refresh::entries(values, duration_ms)?;
         let origin_id = Self::origin_id_in(&self.conn, &origin.to_string(), &mut self.new_origins)?;
         let lease_ms = now_ms.saturating_add(duration_ms);
         let r = Refresh::against(&self.lists, origin_id, new, now_ms);
