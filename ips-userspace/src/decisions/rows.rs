@@ -209,7 +209,7 @@ impl Refresh {
         Ok(new)
     }
 
-    /// The refresh of list `origin_id` to `new` (from [`Refresh::new`]). The diff is against
+    /// The refresh of list `origin_id` to `new` (from [`Refresh::entries`]). The diff is against
     /// the stored snapshot even if its lease lapsed a moment ago and the expiry tick has not
     /// dropped it yet: what the kernel may still hold.
     pub(crate) fn against(
