@@ -5,17 +5,46 @@ use std::{collections::BTreeMap, time::Duration};
 use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
 
+use super::request::Request;
 use crate::parsers::{Event, Kind, Service};
 
-/// The built-in scenarios, shipped as a data file.
-pub const BUILTIN: &str = include_str!("../../scenarios/builtin.toml");
+/// The built-in scenarios, shipped as data files: SSH and port scans, then the web.
+pub const BUILTIN: [&str; 2] = [
+    include_str!("../../scenarios/builtin.toml"),
+    include_str!("../../scenarios/web.toml"),
+];
 
-/// A scenario file: `[[scenario]]` tables.
+/// A scenario file: `[[scenario]]` tables, and `[[signature]]` tables that name the scenario
+/// they belong to.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
     scenario: Vec<Raw>,
+    #[serde(default)]
+    signature: Vec<RawSignature>,
+}
+
+/// One `[[signature]]`: a known attack recognised by a regex on one field of a request. A
+/// scenario with signatures matches an event when its filter does and one of them does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSignature {
+    /// Short name, shown in the alert's `signature` label.
+    name: String,
+    /// The scenario it belongs to.
+    scenario: String,
+    /// A CVE or other reference.
+    reference: String,
+    /// `uri` (decoded path and query), `path`, `query` or `user_agent`.
+    #[serde(default = "uri")]
+    field: String,
+    /// The regex (case-insensitive).
+    regex: String,
+}
+
+fn uri() -> String {
+    "uri".into()
 }
 
 /// One `[[scenario]]` as written.
@@ -53,7 +82,9 @@ fn source() -> String {
     "source".into()
 }
 
-/// Which events a scenario looks at. Every field given must match.
+/// Which events a scenario looks at. Every field given must match; within a list, any entry.
+/// Regexes are case-insensitive and see the request percent-decoded (twice when the first pass
+/// leaves escapes).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
@@ -63,18 +94,150 @@ pub struct Filter {
     /// Event kinds (any of).
     #[serde(default)]
     pub kind: Vec<String>,
-    /// HTTP statuses (any of).
+    /// HTTP statuses (any of): numbers, or ranges as `"400-499"`.
     #[serde(default)]
-    pub status: Vec<u16>,
-    /// Substrings of the HTTP path (any of; case-insensitive).
+    pub status: Vec<Status>,
+    /// HTTP methods (any of).
+    #[serde(default)]
+    pub method: Vec<String>,
+    /// Substrings of the HTTP target as logged, path and query (any of; case-insensitive).
     #[serde(default)]
     pub path_contains: Vec<String>,
+    /// The path (before `?`) ends with one of these (case-insensitive): `[".php"]`.
+    #[serde(default)]
+    pub path_suffix: Vec<String>,
+    /// Skip static assets: images, style sheets, scripts, fonts, the favicon.
+    #[serde(default)]
+    pub ignore_static: bool,
+    /// Regexes on the decoded path (any of).
+    #[serde(default)]
+    pub path_regex: Vec<String>,
+    /// Regexes on the decoded query (any of).
+    #[serde(default)]
+    pub query_regex: Vec<String>,
+    /// Regexes on the decoded path and query (any of).
+    #[serde(default)]
+    pub uri_regex: Vec<String>,
     /// Substrings of the user agent (any of; case-insensitive).
     #[serde(default)]
     pub user_agent_contains: Vec<String>,
+    /// Regexes on the user agent (any of).
+    #[serde(default)]
+    pub user_agent_regex: Vec<String>,
+    /// Skip events whose user agent holds one of these (case-insensitive).
+    #[serde(default)]
+    pub user_agent_not_contains: Vec<String>,
+    /// Only requests whose request line is malformed (`true`) or well formed (`false`).
+    #[serde(default)]
+    pub malformed: Option<bool>,
     /// Target ports (any of).
     #[serde(default)]
     pub port: Vec<u16>,
+}
+
+/// An HTTP status or a range of them, as written in a filter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Status {
+    /// One status.
+    One(u16),
+    /// `"400-499"`.
+    Range(String),
+}
+
+impl Status {
+    /// The inclusive range.
+    fn range(&self) -> Result<(u16, u16), String> {
+        match self {
+            Self::One(s) => Ok((*s, *s)),
+            Self::Range(r) => {
+                let bad =
+                    || format!("status {r:?}: expected a number or a range such as \"400-499\"");
+                let (lo, hi) = r.split_once('-').ok_or_else(bad)?;
+                let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+                let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+                if lo > hi {
+                    return Err(bad());
+                }
+                Ok((lo, hi))
+            }
+        }
+    }
+}
+
+/// The request field a regex looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// Decoded path and query.
+    Uri,
+    /// Decoded path.
+    Path,
+    /// Decoded query.
+    Query,
+    /// User agent.
+    UserAgent,
+}
+
+impl Field {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "uri" => Self::Uri,
+            "path" => Self::Path,
+            "query" => Self::Query,
+            "user_agent" => Self::UserAgent,
+            _ => return None,
+        })
+    }
+
+    fn of<'r>(self, e: &Event<'r>, r: &'r Request<'_>) -> Option<&'r str> {
+        match self {
+            Self::Uri => e.path.map(|_| r.decoded_uri()),
+            Self::Path => e.path.map(|_| r.decoded_path()),
+            Self::Query => e.path.map(|_| r.decoded_query()),
+            Self::UserAgent => e.user_agent,
+        }
+    }
+}
+
+/// A known attack, from a `[[signature]]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    /// Short name.
+    pub name: String,
+    /// CVE or other reference.
+    pub reference: String,
+    /// The field its regex looks at.
+    pub field: Field,
+    /// The regex.
+    pub regex: String,
+}
+
+/// Regexes on one field, any of which may match.
+#[derive(Clone, Debug)]
+struct Patterns {
+    field: Field,
+    set: regex::RegexSet,
+}
+
+impl Patterns {
+    fn new(name: &str, field: Field, regexes: &[String]) -> Result<Option<Self>, ScenarioError> {
+        if regexes.is_empty() {
+            return Ok(None);
+        }
+        regex::RegexSetBuilder::new(regexes)
+            .case_insensitive(true)
+            .size_limit(64 << 20)
+            .build()
+            .map(|set| Some(Self { field, set }))
+            .map_err(|e| ScenarioError::Invalid {
+                name: name.to_owned(),
+                message: format!("regex: {e}"),
+            })
+    }
+
+    fn is_match(&self, e: &Event<'_>, r: &Request<'_>) -> bool {
+        self.field.of(e, r).is_some_and(|h| self.set.is_match(h))
+    }
 }
 
 /// The bucket type.
@@ -95,6 +258,8 @@ pub enum GroupBy {
     Source,
     /// The source and the user name.
     SourceUser,
+    /// The source and the HTTP path (before `?`): one login form hammered.
+    SourcePath,
 }
 
 /// The event field whose distinct values are counted.
@@ -120,9 +285,18 @@ pub struct Scenario {
     /// Event filter.
     service: Option<Service>,
     kinds: Vec<Kind>,
-    status: Vec<u16>,
+    methods: Vec<String>,
+    status_ranges: Vec<(u16, u16)>,
     path_contains: Option<AhoCorasick>,
+    path_suffix: Vec<String>,
+    ignore_static: bool,
+    malformed: Option<bool>,
+    regexes: Vec<Patterns>,
     user_agent_contains: Option<AhoCorasick>,
+    user_agent_not_contains: Option<AhoCorasick>,
+    /// Signatures, and per field the set of their regexes with the signature of each.
+    pub signatures: Vec<Signature>,
+    signature_sets: Vec<(Patterns, Vec<usize>)>,
     ports: Vec<u16>,
     /// Grouping.
     pub groupby: GroupBy,
@@ -169,32 +343,87 @@ fn dur(name: &str, field: &str, v: &Option<String>) -> Result<Option<i64>, Scena
         .transpose()
 }
 
+/// What a filter said of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Match {
+    /// It does not pass.
+    No,
+    /// It passes.
+    Yes,
+    /// It passes by this signature (an index into [`Scenario::signatures`]).
+    Signature(usize),
+}
+
 impl Scenario {
-    /// True if the event passes the filter.
-    pub fn matches(&self, e: &Event<'_>) -> bool {
+    /// True if the event passes the filter (`r` is the event's request view).
+    pub fn matches(&self, e: &Event<'_>, r: &Request<'_>) -> Match {
         if self.service.is_some_and(|s| s != e.service) {
-            return false;
+            return Match::No;
         }
         if !self.kinds.is_empty() && !self.kinds.contains(&e.kind) {
-            return false;
+            return Match::No;
         }
-        if !self.status.is_empty() && !e.status.is_some_and(|s| self.status.contains(&s)) {
-            return false;
+        if !self.status_ranges.is_empty()
+            && !e.status.is_some_and(|s| {
+                self.status_ranges
+                    .iter()
+                    .any(|(lo, hi)| (*lo..=*hi).contains(&s))
+            })
+        {
+            return Match::No;
         }
         if !self.ports.is_empty() && !e.port.is_some_and(|p| self.ports.contains(&p)) {
-            return false;
+            return Match::No;
+        }
+        if !self.methods.is_empty()
+            && !e
+                .method
+                .is_some_and(|m| self.methods.iter().any(|x| x.eq_ignore_ascii_case(m)))
+        {
+            return Match::No;
+        }
+        if let Some(want) = self.malformed
+            && (e.service != Service::Http || r.is_malformed() != want)
+        {
+            return Match::No;
+        }
+        if self.ignore_static && r.is_static() {
+            return Match::No;
+        }
+        if !self.path_suffix.is_empty()
+            && (e.path.is_none() || !r.path_ends_with(&self.path_suffix))
+        {
+            return Match::No;
         }
         if let Some(ac) = &self.path_contains
             && !e.path.is_some_and(|p| ac.is_match(p))
         {
-            return false;
+            return Match::No;
         }
         if let Some(ac) = &self.user_agent_contains
             && !e.user_agent.is_some_and(|u| ac.is_match(u))
         {
-            return false;
+            return Match::No;
         }
-        true
+        if let Some(ac) = &self.user_agent_not_contains
+            && e.user_agent.is_some_and(|u| ac.is_match(u))
+        {
+            return Match::No;
+        }
+        if !self.regexes.iter().all(|p| p.is_match(e, r)) {
+            return Match::No;
+        }
+        if self.signature_sets.is_empty() {
+            return Match::Yes;
+        }
+        for (p, of) in &self.signature_sets {
+            if let Some(h) = p.field.of(e, r)
+                && let Some(i) = p.set.matches(h).iter().next()
+            {
+                return Match::Signature(of[i]);
+            }
+        }
+        Match::No
     }
 
     /// Ban duration from the `ban` label, if set and valid.
@@ -228,6 +457,14 @@ fn substrings(
 pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
     let file: File = toml::from_str(text).map_err(|e| ScenarioError::Toml(e.to_string()))?;
     let mut out: Vec<Scenario> = Vec::new();
+    for sig in &file.signature {
+        if !file.scenario.iter().any(|s| s.name == sig.scenario) {
+            return Err(ScenarioError::Invalid {
+                name: sig.scenario.clone(),
+                message: format!("signature {:?} names no scenario of this file", sig.name),
+            });
+        }
+    }
     for r in file.scenario {
         let invalid = |message: String| ScenarioError::Invalid {
             name: r.name.clone(),
@@ -271,9 +508,10 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
         let groupby = match r.groupby.as_str() {
             "source" => GroupBy::Source,
             "source+user" => GroupBy::SourceUser,
+            "source+path" => GroupBy::SourcePath,
             other => {
                 return Err(invalid(format!(
-                    "groupby {other:?}: expected source or source+user"
+                    "groupby {other:?}: expected source, source+user or source+path"
                 )));
             }
         };
@@ -304,6 +542,53 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
                 "a leaky bucket needs a capacity above 0 (use type = \"trigger\")".into(),
             ));
         }
+        let status_ranges = r
+            .filter
+            .status
+            .iter()
+            .map(Status::range)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| invalid(format!("filter.{m}")))?;
+        let mut regexes = Vec::new();
+        for (field, list) in [
+            (Field::Path, &r.filter.path_regex),
+            (Field::Query, &r.filter.query_regex),
+            (Field::Uri, &r.filter.uri_regex),
+            (Field::UserAgent, &r.filter.user_agent_regex),
+        ] {
+            regexes.extend(Patterns::new(&r.name, field, list)?);
+        }
+        let mut signatures = Vec::new();
+        for sig in file.signature.iter().filter(|s| s.scenario == r.name) {
+            let field = Field::parse(&sig.field).ok_or_else(|| {
+                invalid(format!(
+                    "signature {:?}: field {:?}: expected uri, path, query or user_agent",
+                    sig.name, sig.field
+                ))
+            })?;
+            if sig.reference.trim().is_empty() {
+                return Err(invalid(format!(
+                    "signature {:?} needs a reference (a CVE or a URL)",
+                    sig.name
+                )));
+            }
+            signatures.push(Signature {
+                name: sig.name.clone(),
+                reference: sig.reference.clone(),
+                field,
+                regex: sig.regex.clone(),
+            });
+        }
+        let mut signature_sets = Vec::new();
+        for field in [Field::Uri, Field::Path, Field::Query, Field::UserAgent] {
+            let of: Vec<usize> = (0..signatures.len())
+                .filter(|i| signatures[*i].field == field)
+                .collect();
+            let list: Vec<String> = of.iter().map(|i| signatures[*i].regex.clone()).collect();
+            if let Some(p) = Patterns::new(&r.name, field, &list)? {
+                signature_sets.push((p, of));
+            }
+        }
         let ban = r
             .labels
             .get("ban")
@@ -315,13 +600,30 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
             bucket,
             service,
             kinds,
-            status: r.filter.status.clone(),
+            methods: r.filter.method.clone(),
+            status_ranges,
             path_contains: substrings(&r.name, "filter.path_contains", &r.filter.path_contains)?,
+            path_suffix: r
+                .filter
+                .path_suffix
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+            ignore_static: r.filter.ignore_static,
+            malformed: r.filter.malformed,
+            regexes,
             user_agent_contains: substrings(
                 &r.name,
                 "filter.user_agent_contains",
                 &r.filter.user_agent_contains,
             )?,
+            user_agent_not_contains: substrings(
+                &r.name,
+                "filter.user_agent_not_contains",
+                &r.filter.user_agent_not_contains,
+            )?,
+            signatures,
+            signature_sets,
             ports: r.filter.port.clone(),
             groupby,
             distinct,
@@ -337,11 +639,14 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
 
 /// The built-in scenarios.
 pub fn builtin() -> Vec<Scenario> {
-    match parse(BUILTIN) {
-        Ok(s) => s,
-        // The file ships with the binary and a unit test parses it.
-        Err(e) => unreachable!("built-in scenarios do not parse: {e}"),
-    }
+    BUILTIN
+        .iter()
+        .flat_map(|text| match parse(text) {
+            Ok(s) => s,
+            // The files ship with the binary and a unit test parses them.
+            Err(e) => unreachable!("built-in scenarios do not parse: {e}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]

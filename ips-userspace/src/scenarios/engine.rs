@@ -6,7 +6,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::definition::{BucketType, Distinct, GroupBy, Scenario};
+use super::{
+    definition::{BucketType, Distinct, GroupBy, Match, Scenario},
+    request::Request,
+};
 use crate::{parsers::Event, prefix::Prefix};
 
 /// Evidence lines kept per bucket.
@@ -182,15 +185,24 @@ impl Engine {
         self.stats.events += 1;
         let now = e.time_ms;
         let (group, group_prefix) = group_of(e.source);
+        let request = Request::of(e);
         let mut matched = false;
         for (i, s) in self.scenarios.iter().enumerate() {
-            if !s.matches(e) {
-                continue;
-            }
+            let signature = match s.matches(e, &request) {
+                Match::No => continue,
+                Match::Yes => None,
+                Match::Signature(n) => s.signatures.get(n),
+            };
             matched = true;
             let mut tag = i as u32;
-            if s.groupby == GroupBy::SourceUser {
-                tag |= (fnv(e.user.unwrap_or("").as_bytes()) as u32) << 16;
+            match s.groupby {
+                GroupBy::Source => {}
+                GroupBy::SourceUser => {
+                    tag |= (fnv(e.user.unwrap_or("").as_bytes()) as u32) << 16;
+                }
+                GroupBy::SourcePath => {
+                    tag |= (fnv(request.path.as_bytes()) as u32) << 16;
+                }
             }
             let key = Key { group, tag };
             if let Some(until) = self.blackholes.get(&key) {
@@ -272,6 +284,13 @@ impl Engine {
                     .remove(&key)
                     .map(|x| x.evidence.into_iter().map(String::from).collect())
                     .unwrap_or_default();
+                let mut labels = s.labels.clone();
+                if let Some(sig) = signature {
+                    labels.insert(
+                        "signature".into(),
+                        format!("{} ({})", sig.name, sig.reference),
+                    );
+                }
                 out.push(Alert {
                     scenario: s.name.clone(),
                     source: e.source,
@@ -280,7 +299,7 @@ impl Engine {
                     last_ms: now,
                     events: count,
                     evidence,
-                    labels: s.labels.clone(),
+                    labels,
                     ban: s.ban,
                 });
                 self.stats.overflows += 1;

@@ -7,6 +7,7 @@
 //! the wall clock.
 pub mod definition;
 mod engine;
+pub mod request;
 
 pub use definition::{Scenario, builtin};
 pub use engine::{Alert, Engine, EngineStats};

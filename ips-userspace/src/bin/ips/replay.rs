@@ -6,6 +6,7 @@ use ips::{
     decisions::profiles::{Outcome, Profiles},
     parsers::{self, Clock, LogType},
     replay,
+    scenarios::definition::Match,
 };
 
 use crate::{Ctx, Format, output};
@@ -131,10 +132,18 @@ pub fn explain(args: ExplainArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let scenarios = ctx.config.detection.scenarios()?;
     match parsers::parse(args.log_type, &args.line, &clock) {
         Ok(e) => {
-            let feeds: Vec<&str> = scenarios
+            let request = ips::scenarios::request::Request::of(&e);
+            let feeds: Vec<String> = scenarios
                 .iter()
-                .filter(|s| s.matches(&e))
-                .map(|s| s.name.as_str())
+                .filter_map(|s| match s.matches(&e, &request) {
+                    Match::No => None,
+                    Match::Yes => Some(s.name.clone()),
+                    Match::Signature(n) => Some(format!(
+                        "{} (signature {})",
+                        s.name,
+                        s.signatures.get(n).map_or("?", |g| g.name.as_str())
+                    )),
+                })
                 .collect();
             if ctx.format == Format::Json {
                 println!(
