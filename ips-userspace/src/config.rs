@@ -75,6 +75,9 @@ pub struct DetectionConfig {
     pub disabled: Vec<String>,
     /// Most buckets held at once; the least recently fed are evicted past it.
     pub max_buckets: usize,
+    /// Login forms of this site's own applications (paths such as `/my/login`), watched by
+    /// the login brute-force scenarios besides the common applications' forms.
+    pub login_paths: Vec<String>,
 }
 
 impl Default for DetectionConfig {
@@ -83,6 +86,7 @@ impl Default for DetectionConfig {
             scenario_files: Vec::new(),
             disabled: Vec::new(),
             max_buckets: 2_000_000,
+            login_paths: Vec::new(),
         }
     }
 }
@@ -94,6 +98,13 @@ impl DetectionConfig {
             .into_iter()
             .filter(|s| !self.disabled.contains(&s.name))
             .collect();
+        for s in all.iter_mut().filter(|s| s.is_login()) {
+            s.add_login_paths(&self.login_paths)
+                .map_err(|e| ConfigError::Invalid {
+                    path: PathBuf::from("[detection] login_paths"),
+                    message: e.to_string(),
+                })?;
+        }
         for path in &self.scenario_files {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.clone(),

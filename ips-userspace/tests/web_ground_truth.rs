@@ -44,13 +44,20 @@ impl Log {
     }
 
     /// The replay's bans: banned value (the source, or its /64) -> scenarios that banned it.
-    fn replay(mut self) -> BTreeMap<String, Vec<String>> {
+    fn replay(self) -> BTreeMap<String, Vec<String>> {
+        self.replay_with(builtin())
+    }
+
+    fn replay_with(
+        mut self,
+        scenarios: Vec<ips::scenarios::Scenario>,
+    ) -> BTreeMap<String, Vec<String>> {
         self.0.sort_by_key(|(t, _)| *t);
         let text: String = self.0.iter().map(|(_, l)| format!("{l}\n")).collect();
         let report = replay::run(
             text.as_bytes(),
             LogType::Nginx,
-            builtin(),
+            scenarios,
             &Profiles::new(ProfilesConfig::default(), &[]),
             &[],
             Clock::utc(START * 1000),
@@ -414,6 +421,32 @@ fn probing_shell_hunting_and_malformed_floods_but_not_readers_or_crawlers() {
             BROWSER,
         );
     }
+    // Open proxy probes, and the same missing page asked three times a second.
+    for i in 0..3 {
+        log.get(
+            i * 1000,
+            "45.40.0.6",
+            "http://example.com/",
+            400,
+            "Go-http-client/1.1",
+        );
+        log.line(
+            i * 1000 + 1,
+            "45.40.0.6",
+            "CONNECT example.com:443 HTTP/1.1",
+            400,
+            "Go-http-client/1.1",
+        );
+    }
+    for i in 0..300 {
+        log.line(
+            i * 333,
+            "45.40.0.7",
+            "PROPFIND /admin%24 HTTP/1.1",
+            404,
+            "Microsoft-WebDAV-MiniRedir/5.1.2600",
+        );
+    }
     // An attack tool by its user agent.
     log.get(
         0,
@@ -508,6 +541,8 @@ fn probing_shell_hunting_and_malformed_floods_but_not_readers_or_crawlers() {
             ("45.40.0.4", "http-malformed"),
             ("2001:db8:bad:2::/64", "http-probing"),
             ("45.40.0.5", "http-bad-user-agent"),
+            ("45.40.0.6", "http-open-proxy-probe"),
+            ("45.40.0.7", "http-refused-flood"),
         ],
         &[
             "198.51.100.30",
@@ -518,5 +553,31 @@ fn probing_shell_hunting_and_malformed_floods_but_not_readers_or_crawlers() {
             "198.51.100.34",
             "198.51.100.35",
         ],
+    );
+}
+
+/// A site's own login form, named in `[detection] login_paths`, is watched like the common ones.
+#[test]
+fn a_login_form_named_in_the_config_is_watched() {
+    let flood = || {
+        let mut log = Log::default();
+        for i in 0..30 {
+            log.post(i * 500, "45.50.0.1", "/members/enter", 200, BROWSER);
+        }
+        log
+    };
+    assert!(
+        flood().replay().is_empty(),
+        "not a known login form: not a login brute force"
+    );
+    let config = ips::config::DetectionConfig {
+        login_paths: vec!["/members/enter/".into()],
+        ..Default::default()
+    };
+    let bans = flood().replay_with(config.scenarios().expect("scenarios"));
+    assert_eq!(
+        bans.get("45.50.0.1").map(Vec::as_slice),
+        Some(&["http-login-bf".to_owned()][..]),
+        "{bans:?}"
     );
 }

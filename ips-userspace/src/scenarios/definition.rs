@@ -292,6 +292,8 @@ pub struct Scenario {
     ignore_static: bool,
     malformed: Option<bool>,
     regexes: Vec<Patterns>,
+    /// The path regexes as written (to add login paths to).
+    path_regex: Vec<String>,
     user_agent_contains: Option<AhoCorasick>,
     user_agent_not_contains: Option<AhoCorasick>,
     /// Signatures, and per field the set of their regexes with the signature of each.
@@ -424,6 +426,28 @@ impl Scenario {
             }
         }
         Match::No
+    }
+
+    /// Adds login forms (`[detection] login_paths`) to a login scenario's paths: each matches
+    /// that exact path, with or without a trailing `/`.
+    pub fn add_login_paths(&mut self, paths: &[String]) -> Result<(), ScenarioError> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        self.path_regex.extend(
+            paths
+                .iter()
+                .map(|p| format!("^{}/?$", regex::escape(p.trim_end_matches('/')))),
+        );
+        self.regexes.retain(|p| p.field != Field::Path);
+        self.regexes
+            .extend(Patterns::new(&self.name, Field::Path, &self.path_regex)?);
+        Ok(())
+    }
+
+    /// True for the login brute-force scenarios (label `login = "true"`).
+    pub fn is_login(&self) -> bool {
+        self.labels.get("login").is_some_and(|v| v == "true")
     }
 
     /// Ban duration from the `ban` label, if set and valid.
@@ -612,6 +636,7 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
             ignore_static: r.filter.ignore_static,
             malformed: r.filter.malformed,
             regexes,
+            path_regex: r.filter.path_regex.clone(),
             user_agent_contains: substrings(
                 &r.name,
                 "filter.user_agent_contains",

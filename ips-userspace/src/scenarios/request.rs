@@ -89,7 +89,8 @@ impl<'a> Request<'a> {
     }
 
     /// True if the request line was not `METHOD TARGET PROTOCOL`: empty (`"-"`), binary (a TLS
-    /// handshake sent to a plain HTTP port), or a method or target no client sends.
+    /// handshake sent to a plain HTTP port, logged as `\x16\x03` or as raw bytes), or a method
+    /// or target no client sends.
     pub fn is_malformed(&self) -> bool {
         let Some(method) = self.method else {
             return true;
@@ -104,6 +105,7 @@ impl<'a> Request<'a> {
             || target.starts_with("https://")
             || (method == "CONNECT" && !target.is_empty()))
             || target.contains("\\x")
+            || target.contains(|c: char| c.is_control() || c == char::REPLACEMENT_CHARACTER)
     }
 }
 
@@ -120,7 +122,7 @@ fn twice(s: &str, query: bool) -> String {
 /// `s` percent-decoded (invalid escapes kept as they are, bytes that are not UTF-8 replaced),
 /// and in a query `+` as a space. Borrowed when there is nothing to decode.
 pub fn decode(s: &str, query: bool) -> Cow<'_, str> {
-    if !s.contains('%') && !(query && s.contains('+')) {
+    if !(s.contains('%') || (query && s.contains('+'))) {
         return Cow::Borrowed(s);
     }
     let b = s.as_bytes();
@@ -202,6 +204,7 @@ mod tests {
         assert!(req(Some("get"), "/").is_malformed());
         assert!(req(Some("GET"), "index.html").is_malformed());
         assert!(!req(Some("GET"), "/").is_malformed());
+        assert!(req(Some("GET"), "/\u{fffd}\u{2}\u{fffd}\u{2}").is_malformed());
         assert!(!req(Some("OPTIONS"), "*").is_malformed());
         assert!(!req(Some("CONNECT"), "example.com:443").is_malformed());
         assert!(!req(Some("GET"), "http://example.com/").is_malformed());
