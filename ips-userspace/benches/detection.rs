@@ -93,6 +93,107 @@ impl Baseline {
     }
 }
 
+/// A day of a web site's traffic: pages, assets, an API with queries, searches, 10% missing,
+/// four user agents; and a harder mix where every target is new (a session id in each query).
+fn site_lines(unique: bool) -> Vec<String> {
+    const AGENTS: [&str; 4] = [
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Version/17.0 Mobile/15E148 Safari/604.1",
+        "okhttp/4.12",
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    ];
+    (0..LINES as u32)
+        .map(|i| {
+            let src = addr(i % SOURCES);
+            let t = i / 100;
+            let n = i % 500;
+            let target = if unique {
+                format!("/item/{i}?session={:x}&q=red+shoes", i.wrapping_mul(7919))
+            } else {
+                match i % 9 {
+                    0 => "/".to_owned(),
+                    1 => format!("/blog/post-{n}"),
+                    2 => "/static/app.js".to_owned(),
+                    3 => "/static/site.css".to_owned(),
+                    4 => format!("/img/p{n}.jpg"),
+                    5 => format!("/api/v1/items?page={n}&sort=desc"),
+                    6 => format!("/search?q=shoes+size+{n}"),
+                    7 => format!("/product/{n}?ref=home"),
+                    _ => "/index.html".to_owned(),
+                }
+            };
+            let status = if i % 10 == 0 { 404 } else { 200 };
+            format!(
+                "{src} - - [27/Nov/2026:{:02}:{:02}:{:02} +0000] \"GET {target} HTTP/1.1\" {status} 512 \"-\" \"{}\"",
+                10 + t / 3600,
+                t / 60 % 60,
+                t % 60,
+                AGENTS[(i.wrapping_mul(2_654_435_761) >> 30) as usize]
+            )
+        })
+        .collect()
+}
+
+/// `ips replay` of a 1M-line nginx file, reading included (the release binary, `IPS_BIN`),
+/// beside the regex baseline reading the same file.
+fn replay_end_to_end(base: &Baseline) {
+    use std::io::{BufRead, Write};
+    println!("4b. nginx end to end: `ips replay` of a 1M-line file (every built-in scenario)");
+    println!(
+        "{:<26} {:>20} {:>26} {:>8}",
+        "traffic", "ips replay", "regex baseline (read+parse)", "ratio"
+    );
+    let Ok(bin) = std::env::var("IPS_BIN") else {
+        println!("   (IPS_BIN not set: run it through `cargo xtask bench`)");
+        return;
+    };
+    for (name, unique) in [("a site's day", false), ("every target new", true)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("file"));
+            for l in site_lines(unique) {
+                writeln!(f, "{l}").expect("write");
+            }
+        }
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let out = std::process::Command::new(&bin)
+                .args(["replay", "--type", "nginx"])
+                .arg(&path)
+                .output()
+                .expect("ips replay");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("1000000 lines, 1000000 events"), "{text}");
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let t = Instant::now();
+        let mut hits = 0u64;
+        let reader = std::io::BufReader::new(std::fs::File::open(&path).expect("open"));
+        for l in reader.lines() {
+            hits += u64::from(black_box(base.http(&l.expect("line")).is_some()));
+        }
+        let re_s = t.elapsed().as_secs_f64();
+        assert_eq!(hits as usize, LINES);
+        println!(
+            "{:<26} {:>20} {:>26} {:>7.1}x",
+            name,
+            rate(LINES, best),
+            rate(LINES, re_s),
+            re_s / best
+        );
+    }
+    println!(
+        "   goal: >= 1M lines/s per core end to end (best of 3 runs; one core: replay is one thread)"
+    );
+}
+
 fn rate(n: usize, secs: f64) -> String {
     format!("{:.2} M lines/s", n as f64 / secs / 1e6)
 }
@@ -178,6 +279,8 @@ fn main() {
         );
     }
     println!("   goal: >= 1M lines/s per core for parse plus buckets");
+    println!();
+    replay_end_to_end(&base);
     println!();
 
     println!("5. Memory with 1M distinct sources in buckets");

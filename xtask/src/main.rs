@@ -268,7 +268,7 @@ fn bench() -> Result<()> {
     )?;
     cargo(
         &["bench", "-p", "ips-userspace", "--bench", "detection"],
-        &[],
+        &[("IPS_BIN", bin)],
     )?;
     cargo(&["bench", "-p", "ips-userspace", "--bench", "hub"], &[])?;
     // The latency and fleet benches drive the release daemon through the test lab.

