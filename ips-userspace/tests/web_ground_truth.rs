@@ -447,6 +447,32 @@ fn probing_shell_hunting_and_malformed_floods_but_not_readers_or_crawlers() {
             "Microsoft-WebDAV-MiniRedir/5.1.2600",
         );
     }
+    // Windows admin shares over WebDAV, slowly (a worm), beside a client mapping a WebDAV
+    // folder (OPTIONS and PROPFIND on the site's root).
+    for i in 0..6 {
+        let share = if i % 2 == 0 { "/admin%24" } else { "/c%24" };
+        log.line(
+            i * 90_000,
+            "45.40.0.8",
+            &format!("PROPFIND {share} HTTP/1.1"),
+            404,
+            "Microsoft-WebDAV-MiniRedir/5.1.2600",
+        );
+        log.line(
+            i * 90_000,
+            "198.51.100.36",
+            "OPTIONS / HTTP/1.1",
+            200,
+            "Microsoft-WebDAV-MiniRedir/10.0.19045",
+        );
+        log.line(
+            i * 90_000 + 1,
+            "198.51.100.36",
+            "PROPFIND / HTTP/1.1",
+            405,
+            "Microsoft-WebDAV-MiniRedir/10.0.19045",
+        );
+    }
     // An attack tool by its user agent.
     log.get(
         0,
@@ -543,6 +569,7 @@ fn probing_shell_hunting_and_malformed_floods_but_not_readers_or_crawlers() {
             ("45.40.0.5", "http-bad-user-agent"),
             ("45.40.0.6", "http-open-proxy-probe"),
             ("45.40.0.7", "http-refused-flood"),
+            ("45.40.0.8", "http-admin-share-probe"),
         ],
         &[
             "198.51.100.30",
@@ -552,6 +579,7 @@ fn probing_shell_hunting_and_malformed_floods_but_not_readers_or_crawlers() {
             "66.249.66.1",
             "198.51.100.34",
             "198.51.100.35",
+            "198.51.100.36",
         ],
     );
 }

@@ -274,6 +274,10 @@ pub enum Distinct {
     Port,
     /// HTTP paths.
     Path,
+    /// HTTP queries (after `?`).
+    Query,
+    /// User agents.
+    UserAgent,
 }
 
 /// A validated scenario.
@@ -674,9 +678,11 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
             Some("user") => Some(Distinct::User),
             Some("port") => Some(Distinct::Port),
             Some("path") => Some(Distinct::Path),
+            Some("query") => Some(Distinct::Query),
+            Some("user_agent") => Some(Distinct::UserAgent),
             Some(other) => {
                 return Err(invalid(format!(
-                    "distinct {other:?}: expected user, port or path"
+                    "distinct {other:?}: expected user, port, path, query or user_agent"
                 )));
             }
         };

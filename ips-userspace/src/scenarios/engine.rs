@@ -323,6 +323,8 @@ impl Engine {
             let distinct = s.distinct.map(|d| match d {
                 Distinct::User => distinct_hash(e.user.unwrap_or("").as_bytes()),
                 Distinct::Path => distinct_hash(e.path.unwrap_or("").as_bytes()),
+                Distinct::Query => distinct_hash(request.query.as_bytes()),
+                Distinct::UserAgent => distinct_hash(e.user_agent.unwrap_or("").as_bytes()),
                 Distinct::Port => u32::from(e.port.unwrap_or(0)).max(1) | 0x8000_0000,
             });
             if self.buckets.len() >= self.max_buckets && !self.buckets.contains_key(&key) {

@@ -5,6 +5,7 @@
 //! by scenario and source (IPv6 by /64), and reports an [`Alert`] when one overflows. The engine
 //! is a pure function of its events and their times: replay uses the log's timestamps, live mode
 //! the wall clock.
+pub mod crowdsec;
 pub mod definition;
 mod engine;
 pub mod request;

@@ -15,6 +15,7 @@ mod hub;
 mod output;
 mod replay;
 mod run;
+mod scenarios;
 mod status;
 mod store;
 mod tls;
@@ -78,6 +79,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Show how one log line parses and which scenarios it feeds.
     Explain(replay::ExplainArgs),
+    /// List the scenarios, or translate CrowdSec scenario YAML into ips's format.
+    #[command(subcommand)]
+    Scenarios(scenarios::Command),
     /// Run a community hub: agents push signals, everyone pulls the consensus.
     Hub(hub::Args),
     /// Check the config file.
@@ -146,6 +150,7 @@ fn main() {
             Command::Tls(c) => tls::exec(c),
             Command::Replay(args) => replay::replay(args, &ctx),
             Command::Explain(args) => replay::explain(args, &ctx),
+            Command::Scenarios(c) => scenarios::exec(c, &ctx),
             Command::Store(c) => store::exec(c, &ctx),
             Command::Config(_) | Command::Hub(_) => Ok(()),
         }
