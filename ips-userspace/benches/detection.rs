@@ -94,8 +94,9 @@ impl Baseline {
 }
 
 /// A day of a web site's traffic: pages, assets, an API with queries, searches, 10% missing,
-/// four user agents; and a harder mix where every target is new (a session id in each query).
-fn site_lines(unique: bool) -> Vec<String> {
+/// four user agents; of every ten lines, `new` ask for a target never seen before (a session
+/// id in the query).
+fn site_lines(new: u32) -> Vec<String> {
     const AGENTS: [&str; 4] = [
         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36",
         "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Version/17.0 Mobile/15E148 Safari/604.1",
@@ -107,7 +108,7 @@ fn site_lines(unique: bool) -> Vec<String> {
             let src = addr(i % SOURCES);
             let t = i / 100;
             let n = i % 500;
-            let target = if unique {
+            let target = if i % 10 < new {
                 format!("/item/{i}?session={:x}&q=red+shoes", i.wrapping_mul(7919))
             } else {
                 match i % 9 {
@@ -147,12 +148,16 @@ fn replay_end_to_end(base: &Baseline) {
         println!("   (IPS_BIN not set: run it through `cargo xtask bench`)");
         return;
     };
-    for (name, unique) in [("a site's day", false), ("every target new", true)] {
+    for (name, new) in [
+        ("a site's day", 0),
+        ("a third of targets new", 3),
+        ("every target new", 10),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("access.log");
         {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("file"));
-            for l in site_lines(unique) {
+            for l in site_lines(new) {
                 writeln!(f, "{l}").expect("write");
             }
         }

@@ -243,6 +243,61 @@ impl Patterns {
     }
 }
 
+/// Every scenario's `uri` signatures in one set, so that a request target is scanned once for
+/// all of them.
+#[derive(Clone, Debug)]
+pub struct UriSignatures {
+    set: Option<regex::RegexSet>,
+    /// Per pattern of `set`: (scenario index, signature index).
+    owners: Vec<(usize, usize)>,
+}
+
+impl UriSignatures {
+    /// The set of `scenarios`' `uri` signatures (their regexes compiled before, so they build).
+    pub fn new(scenarios: &[Scenario]) -> Self {
+        let mut owners = Vec::new();
+        let mut regexes = Vec::new();
+        for (i, s) in scenarios.iter().enumerate() {
+            for (n, sig) in s.signatures.iter().enumerate() {
+                if sig.field == Field::Uri {
+                    owners.push((i, n));
+                    regexes.push(sig.regex.as_str());
+                }
+            }
+        }
+        let set = (!regexes.is_empty())
+            .then(|| {
+                regex::RegexSetBuilder::new(regexes)
+                    .case_insensitive(true)
+                    .size_limit(256 << 20)
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        if set.is_none() {
+            owners.clear();
+        }
+        Self { set, owners }
+    }
+
+    /// True if the set was built (else each scenario scans its own).
+    pub fn built(&self) -> bool {
+        self.set.is_some()
+    }
+
+    /// The (scenario, signature) pairs whose regex matches `r`'s decoded target.
+    pub fn hits(&self, r: &Request<'_>) -> Vec<(usize, usize)> {
+        match &self.set {
+            Some(set) if set.is_match(r.decoded_uri()) => set
+                .matches(r.decoded_uri())
+                .iter()
+                .filter_map(|i| self.owners.get(i).copied())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// The bucket type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BucketType {
@@ -389,7 +444,7 @@ impl Scenario {
             e,
             r,
             self.user_agent_verdict(r.lower_user_agent()),
-            &mut |s| s.target_verdict(e, r),
+            &mut |s| s.target_verdict(e, r, None),
         )
     }
 
@@ -504,8 +559,15 @@ impl Scenario {
                 .any(|(p, _)| p.field != Field::UserAgent)
     }
 
-    /// What the parts of the filter that look at the request target say of `e`'s.
-    pub fn target_verdict(&self, e: &Event<'_>, r: &Request<'_>) -> TargetVerdict {
+    /// What the parts of the filter that look at the request target say of `e`'s. `shared` is
+    /// this scenario's index and the target's hits in [`UriSignatures`] (all scenarios' `uri`
+    /// signatures scanned once), used instead of this scenario's own `uri` signature set.
+    pub fn target_verdict(
+        &self,
+        e: &Event<'_>,
+        r: &Request<'_>,
+        shared: Option<(usize, &[(usize, usize)])>,
+    ) -> TargetVerdict {
         let no = TargetVerdict {
             pass: false,
             signature: None,
@@ -531,12 +593,16 @@ impl Scenario {
         {
             return no;
         }
-        let mut signature = None;
-        for (p, of) in self
-            .signature_sets
-            .iter()
-            .filter(|(p, _)| p.field != Field::UserAgent)
-        {
+        let mut signature = shared.and_then(|(me, hits)| {
+            hits.iter()
+                .find(|(scenario, _)| *scenario == me)
+                .map(|(_, sig)| *sig)
+        });
+        let own = |f: Field| f != Field::UserAgent && !(shared.is_some() && f == Field::Uri);
+        for (p, of) in self.signature_sets.iter().filter(|(p, _)| own(p.field)) {
+            if signature.is_some() {
+                break;
+            }
             // Most requests match none: the set's own prefilter answers that, and only a match
             // pays for finding which signature it was.
             if let Some(h) = p.field.of(e, r)

@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use super::{
-    definition::{BucketType, Distinct, GroupBy, Match, Scenario, TargetVerdict, UserAgentVerdict},
+    definition::{
+        BucketType, Distinct, GroupBy, Match, Scenario, TargetVerdict, UriSignatures,
+        UserAgentVerdict,
+    },
     request::Request,
 };
 use crate::{parsers::Event, prefix::Prefix};
@@ -198,12 +201,41 @@ struct TargetVerdicts {
     /// Target hash -> its row in `table`.
     rows: HashMap<u64, u32>,
     /// Up to `MAX` rows of one slot per scenario, grown as targets come.
-    table: Vec<Option<TargetVerdict>>,
+    table: Vec<u16>,
     scenarios: usize,
 }
 
 impl TargetVerdicts {
     const MAX: usize = 16_384;
+    /// A slot not computed yet; then 1 for "does not pass", 2 for "passes", 3 + n for "passes
+    /// by signature n" (two bytes a slot keep the table small enough for the cache).
+    const UNKNOWN: u16 = 0;
+
+    fn pack(v: TargetVerdict) -> u16 {
+        match (v.pass, v.signature) {
+            (false, _) => 1,
+            (true, None) => 2,
+            (true, Some(n)) => u16::try_from(n).map_or(Self::UNKNOWN, |n| n.saturating_add(3)),
+        }
+    }
+
+    fn unpack(slot: u16) -> Option<TargetVerdict> {
+        Some(match slot {
+            Self::UNKNOWN => return None,
+            1 => TargetVerdict {
+                pass: false,
+                signature: None,
+            },
+            2 => TargetVerdict {
+                pass: true,
+                signature: None,
+            },
+            n => TargetVerdict {
+                pass: true,
+                signature: Some(usize::from(n - 3)),
+            },
+        })
+    }
 
     fn new(scenarios: usize) -> Self {
         Self {
@@ -215,7 +247,7 @@ impl TargetVerdicts {
     }
 
     /// The verdict slots of `target` (one per scenario).
-    fn slots(&mut self, target: &str) -> &mut [Option<TargetVerdict>] {
+    fn slots(&mut self, target: &str) -> &mut [u16] {
         use std::hash::BuildHasher;
         let key = self.hasher.hash_one(target);
         let next = self.rows.len();
@@ -229,12 +261,12 @@ impl TargetVerdicts {
         };
         let range = row * self.scenarios..(row + 1) * self.scenarios;
         if self.table.len() < range.end {
-            self.table.resize(range.end, None);
+            self.table.resize(range.end, Self::UNKNOWN);
         }
         let slots = &mut self.table[range];
         if fresh {
             self.rows.insert(key, row as u32);
-            slots.fill(None);
+            slots.fill(Self::UNKNOWN);
         }
         slots
     }
@@ -245,6 +277,7 @@ pub struct Engine {
     scenarios: Vec<Scenario>,
     agents: AgentVerdicts,
     targets: TargetVerdicts,
+    uri_signatures: UriSignatures,
     buckets: HashMap<Key, Bucket>,
     extras: HashMap<Key, Box<Extra>>,
     blackholes: HashMap<Key, i64>,
@@ -258,6 +291,7 @@ impl Engine {
         Self {
             agents: AgentVerdicts::new(&scenarios),
             targets: TargetVerdicts::new(scenarios.len()),
+            uri_signatures: UriSignatures::new(&scenarios),
             scenarios,
             buckets: HashMap::default(),
             extras: HashMap::default(),
@@ -290,11 +324,32 @@ impl Engine {
         let request = Request::of(e);
         let agents = self.agents.of(&self.scenarios, &request, e.user_agent);
         let mut slots = e.path.map(|t| self.targets.slots(t));
+        let mut uri_hits: Option<Vec<(usize, usize)>> = None;
+        let uri_signatures = &self.uri_signatures;
         let mut matched = false;
         for (i, s) in self.scenarios.iter().enumerate() {
-            let mut target = |s: &Scenario| match slots.as_mut().and_then(|v| v.get_mut(i)) {
-                Some(slot) => *slot.get_or_insert_with(|| s.target_verdict(e, &request)),
-                None => s.target_verdict(e, &request),
+            let mut target = |s: &Scenario| {
+                let mut verdict = || {
+                    if !uri_signatures.built() {
+                        return s.target_verdict(e, &request, None);
+                    }
+                    let hits = uri_hits.get_or_insert_with(|| {
+                        if e.path.is_some() {
+                            uri_signatures.hits(&request)
+                        } else {
+                            Vec::new()
+                        }
+                    });
+                    s.target_verdict(e, &request, Some((i, hits)))
+                };
+                match slots.as_mut().and_then(|v| v.get_mut(i)) {
+                    Some(slot) => TargetVerdicts::unpack(*slot).unwrap_or_else(|| {
+                        let v = verdict();
+                        *slot = TargetVerdicts::pack(v);
+                        v
+                    }),
+                    None => verdict(),
+                }
             };
             let signature = match s.matches_with(e, &request, agents[i], &mut target) {
                 Match::No => continue,
