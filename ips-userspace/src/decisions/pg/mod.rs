@@ -122,6 +122,8 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 /// The PostgreSQL decision store.
 pub struct PgStore {
     client: RefCell<Client>,
+    /// Where to connect again when the server closed the connection.
+    url: String,
     /// Statements prepared on `client`, by their text.
     statements: RefCell<std::collections::HashMap<String, Statement>>,
     /// This node's name, for its local state.
@@ -151,6 +153,28 @@ impl PgStore {
     /// Connects to `url` (a `postgres://` URL or key=value string), creates the tables if
     /// needed, and reads the lists and allowlist. `node` names this host's local state.
     pub fn connect(url: &str, node: &str) -> Result<Self, StoreError> {
+        let client = Self::open(url)?;
+        let mut store = Self {
+            client: RefCell::new(client),
+            url: url.to_owned(),
+            statements: RefCell::default(),
+            node: node.to_owned(),
+            allow: Vec::new(),
+            lists: BTreeMap::new(),
+            new_origins: Vec::new(),
+            in_unit: false,
+            dirty: false,
+            seen_rev: -1,
+            foreign: false,
+        };
+        store.seen_rev = store.rev()?;
+        store.reload()?;
+        store.foreign = false;
+        Ok(store)
+    }
+
+    /// A connection to `url` with the tables created.
+    fn open(url: &str) -> Result<Client, StoreError> {
         let mut client = Client::connect(url, NoTls).map_err(|e| StoreError::PgOpen {
             url: redact(url),
             source: e,
@@ -173,22 +197,34 @@ impl PgStore {
                 &[&i64::from(id), &name.to_string()],
             )?;
         }
-        let mut store = Self {
-            client: RefCell::new(client),
-            statements: RefCell::default(),
-            node: node.to_owned(),
-            allow: Vec::new(),
-            lists: BTreeMap::new(),
-            new_origins: Vec::new(),
-            in_unit: false,
-            dirty: false,
-            seen_rev: -1,
-            foreign: false,
-        };
-        store.seen_rev = store.rev()?;
-        store.reload()?;
-        store.foreign = false;
-        Ok(store)
+        Ok(client)
+    }
+
+    /// The server process serving this store's connection (for tests that end it).
+    #[cfg(test)]
+    pub(crate) fn backend_pid(&self) -> i32 {
+        self.opt("SELECT pg_backend_pid()", &[])
+            .ok()
+            .flatten()
+            .map_or(0, |r| r.get(0))
+    }
+
+    /// Connects again if the server closed the connection (a restart, a failover, an
+    /// administrator's `pg_terminate_backend`): the unit in progress, if any, was lost with it.
+    /// The lists and allowlist are read again and the caller told, through
+    /// [`Transactions::refresh`], to reconcile the kernel.
+    fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
+        if !self.client.borrow().is_closed() {
+            return Ok(());
+        }
+        let client = Self::open(&self.url)?;
+        tracing::warn!("The PostgreSQL connection was closed; connected again.");
+        *self.client.borrow_mut() = client;
+        self.statements.borrow_mut().clear();
+        self.in_unit = false;
+        self.dirty = false;
+        self.seen_rev = self.rev()?;
+        self.reload()
     }
 
     /// The prepared statement for `sql`, prepared once per connection (a round trip saved on
@@ -375,6 +411,7 @@ fn redact(url: &str) -> String {
 
 impl Transactions for PgStore {
     fn begin(&mut self) -> Result<(), StoreError> {
+        self.reconnect_if_closed()?;
         self.batch("BEGIN")?;
         self.in_unit = true;
         self.dirty = false;
@@ -422,6 +459,7 @@ impl Transactions for PgStore {
     }
 
     fn refresh(&mut self) -> Result<bool, StoreError> {
+        self.reconnect_if_closed()?;
         if !self.in_unit {
             let rev = self.rev()?;
             if rev != self.seen_rev {

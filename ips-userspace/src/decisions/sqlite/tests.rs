@@ -899,3 +899,32 @@ fn central_nodes_sharing_postgresql_see_each_others_writes() {
         assert_eq!(a.state("read-offset").unwrap().len(), 1);
     });
 }
+
+#[test]
+fn a_postgresql_store_connects_again_after_the_server_drops_it() {
+    use crate::decisions::Transactions;
+    on_postgres(|url| {
+        let mut s = PgStore::connect(url, "central-a").unwrap();
+        s.upsert(&[ban("45.1.2.3", "manual", 60)], 1_000).unwrap();
+        // The server ends this store's connection, as a restart or failover would.
+        let mut admin = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&s.backend_pid()])
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // A read in between fails; the next unit (or tick) connects again and nothing is lost.
+        let _ = s.list(1_000, None);
+        assert!(
+            s.refresh().unwrap(),
+            "the node is told to reconcile its kernel"
+        );
+        s.upsert(&[ban("45.1.2.4", "manual", 60)], 2_000).unwrap();
+        let values: Vec<String> = s
+            .list(2_000, None)
+            .unwrap()
+            .iter()
+            .map(|d| d.value.to_string())
+            .collect();
+        assert_eq!(values, ["45.1.2.3", "45.1.2.4"]);
+    });
+}
