@@ -63,6 +63,8 @@ pub struct Config {
     pub central: Option<crate::central::CentralConfig>,
     /// A community hub to push ban signals to (`[hub]`).
     pub hub: Option<crate::hub::AgentConfig>,
+    /// Where alerts are sent (`[[notification]]`).
+    pub notification: Vec<crate::notify::NotificationConfig>,
 }
 
 /// `[detection]`.
@@ -337,6 +339,9 @@ impl Config {
             path: path.to_owned(),
             message,
         };
+        for n in &self.notification {
+            n.check().map_err(|e| invalid(e.to_string()))?;
+        }
         if self.enforcer.max_hosts == 0 || self.enforcer.max_prefixes == 0 {
             return Err(invalid(
                 "enforcer.max_hosts and enforcer.max_prefixes must be above 0".into(),

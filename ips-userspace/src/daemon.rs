@@ -205,7 +205,8 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         hub,
         config.enforcer.expiry_interval,
     )
-    .with_not_enforced(reconciled.not_fitted as u64);
+    .with_not_enforced(reconciled.not_fitted as u64)
+    .with_notifiers(crate::notify::Notifiers::start(&config.notification));
     let (mut handle, worker) = worker.spawn(config.decisions.default_duration)?;
     handle.lists = sources;
     let pipeline = if config.acquisition.is_empty() {

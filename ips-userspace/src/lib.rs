@@ -20,6 +20,7 @@ pub mod duration;
 pub mod enforcer;
 pub mod http;
 pub mod hub;
+pub mod notify;
 pub mod parsers;
 pub mod pipeline;
 pub mod prefix;

@@ -30,6 +30,8 @@ pub struct Worker {
     enforcer: Enforcer,
     attachment: Option<loader::Attachment>,
     hub: Option<mpsc::Sender<Signal>>,
+    /// Where decided alerts are sent (`[[notification]]`); never waited for.
+    notifiers: Option<crate::notify::Notifiers>,
     expiry: Duration,
     /// Active decisions the start's reconcile could not put in the kernel.
     not_enforced: u64,
@@ -58,12 +60,20 @@ impl Worker {
             enforcer,
             attachment,
             hub,
+            notifiers: None,
             expiry,
             not_enforced: 0,
             expiry_failures: (0, None),
             generation: 0,
             everything: None,
         }
+    }
+
+    /// Sends every decided alert to these destinations.
+    #[must_use]
+    pub fn with_notifiers(mut self, n: crate::notify::Notifiers) -> Self {
+        self.notifiers = Some(n);
+        self
     }
 
     /// Records what the start's reconcile could not put in the kernel (shown in `ips status`).
@@ -333,6 +343,11 @@ impl Worker {
                 }
             }
         };
+        if let Some(n) = &self.notifiers {
+            for a in &push.alerts {
+                n.notify(a);
+            }
+        }
         self.decisions
             .records()
             .set_seen(&push.machine, now, &push.version)?;
@@ -450,6 +465,11 @@ impl Worker {
             }
             Command::Alert(alert) => match self.decide(now, |d| d.on_alert(&alert, now)) {
                 Ok(stored) => {
+                    // After the ban is in the store and the kernel: a notification never
+                    // delays one.
+                    if let Some(n) = &self.notifiers {
+                        n.notify(&stored);
+                    }
                     // Bans are shared with the hub: the source and the scenario, no log lines.
                     if let (Some(hub), Outcome::Ban { value, .. }) = (&self.hub, &stored.outcome) {
                         let _ = hub.send(Signal {
