@@ -65,6 +65,8 @@ pub struct Config {
     pub hub: Option<crate::hub::AgentConfig>,
     /// Where alerts are sent (`[[notification]]`).
     pub notification: Vec<crate::notify::NotificationConfig>,
+    /// `/metrics` (`[web]`).
+    pub web: crate::web::WebConfig,
 }
 
 /// `[detection]`.
@@ -342,6 +344,7 @@ impl Config {
         for n in &self.notification {
             n.check().map_err(|e| invalid(e.to_string()))?;
         }
+        self.web.address().map_err(invalid)?;
         if self.enforcer.max_hosts == 0 || self.enforcer.max_prefixes == 0 {
             return Err(invalid(
                 "enforcer.max_hosts and enforcer.max_prefixes must be above 0".into(),

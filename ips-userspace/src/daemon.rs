@@ -261,6 +261,7 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         .build()?;
     let limits = api::serve::Limits::from(&config.api);
     let api_config = config.api.clone();
+    let web = config.web.address().map_err(DaemonError::Detection)?;
     let served = runtime.block_on(async move {
         use api::serve::{Listener, Operators, bind_socket, serve};
         let operators = Operators::new(api_config.group.clone());
@@ -293,13 +294,32 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
+        let mut servers = Vec::new();
+        if let Some(addr) = web {
+            // `/metrics` on its own listener; a port taken is said and the rest goes on.
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(tcp) => {
+                    info!(listen = %addr, "Metrics at /metrics.");
+                    let mut stop = stop_rx.clone();
+                    let stopped = async move { drop(stop.wait_for(|s| *s).await) };
+                    let router = crate::web::router(handle.clone());
+                    servers.push(tokio::spawn(serve(
+                        Listener::Tcp(tcp, None),
+                        router,
+                        limits,
+                        stopped,
+                    )));
+                }
+                Err(e) => warn!(listen = %addr, error = %e, "Cannot serve metrics ([web] listen)."),
+            }
+        }
         let router = api::router(handle, api_config.server_names.clone());
-        let servers = listeners.into_iter().map(|l| {
+        servers.extend(listeners.into_iter().map(|l| {
             let mut stop = stop_rx.clone();
             let stopped = async move { drop(stop.wait_for(|s| *s).await) };
             tokio::spawn(serve(l, router.clone(), limits, stopped))
-        });
-        for s in servers.collect::<Vec<_>>() {
+        }));
+        for s in servers {
             let _ = s.await;
         }
         let _ = std::fs::remove_file(&socket);

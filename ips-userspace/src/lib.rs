@@ -28,3 +28,4 @@ pub mod replay;
 pub mod scenarios;
 pub mod schedule;
 pub mod service;
+pub mod web;

@@ -12,6 +12,7 @@ mod config_cmd;
 mod decisions;
 mod detach;
 mod hub;
+mod metrics;
 mod output;
 mod replay;
 mod run;
@@ -55,6 +56,8 @@ enum Command {
     Allow(allow::Command),
     /// Interfaces, attach mode, map fill and packet counters.
     Status,
+    /// Packets judged and dropped per origin, map fill, log sources: what /metrics serves.
+    Metrics,
     /// Remove the XDP program from an interface (and the pins when none is left).
     Detach(detach::Args),
     /// API keys for CrowdSec bouncers reading `ips` decisions (LAPI-compatible endpoints).
@@ -141,6 +144,7 @@ fn main() {
             Command::Decisions(c) => decisions::exec(c, &ctx),
             Command::Allow(c) => allow::exec(c, &ctx),
             Command::Status => status::exec(&ctx),
+            Command::Metrics => metrics::exec(&ctx),
             Command::Detach(args) => detach::exec(args, &ctx),
             Command::Alerts(c) => alerts::exec(c, &ctx),
             Command::Blocklist(c) => blocklist::exec(c, &ctx),
