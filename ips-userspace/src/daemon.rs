@@ -299,10 +299,12 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
             // `/metrics` on its own listener; a port taken is said and the rest goes on.
             match tokio::net::TcpListener::bind(addr).await {
                 Ok(tcp) => {
-                    info!(listen = %addr, "Metrics at /metrics.");
+                    info!(listen = %addr, "Dashboard at /, metrics at /metrics.");
                     let mut stop = stop_rx.clone();
                     let stopped = async move { drop(stop.wait_for(|s| *s).await) };
-                    let router = crate::web::router(handle.clone());
+                    let history = crate::web::History::default();
+                    tokio::spawn(crate::web::sample(handle.clone(), history.clone()));
+                    let router = crate::web::router(handle.clone(), history);
                     servers.push(tokio::spawn(serve(
                         Listener::Tcp(tcp, None),
                         router,

@@ -1,4 +1,7 @@
-//! The `[web]` listener (127.0.0.1:6060 by default): `/metrics` in the Prometheus text format.
+//! The `[web]` listener (127.0.0.1:6060 by default): `/metrics` in the Prometheus text format,
+//! and the dashboard at `/` with the JSON it reads (`/api/...`). Reading is open to loopback
+//! peers; anything else, and every change (`POST /api/unban`), needs an admin token of the
+//! authenticated API (`Authorization: Bearer`).
 //!
 //! Packet counters carry the CrowdSec firewall bouncer's names and labels
 //! (`fw_bouncer_dropped_packets{origin, ip_type}`, `fw_bouncer_processed_packets{ip_type}`,
@@ -8,7 +11,7 @@ use std::net::SocketAddr;
 
 use axum::{
     Router,
-    extract::State,
+    extract::{Query, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -235,7 +238,57 @@ pub fn render(s: &Status) -> String {
     out
 }
 
-async fn metrics(State(handle): State<Handle>) -> Response {
+/// One sample of the drop counters (for the dashboard's chart): when, and total drops per
+/// origin.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sample {
+    /// Unix ms.
+    pub t_ms: i64,
+    /// Origin -> packets dropped so far (IPv4 + IPv6).
+    pub dropped: std::collections::BTreeMap<String, u64>,
+}
+
+/// The last hour of samples, one every [`SAMPLE_EVERY`].
+pub type History = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Sample>>>;
+
+/// How often the drop counters are sampled.
+pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Samples the drop counters into `history` until the runtime ends (an hour's worth kept).
+pub async fn sample(handle: Handle, history: History) {
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        every.tick().await;
+        let Ok(s) = handle.status().await else {
+            continue;
+        };
+        let dropped = s
+            .origins
+            .iter()
+            .map(|o| (o.name.clone(), o.dropped_v4 + o.dropped_v6))
+            .collect();
+        let mut h = history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        h.push_back(Sample {
+            t_ms: crate::calendar::now_ms(),
+            dropped,
+        });
+        while h.len() > 360 {
+            h.pop_front();
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct Web {
+    handle: Handle,
+    history: History,
+}
+
+async fn metrics(State(web): State<Web>) -> Response {
+    let handle = web.handle;
     match handle.status().await {
         Ok(s) => (
             [(
@@ -249,11 +302,150 @@ async fn metrics(State(handle): State<Handle>) -> Response {
     }
 }
 
-/// The `[web]` router.
-pub fn router(handle: Handle) -> Router {
+fn json<T: Serialize>(r: Result<T, crate::service::ServiceError>) -> Response {
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'",
+            ),
+        ],
+        include_str!("web/dashboard.html"),
+    )
+        .into_response()
+}
+
+async fn status(State(web): State<Web>) -> Response {
+    json(web.handle.status().await)
+}
+
+async fn samples(State(web): State<Web>) -> Response {
+    let h: Vec<Sample> = web
+        .history
+        .lock()
+        .map(|h| h.iter().cloned().collect())
+        .unwrap_or_default();
+    axum::Json(h).into_response()
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    q: Option<String>,
+}
+
+async fn alerts(State(web): State<Web>, Query(l): Query<Limit>) -> Response {
+    json(
+        web.handle
+            .alerts(crate::decisions::AlertQuery {
+                limit: l.limit.unwrap_or(20).min(200),
+                ..Default::default()
+            })
+            .await,
+    )
+}
+
+/// Active decisions (the first 10,000), those whose value, origin or reason hold `q`.
+async fn decisions(State(web): State<Web>, Query(l): Query<Limit>) -> Response {
+    let page = web.handle.page(None, 10_000, None).await;
+    let q = l.q.unwrap_or_default().to_lowercase();
+    json(page.map(|p| {
+        p.decisions
+            .into_iter()
+            .filter(|d| {
+                q.is_empty()
+                    || d.value.to_string().contains(&q)
+                    || d.origin.to_string().to_lowercase().contains(&q)
+                    || d.reason.to_lowercase().contains(&q)
+            })
+            .take(l.limit.unwrap_or(100).min(1000))
+            .collect::<Vec<_>>()
+    }))
+}
+
+async fn blocklists(State(web): State<Web>) -> Response {
+    match crate::api::list_status(State(web.handle)).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct UnbanBody {
+    value: String,
+}
+
+/// `POST /api/unban {"value"}`: needs an admin token (checked by [`access`]).
+async fn unban(State(web): State<Web>, axum::Json(b): axum::Json<UnbanBody>) -> Response {
+    let Ok(value) = b.value.parse::<crate::prefix::Prefix>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("{:?} is not an address or prefix", b.value),
+        )
+            .into_response();
+    };
+    json(
+        web.handle
+            .unban(value, None)
+            .await
+            .map(|n| serde_json::json!({ "removed": n })),
+    )
+}
+
+/// Reading from loopback needs nothing; reading from elsewhere, and any change, needs an admin
+/// token.
+async fn access(
+    State(web): State<Web>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let loopback = match req.extensions().get::<crate::api::serve::Caller>() {
+        Some(crate::api::serve::Caller::Network(a)) => a.ip().is_loopback(),
+        Some(crate::api::serve::Caller::Operator { .. }) => true,
+        None => false,
+    };
+    let reading = req.method() == axum::http::Method::GET;
+    if !(reading && loopback) {
+        let admin = crate::api::crowdsec::key_of(&web.handle, req.headers())
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|k| k.role == crate::decisions::Role::Admin);
+        if !admin {
+            return (
+                StatusCode::FORBIDDEN,
+                "an admin token is needed (ips tokens add NAME), as Authorization: Bearer",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The `[web]` router: `history` is what [`sample`] fills.
+pub fn router(handle: Handle, history: History) -> Router {
+    let web = Web { handle, history };
     Router::new()
+        .route("/", get(dashboard))
         .route("/metrics", get(metrics))
-        .with_state(handle)
+        .route("/api/status", get(status))
+        .route("/api/history", get(samples))
+        .route("/api/alerts", get(alerts))
+        .route("/api/decisions", get(decisions))
+        .route("/api/blocklists", get(blocklists))
+        .route("/api/unban", axum::routing::post(unban))
+        .layer(axum::middleware::from_fn_with_state(web.clone(), access))
+        .with_state(web)
 }
 
 #[cfg(test)]

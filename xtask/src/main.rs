@@ -194,6 +194,7 @@ fn test() -> Result<()> {
         &[("IPS_TEST_POSTGRES", &pg.tcp)],
     )?;
     setup::bouncer_tools()?;
+    setup::browser()?;
     let bin = workspace().join("target/debug/ips");
     let bin = bin.to_str().context("non-UTF-8 workspace path")?;
     cargo(

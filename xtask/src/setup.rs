@@ -227,6 +227,24 @@ pub struct Postgres {
     pub unix: String,
 }
 
+/// Installs Debian's `chromium`, if missing: the dashboard test loads the page in it headless.
+pub fn browser() -> Result<()> {
+    if !ok(Command::new("sh").args(["-c", "command -v chromium"])) {
+        require_root("installing chromium with apt-get")?;
+        step(
+            "apt-get update",
+            Command::new("apt-get").args(["update", "-qq"]),
+        )?;
+        step(
+            "installing chromium (the dashboard test loads the page in it, headless)",
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "chromium"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    Ok(())
+}
+
 /// Installs nftables for the bench's `nft -f` baseline, if missing.
 pub fn bench_tools() -> Result<()> {
     if !ok(Command::new("sh").args(["-c", "command -v nft"])) {

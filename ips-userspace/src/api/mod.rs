@@ -485,7 +485,7 @@ async fn delete_bouncer(
     Ok(Json(serde_json::json!({ "deleted": existed })).into_response())
 }
 
-async fn list_status(State(h): State<Handle>) -> Result<Response, ApiError> {
+pub(crate) async fn list_status(State(h): State<Handle>) -> Result<Response, ApiError> {
     let status = h.status().await?;
     let mut lists = h.lists.lock().map(|l| l.clone()).unwrap_or_default();
     // Lists in the store that no configured source fetches: imported by hand.
