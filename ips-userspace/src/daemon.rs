@@ -198,6 +198,7 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         ));
         tx
     });
+    let live = crate::web::Live::default();
     let worker = Worker::new(
         decisions,
         enforcer,
@@ -206,7 +207,8 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         config.enforcer.expiry_interval,
     )
     .with_not_enforced(reconciled.not_fitted as u64)
-    .with_notifiers(crate::notify::Notifiers::start(&config.notification));
+    .with_notifiers(crate::notify::Notifiers::start(&config.notification))
+    .with_live(live.clone());
     let (mut handle, worker) = worker.spawn(config.decisions.default_duration)?;
     handle.lists = sources;
     let pipeline = if config.acquisition.is_empty() {
@@ -304,7 +306,7 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
                     let stopped = async move { drop(stop.wait_for(|s| *s).await) };
                     let history = crate::web::History::default();
                     tokio::spawn(crate::web::sample(handle.clone(), history.clone()));
-                    let router = crate::web::router(handle.clone(), history);
+                    let router = crate::web::router(handle.clone(), history, live);
                     servers.push(tokio::spawn(serve(
                         Listener::Tcp(tcp, None),
                         router,

@@ -57,6 +57,39 @@ impl WebConfig {
 
 type Labels = Vec<(String, String)>;
 
+/// Figures the decision service records as it goes (not kept anywhere else): alerts per
+/// scenario and outcome, and how long from an alert to its ban in the kernel.
+#[derive(Clone, Debug)]
+pub struct Live {
+    /// Alerts decided, by scenario and outcome.
+    pub alerts: Family<Labels, Counter>,
+    /// From the overflowing line's arrival to the ban committed in the store and the kernel.
+    pub detection_to_ban: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            alerts: Family::default(),
+            detection_to_ban: prometheus_client::metrics::histogram::Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        }
+    }
+}
+
+impl Live {
+    /// Records one decided alert, `latency_s` after its last line arrived (bans only).
+    pub fn alert(&self, scenario: &str, outcome: &str, latency_s: Option<f64>) {
+        self.alerts
+            .get_or_create(&labels(&[("scenario", scenario), ("outcome", outcome)]))
+            .inc();
+        if let Some(l) = latency_s {
+            self.detection_to_ban.observe(l.max(0.0));
+        }
+    }
+}
+
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
@@ -86,9 +119,68 @@ fn gauge(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The Prometheus text of `s`.
-pub fn render(s: &Status) -> String {
+/// The Prometheus text of `s`, `live` and the sources' health.
+pub fn render(
+    s: &Status,
+    live: &Live,
+    sources: &[crate::blocklists::source::SourceStatus],
+) -> String {
     let mut r = Registry::default();
+    r.register(
+        "ips_alerts_decided",
+        "Alerts decided, by scenario and outcome",
+        live.alerts.clone(),
+    );
+    r.register(
+        "ips_detection_to_ban_seconds",
+        "From the arrival of the line that overflowed a bucket to the ban in the kernel",
+        live.detection_to_ban.clone(),
+    );
+    let health: Vec<(Labels, i64)> = sources
+        .iter()
+        .map(|l| {
+            (
+                labels(&[("source", &l.name), ("kind", &l.kind)]),
+                i64::from(l.last_error.is_none() && l.last_success_ms.is_some()),
+            )
+        })
+        .collect();
+    gauges(
+        &mut r,
+        "ips_source_up",
+        "1 if the blocklist or LAPI source's last fetch worked",
+        &health,
+    );
+    let last: Vec<(Labels, i64)> = sources
+        .iter()
+        .filter_map(|l| {
+            Some((
+                labels(&[("source", &l.name), ("kind", &l.kind)]),
+                l.last_success_ms? / 1000,
+            ))
+        })
+        .collect();
+    gauges(
+        &mut r,
+        "ips_source_last_success_timestamp_seconds",
+        "When the source was last fetched whole",
+        &last,
+    );
+    let entries: Vec<(Labels, i64)> = sources
+        .iter()
+        .map(|l| {
+            (
+                labels(&[("source", &l.name), ("kind", &l.kind)]),
+                gauge(l.entries),
+            )
+        })
+        .collect();
+    gauges(
+        &mut r,
+        "ips_source_entries",
+        "Entries the source holds",
+        &entries,
+    );
     let c = |name: &str| s.counters.get(name).copied().unwrap_or(0);
     let mut dropped = Vec::new();
     for o in &s.origins {
@@ -285,17 +377,19 @@ pub async fn sample(handle: Handle, history: History) {
 struct Web {
     handle: Handle,
     history: History,
+    live: Live,
 }
 
 async fn metrics(State(web): State<Web>) -> Response {
     let handle = web.handle;
+    let sources = handle.lists.lock().map(|l| l.clone()).unwrap_or_default();
     match handle.status().await {
         Ok(s) => (
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
-            render(&s),
+            render(&s, &web.live, &sources),
         )
             .into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
@@ -432,9 +526,13 @@ async fn access(
     next.run(req).await
 }
 
-/// The `[web]` router: `history` is what [`sample`] fills.
-pub fn router(handle: Handle, history: History) -> Router {
-    let web = Web { handle, history };
+/// The `[web]` router: `history` is what [`sample`] fills, `live` what the service records.
+pub fn router(handle: Handle, history: History, live: Live) -> Router {
+    let web = Web {
+        handle,
+        history,
+        live,
+    };
     Router::new()
         .route("/", get(dashboard))
         .route("/metrics", get(metrics))
@@ -481,7 +579,9 @@ mod tests {
             }],
             detection: crate::pipeline::DetectionStats::default(),
         };
-        let text = render(&s);
+        let live = Live::default();
+        live.alert("ssh-bf", "ban", Some(0.0007));
+        let text = render(&s, &live, &[]);
         assert!(
             text.contains("fw_bouncer_dropped_packets{origin=\"manual\",ip_type=\"ipv4\"} 7"),
             "{text}"
@@ -496,6 +596,14 @@ mod tests {
         );
         assert!(
             text.contains("ips_map_capacity{map=\"hosts_v4\"} 100"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ips_alerts_decided_total{scenario=\"ssh-bf\",outcome=\"ban\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ips_detection_to_ban_seconds_bucket{le=\"0.001\"} 1"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");

@@ -35,8 +35,29 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn metrics_count_what_the_kernel_dropped() {
     let mut lab = Lab::new("metrics");
-    lab.write_config("");
+    let log = lab.dir.join("auth.log");
+    std::fs::write(&log, "").unwrap();
+    lab.write_config(&format!(
+        "[[acquisition]]\ntype = \"file\"\npaths = [\"{}\"]\nlog_type = \"sshd\"\n",
+        log.display()
+    ));
     lab.start_daemon();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    for i in 0..6 {
+        writeln!(
+            f,
+            "Nov 27 10:00:0{i} web1 sshd[1]: Failed password for root from 45.66.9.9 port {} ssh2",
+            40000 + i
+        )
+        .unwrap();
+    }
+    drop(f);
+    let started = std::time::Instant::now();
+    while lab.ips_json(&["status"])["detection"]["alerts"].as_u64() != Some(1)
+        && started.elapsed() < std::time::Duration::from_secs(10)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     lab.ips(&["decisions", "add", "45.66.1.2", "--reason", "metrics"]);
     let passed = lab.exchange(&[
         Frame::udp("45.66.1.2", 1).build(),
@@ -76,6 +97,28 @@ fn metrics_count_what_the_kernel_dropped() {
     );
     let json = lab.ips_json(&["metrics"]);
     assert_eq!(json["decisions"], status["decisions"]);
+    // The alert, its outcome and how long until its ban was in the kernel.
+    assert_eq!(
+        sample(
+            &body,
+            "ips_alerts_decided_total{scenario=\"ssh-bf\",outcome=\"ban\"}"
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "ips_detection_to_ban_seconds_count"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("ips_parser_lines_total{{source=\"{}\"}}", log.display())
+        ),
+        Some(6.0),
+        "{body}"
+    );
     let (head, _) = get(&lab.a, "/nope");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }

@@ -32,6 +32,8 @@ pub struct Worker {
     hub: Option<mpsc::Sender<Signal>>,
     /// Where decided alerts are sent (`[[notification]]`); never waited for.
     notifiers: Option<crate::notify::Notifiers>,
+    /// Alerts per scenario and outcome, detection-to-ban latency (for `/metrics`).
+    live: crate::web::Live,
     expiry: Duration,
     /// Active decisions the start's reconcile could not put in the kernel.
     not_enforced: u64,
@@ -61,12 +63,20 @@ impl Worker {
             attachment,
             hub,
             notifiers: None,
+            live: crate::web::Live::default(),
             expiry,
             not_enforced: 0,
             expiry_failures: (0, None),
             generation: 0,
             everything: None,
         }
+    }
+
+    /// Records alerts and detection-to-ban latency into `live` (which `/metrics` shows).
+    #[must_use]
+    pub fn with_live(mut self, live: crate::web::Live) -> Self {
+        self.live = live;
+        self
     }
 
     /// Sends every decided alert to these destinations.
@@ -465,6 +475,18 @@ impl Worker {
             }
             Command::Alert(alert) => match self.decide(now, |d| d.on_alert(&alert, now)) {
                 Ok(stored) => {
+                    let (outcome, latency) = match &stored.outcome {
+                        Outcome::Ban { .. } => {
+                            let since = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0.0, |d| d.as_secs_f64());
+                            ("ban", Some(since - alert.last_ms as f64 / 1000.0))
+                        }
+                        Outcome::Simulated { .. } => ("simulated", None),
+                        Outcome::Allowlisted { .. } => ("allowlisted", None),
+                        Outcome::Refused { .. } => ("refused", None),
+                    };
+                    self.live.alert(&alert.scenario, outcome, latency);
                     // After the ban is in the store and the kernel: a notification never
                     // delays one.
                     if let Some(n) = &self.notifiers {
@@ -480,6 +502,7 @@ impl Worker {
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Capacity => {
+                    self.live.alert(&alert.scenario, "refused", None);
                     error!(error = %e, scenario = %alert.scenario, source = %alert.source, "Cannot ban: the kernel's map is full.");
                     if let Err(e) = self.decisions.refused_alert(&alert, e.to_string()) {
                         error!(error = %e, "Cannot record the alert.");
