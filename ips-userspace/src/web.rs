@@ -57,6 +57,17 @@ impl WebConfig {
 
 type Labels = Vec<(String, String)>;
 
+/// API requests by transport and answer class, counted by the API's router.
+static API_REQUESTS: std::sync::LazyLock<Family<Labels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
+/// Counts one API request.
+pub fn api_request(transport: &str, class: &str) {
+    API_REQUESTS
+        .get_or_create(&labels(&[("transport", transport), ("class", class)]))
+        .inc();
+}
+
 /// Figures the decision service records as it goes (not kept anywhere else): alerts per
 /// scenario and outcome, and how long from an alert to its ban in the kernel.
 #[derive(Clone, Debug)]
@@ -130,6 +141,11 @@ pub fn render(
         "ips_alerts_decided",
         "Alerts decided, by scenario and outcome",
         live.alerts.clone(),
+    );
+    r.register(
+        "ips_api_requests",
+        "Requests to the API, by transport and answer class",
+        API_REQUESTS.clone(),
     );
     r.register(
         "ips_detection_to_ban_seconds",

@@ -119,6 +119,14 @@ fn metrics_count_what_the_kernel_dropped() {
         Some(6.0),
         "{body}"
     );
+    assert!(
+        sample(
+            &body,
+            "ips_api_requests_total{transport=\"socket\",class=\"2xx\"}"
+        )
+        .is_some_and(|n| n >= 2.0),
+        "the CLI's requests are counted: {body}"
+    );
     let (head, _) = get(&lab.a, "/nope");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }

@@ -343,7 +343,29 @@ pub fn router(handle: Handle, server_names: Vec<String>) -> Router {
             (handle.clone(), Arc::new(server_names)),
             authorize,
         ))
+        .layer(axum::middleware::from_fn(count_request))
         .with_state(handle)
+}
+
+/// Counts every request by transport (socket or TCP) and answer class, for `/metrics`
+/// (`ips_api_requests_total`).
+async fn count_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let transport = match req.extensions().get::<serve::Caller>() {
+        Some(serve::Caller::Operator { .. }) => "socket",
+        _ => "tcp",
+    };
+    let r = next.run(req).await;
+    let class = match r.status().as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    crate::web::api_request(transport, class);
+    r
 }
 
 async fn status(State(h): State<Handle>) -> Result<Json<Status>, ApiError> {
