@@ -31,9 +31,14 @@ pub mod maps {
     pub const COUNTERS: &str = "IPS_COUNTERS";
     /// `PerCpuArray<u64>` indexed by [`crate::origin_drop_index`]: drops per origin and family.
     pub const ORIGIN_DROPS: &str = "IPS_ORIGIN_DROP";
+    /// `PerCpuArray<u64>` indexed by [`crate::counters`]: bytes of the packets each counter counts.
+    pub const BYTES: &str = "IPS_BYTES";
+    /// `PerCpuArray<u64>` indexed by [`crate::origin_drop_index`]: bytes dropped per origin and
+    /// family.
+    pub const ORIGIN_BYTES: &str = "IPS_ORIGIN_BYTES";
 
     /// Every map that the daemon pins, in one list for the loader and `ips detach`.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 12] = [
         SUMMARY_V4,
         COVER_V4,
         ALLOW_V4,
@@ -44,6 +49,8 @@ pub mod maps {
         NET_V6,
         COUNTERS,
         ORIGIN_DROPS,
+        BYTES,
+        ORIGIN_BYTES,
     ];
 
     /// Bench only: `LpmTrie<[u8; 4], Ban>` holding every ban, hosts and prefixes alike, for the

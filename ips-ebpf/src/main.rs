@@ -9,57 +9,60 @@ mod program {
     use ips_common::{counters, family, origin_drop_index};
     use ips_ebpf::{
         lookup::{self, Verdict},
-        maps::{IPS_COUNTERS, IPS_ORIGIN_DROP, bump},
+        maps::{IPS_ORIGIN_BYTES, IPS_ORIGIN_DROP, add, bump, count},
         parse::{self, Skip, Source},
     };
 
     #[xdp]
     pub fn ips_xdp(ctx: XdpContext) -> u32 {
+        let len = (ctx.data_end() - ctx.data()) as u64;
         let (verdict, family) = match parse::source(&ctx) {
             Ok(Source::V4(addr)) => (lookup::v4(addr), family::V4),
             Ok(Source::V6(addr)) => (lookup::v6(addr), family::V6),
             Err(Skip::NonIp) => {
-                bump(&IPS_COUNTERS, counters::NON_IP);
+                count(counters::NON_IP, len);
                 return xdp_action::XDP_PASS;
             }
             Err(Skip::Malformed) => {
-                bump(&IPS_COUNTERS, counters::MALFORMED);
+                count(counters::MALFORMED, len);
                 return xdp_action::XDP_PASS;
             }
         };
         let v4 = family == family::V4;
         match verdict {
             Verdict::Banned(origin) => {
-                bump(
-                    &IPS_COUNTERS,
+                count(
                     if v4 {
                         counters::V4_DROPPED
                     } else {
                         counters::V6_DROPPED
                     },
+                    len,
                 );
-                bump(&IPS_ORIGIN_DROP, origin_drop_index(origin, family));
+                let at = origin_drop_index(origin, family);
+                bump(&IPS_ORIGIN_DROP, at);
+                add(&IPS_ORIGIN_BYTES, at, len);
                 xdp_action::XDP_DROP
             }
             Verdict::Allowed => {
-                bump(
-                    &IPS_COUNTERS,
+                count(
                     if v4 {
                         counters::V4_ALLOWED
                     } else {
                         counters::V6_ALLOWED
                     },
+                    len,
                 );
                 xdp_action::XDP_PASS
             }
             Verdict::Clean => {
-                bump(
-                    &IPS_COUNTERS,
+                count(
                     if v4 {
                         counters::V4_PASSED
                     } else {
                         counters::V6_PASSED
                     },
+                    len,
                 );
                 xdp_action::XDP_PASS
             }

@@ -42,6 +42,29 @@ pub static IPS_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counters::COUNT,
 #[map(name = "IPS_ORIGIN_DROP")]
 pub static IPS_ORIGIN_DROP: PerCpuArray<u64> = PerCpuArray::pinned(origin::MAX * 2, 0);
 
+/// Bytes of the packets each counter counts, see [`ips_common::counters`].
+#[map(name = "IPS_BYTES")]
+pub static IPS_BYTES: PerCpuArray<u64> = PerCpuArray::pinned(counters::COUNT, 0);
+/// Bytes dropped per origin and family, see [`ips_common::origin_drop_index`].
+#[map(name = "IPS_ORIGIN_BYTES")]
+pub static IPS_ORIGIN_BYTES: PerCpuArray<u64> = PerCpuArray::pinned(origin::MAX * 2, 0);
+
+/// Adds `n` to a counter of this CPU.
+#[inline(always)]
+pub fn add(map: &PerCpuArray<u64>, index: u32, n: u64) {
+    if let Some(slot) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU's program touches it while it runs.
+        unsafe { *slot += n };
+    }
+}
+
+/// Counts one packet of `len` bytes under counter `index`.
+#[inline(always)]
+pub fn count(index: u32, len: u64) {
+    bump(&IPS_COUNTERS, index);
+    add(&IPS_BYTES, index, len);
+}
+
 /// Adds one to a counter of this CPU.
 #[inline(always)]
 pub fn bump(map: &PerCpuArray<u64>, index: u32) {

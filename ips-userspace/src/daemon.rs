@@ -305,7 +305,13 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
                     let mut stop = stop_rx.clone();
                     let stopped = async move { drop(stop.wait_for(|s| *s).await) };
                     let history = crate::web::History::default();
-                    tokio::spawn(crate::web::sample(handle.clone(), history.clone()));
+                    let mut stop = stop_rx.clone();
+                    let sampling_stopped = async move { drop(stop.wait_for(|s| *s).await) };
+                    tokio::spawn(crate::web::sample(
+                        handle.clone(),
+                        history.clone(),
+                        sampling_stopped,
+                    ));
                     let router = crate::web::router(handle.clone(), history, live);
                     servers.push(tokio::spawn(serve(
                         Listener::Tcp(tcp, None),

@@ -211,6 +211,39 @@ pub fn render(
     }
     // The firewall bouncer's figures are gauges holding totals, under its names and labels.
     let dropped: Vec<(Labels, i64)> = dropped.into_iter().map(|(l, v)| (l, gauge(v))).collect();
+    let mut dropped_bytes = Vec::new();
+    for o in &s.origins {
+        dropped_bytes.push((
+            labels(&[("origin", &o.name), ("ip_type", "ipv4")]),
+            gauge(o.dropped_bytes_v4),
+        ));
+        dropped_bytes.push((
+            labels(&[("origin", &o.name), ("ip_type", "ipv6")]),
+            gauge(o.dropped_bytes_v6),
+        ));
+    }
+    gauges(
+        &mut r,
+        "fw_bouncer_dropped_bytes",
+        "Bytes dropped at the NIC, by the origin of the decision that banned their source",
+        &dropped_bytes,
+    );
+    let b = |name: &str| s.bytes.get(name).copied().unwrap_or(0);
+    gauges(
+        &mut r,
+        "ips_processed_bytes",
+        "Bytes of the IP packets the XDP program judged",
+        &[
+            (
+                labels(&[("ip_type", "ipv4")]),
+                gauge(b("v4_passed") + b("v4_dropped") + b("v4_allowed")),
+            ),
+            (
+                labels(&[("ip_type", "ipv6")]),
+                gauge(b("v6_passed") + b("v6_dropped") + b("v6_allowed")),
+            ),
+        ],
+    );
     gauges(
         &mut r,
         "fw_bouncer_dropped_packets",
@@ -362,11 +395,20 @@ pub type History = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Sa
 /// How often the drop counters are sampled.
 pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Samples the drop counters into `history` until the runtime ends (an hour's worth kept).
-pub async fn sample(handle: Handle, history: History) {
+/// Samples the drop counters into `history` (an hour's worth kept) until `stopped` resolves;
+/// then it lets go of its [`Handle`], so that the service can end.
+pub async fn sample(
+    handle: Handle,
+    history: History,
+    stopped: impl std::future::Future<Output = ()> + Send,
+) {
     let mut every = tokio::time::interval(SAMPLE_EVERY);
+    tokio::pin!(stopped);
     loop {
-        every.tick().await;
+        tokio::select! {
+            () = &mut stopped => return,
+            _ = every.tick() => {}
+        }
         let Ok(s) = handle.status().await else {
             continue;
         };
@@ -587,11 +629,14 @@ mod tests {
             counters: [("v4_dropped".to_owned(), 7), ("v4_passed".to_owned(), 5)]
                 .into_iter()
                 .collect(),
+            bytes: [("v4_dropped".to_owned(), 7 * 60)].into_iter().collect(),
             origins: vec![OriginStatus {
                 id: 0,
                 name: "manual".into(),
                 dropped_v4: 7,
                 dropped_v6: 0,
+                dropped_bytes_v4: 7 * 60,
+                dropped_bytes_v6: 0,
             }],
             detection: crate::pipeline::DetectionStats::default(),
         };
@@ -611,7 +656,8 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("ips_map_capacity{map=\"hosts_v4\"} 100"),
+            text.contains("fw_bouncer_dropped_bytes{origin=\"manual\",ip_type=\"ipv4\"} 420")
+                && text.contains("ips_map_capacity{map=\"hosts_v4\"} 100"),
             "{text}"
         );
         assert!(

@@ -75,6 +75,16 @@ fn metrics_count_what_the_kernel_dropped() {
     )
     .unwrap_or(0.0);
     assert!(dropped >= 3.0, "{body}");
+    // Bytes too: the XDP program adds each dropped frame's length.
+    let frame = Frame::udp("45.66.1.2", 1).build().len() as f64;
+    assert_eq!(
+        sample(
+            &body,
+            "fw_bouncer_dropped_bytes{origin=\"manual\",ip_type=\"ipv4\"}"
+        ),
+        Some(dropped * frame),
+        "{body}"
+    );
     let status = lab.ips_json(&["status"]);
     let hosts = status["maps"]["hosts_v4"].as_u64().unwrap() as f64;
     assert_eq!(

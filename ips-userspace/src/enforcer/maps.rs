@@ -55,6 +55,10 @@ pub struct Counters {
     pub packets: Vec<(String, u64)>,
     /// Drops per origin id: (origin id, IPv4 drops, IPv6 drops), only origins with drops.
     pub origin_drops: Vec<(u32, u64, u64)>,
+    /// Bytes of each packet counter, by the same names.
+    pub bytes: Vec<(String, u64)>,
+    /// Bytes dropped per origin id, for the origins of `origin_drops`.
+    pub origin_bytes: Vec<(u32, u64, u64)>,
 }
 
 impl Counters {
@@ -136,6 +140,8 @@ pub struct KernelMaps {
     allow_v6: MapData,
     counters: PerCpuArray<MapData, u64>,
     origin_drops: PerCpuArray<MapData, u64>,
+    bytes: PerCpuArray<MapData, u64>,
+    origin_bytes: PerCpuArray<MapData, u64>,
 }
 
 /// Keys and values of one map, gathered for one batch call.
@@ -177,6 +183,8 @@ impl KernelMaps {
             allow_v6: open(names::ALLOW_V6)?,
             counters: per_cpu(names::COUNTERS)?,
             origin_drops: per_cpu(names::ORIGIN_DROPS)?,
+            bytes: per_cpu(names::BYTES)?,
+            origin_bytes: per_cpu(names::ORIGIN_BYTES)?,
         })
     }
 
@@ -190,7 +198,7 @@ impl KernelMaps {
     pub fn repin(&self) -> Result<usize, EnforcerError> {
         use aya::maps::IterableMap;
         let mut n = 0;
-        let maps: [(&str, &MapData); 10] = [
+        let maps: [(&str, &MapData); 12] = [
             (names::SUMMARY_V4, &self.summary),
             (names::COVER_V4, &self.cover),
             (names::HOST_V4, &self.host_v4),
@@ -201,6 +209,8 @@ impl KernelMaps {
             (names::ALLOW_V6, &self.allow_v6),
             (names::COUNTERS, self.counters.map()),
             (names::ORIGIN_DROPS, self.origin_drops.map()),
+            (names::BYTES, self.bytes.map()),
+            (names::ORIGIN_BYTES, self.origin_bytes.map()),
         ];
         for (name, map) in maps {
             let path = self.dir.join(name);
@@ -458,17 +468,25 @@ impl KernelMaps {
             map: names::ORIGIN_DROPS,
             source: aya::maps::MapError::IoError(source),
         })?;
-        for family in [ips_common::family::V4, ips_common::family::V6] {
-            let zeros = aya::maps::PerCpuValues::try_from(vec![0u64; cpus]).map_err(|source| {
+        let zeros = || {
+            aya::maps::PerCpuValues::try_from(vec![0u64; cpus]).map_err(|source| {
                 EnforcerError::Counters {
                     map: names::ORIGIN_DROPS,
                     source: aya::maps::MapError::IoError(source),
                 }
-            })?;
+            })
+        };
+        for family in [ips_common::family::V4, ips_common::family::V6] {
             self.origin_drops
-                .set(origin_drop_index(origin, family), zeros, 0)
+                .set(origin_drop_index(origin, family), zeros()?, 0)
                 .map_err(|source| EnforcerError::Counters {
                     map: names::ORIGIN_DROPS,
+                    source,
+                })?;
+            self.origin_bytes
+                .set(origin_drop_index(origin, family), zeros()?, 0)
+                .map_err(|source| EnforcerError::Counters {
+                    map: names::ORIGIN_BYTES,
                     source,
                 })?;
         }
@@ -487,6 +505,10 @@ impl KernelMaps {
                 (*name).to_owned(),
                 read(&self.counters, i as u32, names::COUNTERS)?,
             ));
+            out.bytes.push((
+                (*name).to_owned(),
+                read(&self.bytes, i as u32, names::BYTES)?,
+            ));
         }
         for o in 0..origin::MAX {
             let v4 = read(
@@ -501,6 +523,18 @@ impl KernelMaps {
             )?;
             if v4 + v6 > 0 {
                 out.origin_drops.push((o, v4, v6));
+                let bytes = |family| {
+                    read(
+                        &self.origin_bytes,
+                        origin_drop_index(o, family),
+                        names::ORIGIN_BYTES,
+                    )
+                };
+                out.origin_bytes.push((
+                    o,
+                    bytes(ips_common::family::V4)?,
+                    bytes(ips_common::family::V6)?,
+                ));
             }
         }
         Ok(out)

@@ -29,6 +29,12 @@ pub struct OriginStatus {
     pub dropped_v4: u64,
     /// IPv6 packets dropped.
     pub dropped_v6: u64,
+    /// Bytes of the IPv4 packets dropped.
+    #[serde(default)]
+    pub dropped_bytes_v4: u64,
+    /// Bytes of the IPv6 packets dropped.
+    #[serde(default)]
+    pub dropped_bytes_v6: u64,
 }
 
 /// `ips status`.
@@ -55,6 +61,9 @@ pub struct Status {
     pub allowlist: u64,
     /// Packet counters by name.
     pub counters: BTreeMap<String, u64>,
+    /// Bytes of the packets each counter counts, by the same names.
+    #[serde(default)]
+    pub bytes: BTreeMap<String, u64>,
     /// Drops per origin.
     pub origins: Vec<OriginStatus>,
     /// Detection pipeline counters (empty without `[[acquisition]]`).
@@ -85,14 +94,23 @@ pub fn status_from(
     let origins = counters
         .origin_drops
         .iter()
-        .map(|(id, v4, v6)| OriginStatus {
-            id: *id,
-            name: names
+        .map(|(id, v4, v6)| {
+            let bytes = counters
+                .origin_bytes
                 .iter()
-                .find(|(i, _)| i == id)
-                .map_or_else(|| format!("origin-{id}"), |(_, n)| n.clone()),
-            dropped_v4: *v4,
-            dropped_v6: *v6,
+                .find(|(o, _, _)| o == id)
+                .map_or((0, 0), |(_, b4, b6)| (*b4, *b6));
+            OriginStatus {
+                id: *id,
+                name: names
+                    .iter()
+                    .find(|(i, _)| i == id)
+                    .map_or_else(|| format!("origin-{id}"), |(_, n)| n.clone()),
+                dropped_v4: *v4,
+                dropped_v6: *v6,
+                dropped_bytes_v4: bytes.0,
+                dropped_bytes_v6: bytes.1,
+            }
         })
         .collect();
     Ok(Status {
@@ -105,6 +123,7 @@ pub fn status_from(
         decisions: store.count_active(now)?,
         allowlist: store.allow_list()?.len() as u64,
         counters: counters.packets.into_iter().collect(),
+        bytes: counters.bytes.into_iter().collect(),
         origins,
         detection: crate::pipeline::DetectionStats::default(),
     })
