@@ -35,7 +35,7 @@ pub mod maps {
     pub const BYTES: &str = "IPS_BYTES";
     /// `PerCpuArray<u64>` indexed by [`crate::origin_drop_index`]: bytes dropped per origin and
     /// family.
-    pub const ORIGIN_BYTES: &str = "IPS_ORIGIN_BYTES";
+    pub const ORIGIN_BYTES: &str = "IPS_ORIGIN_BYTE";
 
     /// Every map that the daemon pins, in one list for the loader and `ips detach`.
     pub const ALL: [&str; 12] = [

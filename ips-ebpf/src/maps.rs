@@ -46,7 +46,7 @@ pub static IPS_ORIGIN_DROP: PerCpuArray<u64> = PerCpuArray::pinned(origin::MAX *
 #[map(name = "IPS_BYTES")]
 pub static IPS_BYTES: PerCpuArray<u64> = PerCpuArray::pinned(counters::COUNT, 0);
 /// Bytes dropped per origin and family, see [`ips_common::origin_drop_index`].
-#[map(name = "IPS_ORIGIN_BYTES")]
+#[map(name = "IPS_ORIGIN_BYTE")]
 pub static IPS_ORIGIN_BYTES: PerCpuArray<u64> = PerCpuArray::pinned(origin::MAX * 2, 0);
 
 /// Adds `n` to a counter of this CPU.
