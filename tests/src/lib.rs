@@ -593,3 +593,17 @@ impl Drop for PgSchema {
         }
     }
 }
+
+/// Sends one raw HTTP/1.1 `request` (closed after the answer) to `addr` from inside namespace
+/// `ns` and returns the whole answer, head and body.
+pub fn http_in_netns(ns: &str, addr: &str, request: String) -> String {
+    use std::io::{Read, Write};
+    let addr = addr.to_owned();
+    in_netns(ns, move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+        s.write_all(request.as_bytes()).expect("send the request");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+}

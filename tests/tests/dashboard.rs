@@ -8,7 +8,7 @@
 )]
 use std::{io::Write, process::Command};
 
-use ips_tests::{Lab, in_netns, packet::Frame};
+use ips_tests::{Lab, http_in_netns, packet::Frame};
 
 /// Runs headless Chromium in namespace `ns` with `args` and the dashboard's URL; its stdout.
 fn chromium(ns: &str, profile: &std::path::Path, args: &[&str]) -> String {
@@ -150,23 +150,19 @@ fn the_dashboard_shows_what_ips_status_says() {
 
     // Unbanning from the page needs an admin token of the API.
     let unban = |token: Option<&str>| {
-        let ns = lab.a.clone();
         let auth = token
             .map(|t| format!("authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
-        in_netns(&ns, move || {
-            let body = r#"{"value":"45.88.0.1"}"#;
-            let mut s = std::net::TcpStream::connect("127.0.0.1:6060").unwrap();
-            write!(
-                s,
+        let body = r#"{"value":"45.88.0.1"}"#;
+        let out = http_in_netns(
+            &lab.a,
+            "127.0.0.1:6060",
+            format!(
                 "POST /api/unban HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
-            )
-            .unwrap();
-            let mut out = String::new();
-            std::io::Read::read_to_string(&mut s, &mut out).unwrap();
-            out.lines().next().unwrap_or("").to_owned()
-        })
+            ),
+        );
+        out.lines().next().unwrap_or("").to_owned()
     };
     assert!(unban(None).contains(" 403"), "an unban without a token");
     let token = lab.ips_json(&["tokens", "add", "dash"]);

@@ -6,24 +6,19 @@
     clippy::unwrap_used,
     reason = "test helpers fail the test by panicking"
 )]
-use std::io::{Read, Write};
+use std::io::Write;
 
-use ips_tests::{Lab, in_netns, packet::Frame};
+use ips_tests::{Lab, http_in_netns, packet::Frame};
 
 /// `GET path` on 127.0.0.1:6060 of namespace `ns`: (head, body).
-fn get(ns: &str, path: &'static str) -> (String, String) {
-    in_netns(ns, move || {
-        let mut s = std::net::TcpStream::connect("127.0.0.1:6060").unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let (head, body) = out.split_once("\r\n\r\n").unwrap();
-        (head.to_owned(), body.to_owned())
-    })
+fn get(ns: &str, path: &str) -> (String, String) {
+    let out = http_in_netns(
+        ns,
+        "127.0.0.1:6060",
+        format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"),
+    );
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
 }
 
 /// The value of the sample `name{labels}` in `text`.
