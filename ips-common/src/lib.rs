@@ -36,9 +36,15 @@ pub mod maps {
     /// `PerCpuArray<u64>` indexed by [`crate::origin_drop_index`]: bytes dropped per origin and
     /// family.
     pub const ORIGIN_BYTES: &str = "IPS_ORIGIN_BYTE";
+    /// `RingBuf` of [`crate::DropSample`]: a rate-limited sample of dropped packets, read by the
+    /// enforcer for the top dropped sources and prefixes.
+    pub const DROP_SAMPLES: &str = "IPS_DROP_SAMPLE";
+    /// `PerCpuArray<SamplerState>` (one entry): each CPU's sampling window, see
+    /// [`crate::sampling`].
+    pub const SAMPLER: &str = "IPS_SAMPLER";
 
     /// Every map that the daemon pins, in one list for the loader and `ips detach`.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         SUMMARY_V4,
         COVER_V4,
         ALLOW_V4,
@@ -51,6 +57,8 @@ pub mod maps {
         ORIGIN_DROPS,
         BYTES,
         ORIGIN_BYTES,
+        DROP_SAMPLES,
+        SAMPLER,
     ];
 
     /// Bench only: `LpmTrie<[u8; 4], Ban>` holding every ban, hosts and prefixes alike, for the
@@ -124,6 +132,80 @@ pub mod origin {
     pub const MAX: u32 = 256;
 }
 
+/// What the XDP program does besides judging, chosen when it is loaded (the `IPS_FEATURES`
+/// global, read-only: the verifier removes the code of a feature that is off). The daemon turns
+/// everything on; the bench loads each variant to measure what a feature costs per packet.
+pub mod features {
+    /// Count bytes beside packets ([`crate::maps::BYTES`], [`crate::maps::ORIGIN_BYTES`]).
+    pub const BYTES: u32 = 1;
+    /// Sample dropped packets into [`crate::maps::DROP_SAMPLES`].
+    pub const SAMPLE_DROPS: u32 = 2;
+    /// Everything.
+    pub const ALL: u32 = BYTES | SAMPLE_DROPS;
+    /// The name of the global in the program.
+    pub const GLOBAL: &str = "IPS_FEATURES";
+}
+
+/// The drop sampler's budget: each CPU sends at most [`sampling::PER_WINDOW`] samples per
+/// window of [`sampling::WINDOW_NS`]; every sample carries the drops its CPU made since its
+/// previous sample, so the sum of weights is every drop (as sFlow's sample pool) and a flood
+/// costs the ring at most `PER_WINDOW` entries per CPU per window.
+pub mod sampling {
+    /// Samples per CPU per window.
+    pub const PER_WINDOW: u32 = 32;
+    /// Window length: 100 ms (so at most 320 samples per second per CPU).
+    pub const WINDOW_NS: u64 = 100_000_000;
+    /// Ring buffer size in bytes (a power of two multiple of the page size): room for about
+    /// 5,000 samples, over a second of the budget on 16 CPUs.
+    pub const RING_BYTES: u32 = 256 * 1024;
+    /// The ban came from the single-address hash map: the banned prefix is the address itself.
+    pub const KIND_HOST: u8 = 0;
+    /// The ban came from a prefix trie.
+    pub const KIND_NET: u8 = 1;
+    /// The ban came from the IPv4 /24 summary (a ban of /24 or shorter covers the /24).
+    pub const KIND_COVER: u8 = 2;
+}
+
+/// One sampled dropped packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropSample {
+    /// Source address: 16 bytes for IPv6, the first 4 for IPv4.
+    pub addr: [u8; 16],
+    /// Bytes dropped on this CPU since its previous sample, this packet included.
+    pub bytes: u64,
+    /// Packets dropped on this CPU since its previous sample, this packet included.
+    pub packets: u32,
+    /// Origin of the ban that dropped it.
+    pub origin: u16,
+    /// [`family::V4`] or [`family::V6`].
+    pub family: u8,
+    /// Which map banned it, see [`sampling`].
+    pub kind: u8,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`: 16 + 8 + 4 + 2 + 1 + 1 bytes, no padding.
+unsafe impl aya::Pod for DropSample {}
+
+/// One CPU's sampling state, see [`sampling`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SamplerState {
+    /// When the current window began (`bpf_ktime_get_ns`).
+    pub window_start: u64,
+    /// Bytes dropped since the last sample.
+    pub bytes: u64,
+    /// Packets dropped since the last sample.
+    pub packets: u32,
+    /// Samples sent in the current window.
+    pub taken: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`: 8 + 8 + 4 + 4 bytes, no padding.
+unsafe impl aya::Pod for SamplerState {}
+
 /// Address family index used by the per-origin counters.
 pub mod family {
     /// IPv4, including IPv4-mapped IPv6 sources.
@@ -196,5 +278,7 @@ mod tests {
     #[test]
     fn ban_has_no_padding() {
         assert_eq!(core::mem::size_of::<Ban>(), 4);
+        assert_eq!(core::mem::size_of::<DropSample>(), 32);
+        assert_eq!(core::mem::size_of::<SamplerState>(), 24);
     }
 }

@@ -6,7 +6,7 @@
 //! where a /25 to /31 ban touches it; a /24 wholly inside a ban of /24 or shorter is dropped
 //! from the summary alone, with the origin from the cover array.
 use aya_ebpf::maps::lpm_trie::Key;
-use ips_common::Ban;
+use ips_common::{Ban, sampling};
 
 use crate::maps::{
     IPS_ALLOW_V4, IPS_ALLOW_V6, IPS_COVER_V4, IPS_HOST_V4, IPS_HOST_V6, IPS_NET_V4, IPS_NET_V6,
@@ -18,15 +18,16 @@ use crate::maps::{
 pub enum Verdict {
     /// In the allowlist: never dropped.
     Allowed,
-    /// Banned, by the given origin.
-    Banned(u32),
+    /// Banned, by the given origin, found in the given kind of map (see
+    /// [`ips_common::sampling`]).
+    Banned(u32, u8),
     /// Neither.
     Clean,
 }
 
 #[inline(always)]
-fn banned(ban: &Ban) -> Verdict {
-    Verdict::Banned(ban.origin)
+fn banned(ban: &Ban, kind: u8) -> Verdict {
+    Verdict::Banned(ban.origin, kind)
 }
 
 /// Looks an IPv4 source up.
@@ -45,20 +46,20 @@ pub fn v4(addr: [u8; 4]) -> Verdict {
     if summary.hosts & bit != 0 {
         // SAFETY: the value is a plain `u32` that the program only reads.
         if let Some(ban) = unsafe { IPS_HOST_V4.get(addr) } {
-            return banned(ban);
+            return banned(ban, sampling::KIND_HOST);
         }
     }
     // A /25 to /31 ban is more specific than any covering one: ask the trie first.
     if summary.part & bit != 0
         && let Some(ban) = IPS_NET_V4.get(&key)
     {
-        return banned(ban);
+        return banned(ban, sampling::KIND_NET);
     }
     if summary.cover & bit != 0 {
         let origin = IPS_COVER_V4
             .get(n >> 3)
             .map_or(0, |w| u32::from(w[(n & 7) as usize]));
-        return Verdict::Banned(origin);
+        return Verdict::Banned(origin, sampling::KIND_COVER);
     }
     Verdict::Clean
 }
@@ -67,10 +68,10 @@ pub fn v4(addr: [u8; 4]) -> Verdict {
 fn v4_full(addr: [u8; 4], key: &Key<[u8; 4]>) -> Verdict {
     // SAFETY: as above.
     if let Some(ban) = unsafe { IPS_HOST_V4.get(addr) } {
-        return banned(ban);
+        return banned(ban, sampling::KIND_HOST);
     }
     match IPS_NET_V4.get(key) {
-        Some(ban) => banned(ban),
+        Some(ban) => banned(ban, sampling::KIND_NET),
         None => Verdict::Clean,
     }
 }
@@ -84,10 +85,10 @@ pub fn v6(addr: [u8; 16]) -> Verdict {
     }
     // SAFETY: as in `v4`.
     if let Some(ban) = unsafe { IPS_HOST_V6.get(addr) } {
-        return banned(ban);
+        return banned(ban, sampling::KIND_HOST);
     }
     match IPS_NET_V6.get(&key) {
-        Some(ban) => banned(ban),
+        Some(ban) => banned(ban, sampling::KIND_NET),
         None => Verdict::Clean,
     }
 }

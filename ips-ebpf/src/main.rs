@@ -6,19 +6,32 @@
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-    use ips_common::{counters, family, origin_drop_index};
+    use ips_common::{counters, family, features, origin_drop_index};
     use ips_ebpf::{
         lookup::{self, Verdict},
-        maps::{IPS_ORIGIN_BYTES, IPS_ORIGIN_DROP, add, bump, count},
+        maps::{IPS_ORIGIN_BYTES, IPS_ORIGIN_DROP, add, bump, count, enabled, sample_drop},
         parse::{self, Skip, Source},
     };
 
     #[xdp]
     pub fn ips_xdp(ctx: XdpContext) -> u32 {
         let len = (ctx.data_end() - ctx.data()) as u64;
+        let mut source = [0u8; 16];
         let (verdict, family) = match parse::source(&ctx) {
-            Ok(Source::V4(addr)) => (lookup::v4(addr), family::V4),
-            Ok(Source::V6(addr)) => (lookup::v6(addr), family::V6),
+            Ok(Source::V4(addr)) => {
+                let verdict = lookup::v4(addr);
+                if matches!(verdict, Verdict::Banned(..)) && enabled(features::SAMPLE_DROPS) {
+                    source[..4].copy_from_slice(&addr);
+                }
+                (verdict, family::V4)
+            }
+            Ok(Source::V6(addr)) => {
+                let verdict = lookup::v6(addr);
+                if matches!(verdict, Verdict::Banned(..)) && enabled(features::SAMPLE_DROPS) {
+                    source = addr;
+                }
+                (verdict, family::V6)
+            }
             Err(Skip::NonIp) => {
                 count(counters::NON_IP, len);
                 return xdp_action::XDP_PASS;
@@ -30,7 +43,7 @@ mod program {
         };
         let v4 = family == family::V4;
         match verdict {
-            Verdict::Banned(origin) => {
+            Verdict::Banned(origin, kind) => {
                 count(
                     if v4 {
                         counters::V4_DROPPED
@@ -41,7 +54,12 @@ mod program {
                 );
                 let at = origin_drop_index(origin, family);
                 bump(&IPS_ORIGIN_DROP, at);
-                add(&IPS_ORIGIN_BYTES, at, len);
+                if enabled(features::BYTES) {
+                    add(&IPS_ORIGIN_BYTES, at, len);
+                }
+                if enabled(features::SAMPLE_DROPS) {
+                    sample_drop(&source, family, origin, kind, len);
+                }
                 xdp_action::XDP_DROP
             }
             Verdict::Allowed => {

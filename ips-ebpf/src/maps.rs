@@ -1,10 +1,14 @@
 //! The maps the XDP program reads. Pinned by name, so a restarted daemon (and `ips status`)
 //! find the same maps under the pin directory and enforcement never depends on the daemon.
 use aya_ebpf::{
+    Global,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
-use ips_common::{Ban, Summary24, capacity, counters, origin};
+use ips_common::{
+    Ban, DropSample, SamplerState, Summary24, capacity, counters, features, origin, sampling,
+};
 
 /// Three bits per IPv4 /24, see [`ips_common::Summary24`].
 #[map(name = "IPS_SUMMARY_V4")]
@@ -49,6 +53,73 @@ pub static IPS_BYTES: PerCpuArray<u64> = PerCpuArray::pinned(counters::COUNT, 0)
 #[map(name = "IPS_ORIGIN_BYTE")]
 pub static IPS_ORIGIN_BYTES: PerCpuArray<u64> = PerCpuArray::pinned(origin::MAX * 2, 0);
 
+/// A rate-limited sample of dropped packets, see [`ips_common::sampling`].
+#[map(name = "IPS_DROP_SAMPLE")]
+pub static IPS_DROP_SAMPLES: RingBuf = RingBuf::pinned(sampling::RING_BYTES, 0);
+/// Each CPU's sampling window.
+#[map(name = "IPS_SAMPLER")]
+pub static IPS_SAMPLER: PerCpuArray<SamplerState> = PerCpuArray::pinned(1, 0);
+
+/// What the program does besides judging, see [`ips_common::features`]. Read-only data: the
+/// loader sets it and the verifier prunes what is off.
+#[unsafe(no_mangle)]
+static IPS_FEATURES: Global<u32> = Global::new(features::ALL);
+
+/// True when the loader turned `feature` on.
+#[inline(always)]
+pub fn enabled(feature: u32) -> bool {
+    IPS_FEATURES.load() & feature != 0
+}
+
+/// Offers one dropped packet to the sampler: it is sent to [`IPS_DROP_SAMPLES`] with the count
+/// of drops since this CPU's previous sample, unless this CPU used its budget for the window.
+///
+/// The clock costs more than the rest of the sampler (~13 ns a call in `cargo xtask bench`), so
+/// it is read once per window, and, once the budget is spent, only for the first drop after a
+/// sample and then every 16th: a flood pays for it once in 16 drops, and a sparse source after
+/// a burst is sampled again as soon as the window has passed.
+#[inline(always)]
+pub fn sample_drop(addr: &[u8; 16], family: u32, origin: u32, kind: u8, len: u64) {
+    let Some(state) = IPS_SAMPLER.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot, only this CPU's program touches it while it runs.
+    let state = unsafe { &mut *state };
+    state.packets = state.packets.saturating_add(1);
+    state.bytes += len;
+    if state.taken >= sampling::PER_WINDOW {
+        if state.packets != 1 && state.packets % 16 != 0 {
+            return;
+        }
+        // SAFETY: no preconditions.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        if now.wrapping_sub(state.window_start) < sampling::WINDOW_NS {
+            return;
+        }
+        state.window_start = now;
+        state.taken = 0;
+    } else if state.taken == 0 {
+        // SAFETY: no preconditions.
+        state.window_start = unsafe { bpf_ktime_get_coarse_ns() };
+    }
+    if let Some(mut entry) = IPS_DROP_SAMPLES.reserve::<DropSample>(0) {
+        entry.write(DropSample {
+            addr: *addr,
+            bytes: state.bytes,
+            packets: state.packets,
+            origin: origin as u16,
+            family: family as u8,
+            kind,
+        });
+        // The enforcer polls the ring; no wake-up needed.
+        entry.submit(aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64);
+        state.packets = 0;
+        state.bytes = 0;
+    }
+    // A full ring (no reader) spends the budget too, so that it is not retried every packet.
+    state.taken += 1;
+}
+
 /// Adds `n` to a counter of this CPU.
 #[inline(always)]
 pub fn add(map: &PerCpuArray<u64>, index: u32, n: u64) {
@@ -62,7 +133,9 @@ pub fn add(map: &PerCpuArray<u64>, index: u32, n: u64) {
 #[inline(always)]
 pub fn count(index: u32, len: u64) {
     bump(&IPS_COUNTERS, index);
-    add(&IPS_BYTES, index, len);
+    if enabled(features::BYTES) {
+        add(&IPS_BYTES, index, len);
+    }
 }
 
 /// Adds one to a counter of this CPU.

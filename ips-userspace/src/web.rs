@@ -639,6 +639,7 @@ mod tests {
                 dropped_bytes_v6: 0,
             }],
             detection: crate::pipeline::DetectionStats::default(),
+            top: Default::default(),
         };
         let live = Live::default();
         live.alert("ssh-bf", "ban", Some(0.0007));

@@ -116,6 +116,12 @@ fn the_dashboard_shows_what_ips_status_says() {
         status["maps"]["nets_v6"].as_u64().unwrap()
     );
     assert!(dom.contains("ssh-bf"), "the alert is listed:\n{dom}");
+    let top = &dom[dom.find("id=\"top-sources\"").unwrap()..];
+    let top = &top[..top.find("</tbody>").unwrap()];
+    assert!(
+        top.contains(">45.88.0.1<"),
+        "the dropped source is among the top ones:\n{top}"
+    );
     assert!(dom.contains("45.88.0.9"), "its source is listed:\n{dom}");
     assert!(
         dom.contains(">unban<"),

@@ -100,6 +100,12 @@ fn metrics_count_what_the_kernel_dropped() {
             .any(|l| l.trim_start().starts_with("manual") && l.contains('3')),
         "{table}"
     );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.trim_start().starts_with("45.66.1.2") && l.contains("(manual)")),
+        "the dropped source is among the top ones:\n{table}"
+    );
     let json = lab.ips_json(&["metrics"]);
     assert_eq!(json["decisions"], status["decisions"]);
     // The alert, its outcome and how long until its ban was in the kernel.

@@ -62,7 +62,7 @@ mod program {
 
     #[inline(always)]
     fn hybrid(addr: [u8; 4]) -> bool {
-        matches!(lookup::v4(addr), Verdict::Banned(_))
+        matches!(lookup::v4(addr), Verdict::Banned(..))
     }
 
     #[inline(always)]

@@ -152,6 +152,12 @@ pub fn require_interface(name: &str) -> Result<u32, EnforcerError> {
 /// reusing those already pinned there). Used by `attach`, and by tests and benches that run the
 /// program with `BPF_PROG_RUN`.
 pub fn load(dir: &Path, capacity: Capacity) -> Result<Ebpf, EnforcerError> {
+    load_with(dir, capacity, ips_common::features::ALL)
+}
+
+/// [`load`] with only some of the program's [`ips_common::features`] on: the bench measures what
+/// each costs per packet.
+pub fn load_with(dir: &Path, capacity: Capacity, features: u32) -> Result<Ebpf, EnforcerError> {
     require_root()?;
     require_bpffs(dir)?;
     std::fs::create_dir_all(dir.join("links")).map_err(|source| EnforcerError::Io {
@@ -164,6 +170,7 @@ pub fn load(dir: &Path, capacity: Capacity) -> Result<Ebpf, EnforcerError> {
         .map_max_entries(names::HOST_V6, capacity.hosts)
         .map_max_entries(names::NET_V4, capacity.nets)
         .map_max_entries(names::NET_V6, capacity.nets)
+        .override_global(ips_common::features::GLOBAL, &features, true)
         .load(PROGRAM)
         .map_err(|e| EnforcerError::Load(e.to_string()))?;
     xdp_program(&mut ebpf)?

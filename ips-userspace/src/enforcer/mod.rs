@@ -15,6 +15,7 @@ use crate::{
 pub mod loader;
 pub mod maps;
 pub mod model;
+pub mod sampler;
 pub mod summary;
 #[doc(hidden)]
 pub mod sys;
@@ -142,12 +143,50 @@ pub struct ReconcileReport {
 /// The kernel maps, kept in step with the store.
 pub struct Enforcer {
     maps: KernelMaps,
+    /// The sample of dropped packets (none if the ring is not pinned: a program older than
+    /// sampling).
+    samples: Option<sampler::DropSampler>,
+    top: sampler::TopDrops,
 }
+
+/// Samples read from the ring per call of [`Enforcer::read_drop_samples`]: more than the
+/// program sends in a second on 16 CPUs.
+const SAMPLES_PER_READ: usize = 8_192;
 
 impl Enforcer {
     /// Takes the maps. Call [`Enforcer::reconcile`] before relying on the kernel.
     pub fn new(maps: KernelMaps) -> Self {
-        Self { maps }
+        let samples = match sampler::DropSampler::open(maps.dir()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "No sample of dropped packets: the top dropped sources stay empty.");
+                None
+            }
+        };
+        Self {
+            maps,
+            samples,
+            top: sampler::TopDrops::default(),
+        }
+    }
+
+    /// Reads the dropped packets sampled since the last call into [`Enforcer::top_drops`].
+    pub fn read_drop_samples(&mut self, now_ms: i64) -> usize {
+        let Some(samples) = &mut self.samples else {
+            return 0;
+        };
+        let top = &mut self.top;
+        samples.drain(SAMPLES_PER_READ, |s| top.add(s, now_ms))
+    }
+
+    /// The top dropped sources, from the samples read so far.
+    pub fn top_drops(&self) -> &sampler::TopDrops {
+        &self.top
+    }
+
+    /// The same, to record which ban drops a source.
+    pub fn top_drops_mut(&mut self) -> &mut sampler::TopDrops {
+        &mut self.top
     }
 
     /// The maps, for reads (counters, fill).

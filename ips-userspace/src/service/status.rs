@@ -69,6 +69,10 @@ pub struct Status {
     /// Detection pipeline counters (empty without `[[acquisition]]`).
     #[serde(default)]
     pub detection: crate::pipeline::DetectionStats,
+    /// The most dropped sources and banned prefixes, from the program's sample of drops (empty
+    /// without a daemon).
+    #[serde(default)]
+    pub top: crate::enforcer::sampler::TopReport,
 }
 
 /// Status from a store and maps, with or without a running daemon.
@@ -126,6 +130,7 @@ pub fn status_from(
         bytes: counters.bytes.into_iter().collect(),
         origins,
         detection: crate::pipeline::DetectionStats::default(),
+        top: crate::enforcer::sampler::TopReport::default(),
     })
 }
 

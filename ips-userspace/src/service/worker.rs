@@ -24,6 +24,9 @@ use crate::{
     prefix::Prefix,
 };
 
+/// Sources and prefixes in the status's top dropped lists.
+const TOP_DROPS: usize = 10;
+
 /// What the worker owns.
 pub struct Worker {
     decisions: DecisionService,
@@ -146,6 +149,7 @@ impl Worker {
                     warn!(error = %e, "Cannot prune the bouncer stream's history.");
                 }
                 self.keep_pins();
+                self.read_drop_samples(now);
                 next_expiry = Instant::now() + self.expiry;
             }
         }
@@ -218,6 +222,29 @@ impl Worker {
                 }
             }
             Err(e) => warn!(error = %e, "Cannot read what other nodes wrote to the store."),
+        }
+    }
+
+    /// Reads the program's sample of dropped packets, and finds which ban drops the most
+    /// dropped sources not looked up yet (a few per tick: each is a store lookup per prefix
+    /// length).
+    fn read_drop_samples(&mut self, now: i64) {
+        /// Sources whose ban is looked up per tick.
+        const RESOLVE_PER_TICK: usize = 16;
+        self.enforcer.read_drop_samples(now);
+        for source in self.enforcer.top_drops().unresolved(RESOLVE_PER_TICK, now) {
+            let covering = match self.decisions.store().covering(&Prefix::host(source), now) {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(error = %e, "Cannot look up the ban of a dropped source.");
+                    return;
+                }
+            };
+            let most_specific = covering
+                .iter()
+                .map(|d| d.value)
+                .max_by_key(Prefix::prefix_len);
+            self.enforcer.top_drops_mut().resolve(source, most_specific);
         }
     }
 
@@ -469,6 +496,14 @@ impl Worker {
             Command::Status(reply) => {
                 let r = status_from(d.store(), self.enforcer.maps(), now, true).map(|mut s| {
                     s.not_enforced = self.not_enforced;
+                    let names = d.store().origins().unwrap_or_default();
+                    let name = |id: u32| {
+                        names
+                            .iter()
+                            .find(|(i, _)| *i == id)
+                            .map_or_else(|| format!("origin-{id}"), |(_, n)| n.clone())
+                    };
+                    s.top = self.enforcer.top_drops().report(TOP_DROPS, now, &name);
                     s
                 });
                 let _ = reply.send(r.map_err(Into::into));

@@ -29,6 +29,33 @@ pub fn exec(ctx: &Ctx) -> anyhow::Result<()> {
     for o in s.origins.iter().filter(|o| o.dropped_v4 + o.dropped_v6 > 0) {
         println!("  {:<32} {:>14} {:>14}", o.name, o.dropped_v4, o.dropped_v6);
     }
+    if !s.top.sources.is_empty() {
+        println!();
+        println!("Top dropped sources (sampled, estimates)");
+        println!(
+            "  {:<40} {:<44} {:>10} {:>12}",
+            "source", "banned by", "per min", "packets"
+        );
+        for t in &s.top.sources {
+            let by = format!("{} ({})", t.prefix.as_deref().unwrap_or("…"), t.origin);
+            println!(
+                "  {:<40} {by:<44} {:>10} {:>12}",
+                t.source, t.per_minute, t.packets
+            );
+        }
+        println!();
+        println!("Top dropped prefixes");
+        println!(
+            "  {:<44} {:<24} {:>8} {:>12}",
+            "ban", "origin", "sources", "packets"
+        );
+        for t in &s.top.prefixes {
+            println!(
+                "  {:<44} {:<24} {:>8} {:>12}",
+                t.prefix, t.origin, t.sources, t.packets
+            );
+        }
+    }
     println!();
     println!("Maps");
     for (name, n, cap) in [
