@@ -109,7 +109,11 @@ fn lock(store: &std::path::Path) -> Result<std::fs::File, DaemonError> {
 
 /// Runs the daemon until SIGINT or SIGTERM. The XDP program stays attached afterwards (its link
 /// is pinned); `ips detach` removes it.
-pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonError> {
+pub fn run(
+    config: Config,
+    config_path: &std::path::Path,
+    extra_interfaces: &[String],
+) -> Result<(), DaemonError> {
     let mut interfaces = config.enforcer.interfaces.clone();
     for i in extra_interfaces {
         if !interfaces.contains(i) {
@@ -187,12 +191,12 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
     decisions.records().save_state(STATE_INTERFACES, &modes)?;
 
     let stop = Stop::default();
-    let mut scheduled = Vec::new();
+    let mut fixed = Vec::new();
     // What every source reports, for `ips blocklist status`.
     let sources = std::sync::Arc::default();
     let hub = config.hub.clone().map(|h| {
         let (pusher, tx) = crate::hub::Pusher::new(h, &sources);
-        scheduled.push((
+        fixed.push((
             "ips-hub-push",
             vec![Box::new(pusher) as Box<dyn schedule::Task>],
         ));
@@ -211,51 +215,40 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
     .with_live(live.clone());
     let (mut handle, worker) = worker.spawn(config.decisions.default_duration)?;
     handle.lists = sources;
-    let pipeline = if config.acquisition.is_empty() {
-        None
-    } else {
-        info!(
-            sources = config.acquisition.len(),
-            scenarios = scenarios.len(),
-            "Detection on."
+    if config.acquisition.is_empty() {
+        warn!(
+            "No log source ([[acquisition]]): nothing is being detected; only lists and the API ban. `ips config init` writes one for the services of this host."
         );
-        Some(crate::pipeline::spawn(
-            config.acquisition.clone(),
-            crate::scenarios::Engine::new(scenarios, config.detection.max_buckets),
-            saved_offsets,
-            handle.clone(),
-            stop.clone(),
-            handle.detection.clone(),
-        )?)
+    }
+    let producers = Producers {
+        detection: start_detection(&config, &handle, scenarios, saved_offsets, None)?
+            .map(|(d, _)| d),
+        lists: start_lists(&config, &handle)?,
     };
-    if !config.blocklist.is_empty() {
-        let tasks =
-            crate::blocklists::source::tasks(config.blocklist.clone(), &handle, &handle.lists);
-        scheduled.push(("ips-blocklists", tasks));
-    }
-    // The central node's decisions are pulled like a LAPI's.
-    let mut lapis = config.crowdsec.clone();
-    lapis.extend(
-        config
-            .central
-            .as_ref()
-            .map(crate::central::CentralConfig::pull),
-    );
-    if !lapis.is_empty() {
-        let tasks = crate::blocklists::lapi::tasks(lapis, &handle, &handle.lists)
-            .map_err(|e| DaemonError::Detection(format!("[[crowdsec]] / [central]: {e}")))?;
-        scheduled.push(("ips-lapi", tasks));
-    }
     if let Some(central) = &config.central {
         let push = crate::central::PushTask::new(central.clone(), handle.clone())
             .map_err(|e| DaemonError::Detection(format!("[central]: {e}")))?;
         info!(url = %central.url, "Reporting to a central node.");
-        scheduled.push(("ips-central", vec![Box::new(push)]));
+        fixed.push(("ips-central", vec![Box::new(push)]));
     }
     let mut threads = Vec::new();
-    for (name, tasks) in scheduled {
+    for (name, tasks) in fixed {
         threads.push((name, schedule::spawn(name, tasks, stop.clone())?));
     }
+    // Reloads (SIGHUP, `ips reload`) are done on a thread of their own that owns the
+    // producers; the API's handle carries the way to it.
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
+    let reloader = Reloader {
+        path: config_path.to_owned(),
+        running: config.clone(),
+        producers,
+        handle: handle.clone(),
+        local,
+    };
+    let reloader = thread::Builder::new()
+        .name("ips-reload".into())
+        .spawn(move || reloader.serve(&reload_rx))?;
+    handle.reload = Some(reload_tx.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -294,8 +287,10 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
+            crate::systemd::notify("STOPPING=1");
             let _ = stop_tx.send(true);
         });
+        tokio::spawn(reload_on_sighup(reload_tx, stop_rx.clone()));
         let mut servers = Vec::new();
         if let Some(addr) = web {
             // `/metrics` on its own listener; a port taken is said and the rest goes on.
@@ -329,18 +324,21 @@ pub fn run(config: Config, extra_interfaces: &[String]) -> Result<(), DaemonErro
             let stopped = async move { drop(stop.wait_for(|s| *s).await) };
             tokio::spawn(serve(l, router.clone(), limits, stopped))
         }));
+        crate::systemd::notify("READY=1\nSTATUS=Enforcing; API listening.");
         for s in servers {
             let _ = s.await;
         }
         let _ = std::fs::remove_file(&socket);
         Ok(())
     });
+    // Every task of the runtime goes (with the API's handles and the SIGHUP task, the ways to
+    // the reloader, which then hands the producers back).
+    drop(runtime);
     // Stop the producers; the pipeline saves its read positions and lets go of the service.
     stop.stop();
-    if let Some(p) = pipeline
-        && p.join().is_err()
-    {
-        error!("The detection thread panicked.");
+    match reloader.join() {
+        Ok(producers) => producers.stop(),
+        Err(_) => error!("The reload thread panicked."),
     }
     join_all(threads);
     // The router (and with it every Handle) is gone: the worker ends on its own.
@@ -355,6 +353,266 @@ fn join_all(threads: Vec<(&str, thread::JoinHandle<()>)>) {
     for (name, t) in threads {
         if t.join().is_err() {
             error!(name, "A scheduler thread panicked.");
+        }
+    }
+}
+
+/// Detection: the sources and the pipeline thread, with a stop of their own (a reload stops
+/// and starts them without stopping the rest).
+struct Detection {
+    stop: Stop,
+    thread: thread::JoinHandle<crate::scenarios::Engine>,
+}
+
+/// Blocklist and LAPI sources, with a stop of their own.
+struct Lists {
+    stop: Stop,
+    threads: Vec<(&'static str, thread::JoinHandle<()>)>,
+}
+
+/// What a reload may stop and start again.
+struct Producers {
+    detection: Option<Detection>,
+    lists: Option<Lists>,
+}
+
+impl Producers {
+    fn stop(self) {
+        if let Some(d) = self.detection {
+            d.stop.stop();
+            if d.thread.join().is_err() {
+                error!("The detection thread panicked.");
+            }
+        }
+        if let Some(l) = self.lists {
+            l.stop.stop();
+            join_all(l.threads);
+        }
+    }
+}
+
+/// Starts the detection pipeline if there are log sources; `carried` is the engine of the one
+/// it replaces, whose buckets of unchanged scenarios carry over. Returns it and how many
+/// buckets were kept.
+fn start_detection(
+    config: &Config,
+    handle: &crate::service::Handle,
+    scenarios: Vec<crate::scenarios::Scenario>,
+    saved: Vec<Position>,
+    carried: Option<crate::scenarios::Engine>,
+) -> Result<Option<(Detection, usize)>, DaemonError> {
+    if config.acquisition.is_empty() {
+        return Ok(None);
+    }
+    info!(
+        sources = config.acquisition.len(),
+        scenarios = scenarios.len(),
+        "Detection on."
+    );
+    let mut engine = crate::scenarios::Engine::new(scenarios, config.detection.max_buckets);
+    let kept = carried.map_or(0, |old| engine.carry_over(old));
+    let stop = Stop::default();
+    let thread = crate::pipeline::spawn(
+        config.acquisition.clone(),
+        engine,
+        saved,
+        handle.clone(),
+        stop.clone(),
+        handle.detection.clone(),
+    )?;
+    Ok(Some((Detection { stop, thread }, kept)))
+}
+
+/// The blocklist and LAPI (and central pull) tasks of `config`, made before anything is
+/// stopped, so that a config they refuse leaves the running ones alone.
+fn list_tasks(
+    config: &Config,
+    handle: &crate::service::Handle,
+) -> Result<Vec<(&'static str, Vec<Box<dyn schedule::Task>>)>, DaemonError> {
+    let mut groups = Vec::new();
+    if !config.blocklist.is_empty() {
+        let tasks =
+            crate::blocklists::source::tasks(config.blocklist.clone(), handle, &handle.lists);
+        groups.push(("ips-blocklists", tasks));
+    }
+    // The central node's decisions are pulled like a LAPI's.
+    let mut lapis = config.crowdsec.clone();
+    lapis.extend(
+        config
+            .central
+            .as_ref()
+            .map(crate::central::CentralConfig::pull),
+    );
+    if !lapis.is_empty() {
+        let tasks = crate::blocklists::lapi::tasks(lapis, handle, &handle.lists)
+            .map_err(|e| DaemonError::Detection(format!("[[crowdsec]] / [central]: {e}")))?;
+        groups.push(("ips-lapi", tasks));
+    }
+    Ok(groups)
+}
+
+fn spawn_lists(
+    groups: Vec<(&'static str, Vec<Box<dyn schedule::Task>>)>,
+) -> Result<Option<Lists>, DaemonError> {
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    let stop = Stop::default();
+    let mut threads = Vec::new();
+    for (name, tasks) in groups {
+        threads.push((name, schedule::spawn(name, tasks, stop.clone())?));
+    }
+    Ok(Some(Lists { stop, threads }))
+}
+
+fn start_lists(
+    config: &Config,
+    handle: &crate::service::Handle,
+) -> Result<Option<Lists>, DaemonError> {
+    spawn_lists(list_tasks(config, handle)?)
+}
+
+/// The reload thread's state: the file, what runs, and the parts a reload restarts.
+struct Reloader {
+    path: std::path::PathBuf,
+    running: Config,
+    producers: Producers,
+    handle: crate::service::Handle,
+    local: Vec<std::net::IpAddr>,
+}
+
+impl Reloader {
+    /// Serves reload requests until every sender is gone; hands the producers back.
+    fn serve(
+        mut self,
+        requests: &std::sync::mpsc::Receiver<crate::service::ReloadRequest>,
+    ) -> Producers {
+        while let Ok(reply) = requests.recv() {
+            crate::systemd::reloading();
+            let result = self.reload();
+            match &result {
+                Ok(r) => info!(
+                    path = %self.path.display(),
+                    applied = ?r.applied,
+                    need_restart = ?r.need_restart,
+                    buckets_kept = r.buckets_kept,
+                    "Reloaded the config."
+                ),
+                Err(e) => error!(
+                    path = %self.path.display(),
+                    error = %e,
+                    "The new config has errors: refused, the running one is kept."
+                ),
+            }
+            crate::systemd::notify("READY=1");
+            let _ = reply.send(result);
+        }
+        self.producers
+    }
+
+    fn reload(&mut self) -> Result<crate::reload::ReloadReport, String> {
+        let new = Config::load(&self.path, false).map_err(|e| e.to_string())?;
+        let plan = crate::reload::plan(&self.running, &new);
+        for section in &plan.need_restart {
+            warn!(
+                section,
+                "This section changed but is read only at start: restart ips to apply it."
+            );
+        }
+        let new = crate::reload::effective(&self.running, new);
+        // Everything that can refuse the new config is made before anything is stopped.
+        let scenarios = if plan.detection {
+            Some(new.detection.scenarios().map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let lists = if plan.lists {
+            Some(list_tasks(&new, &self.handle).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let mut report = crate::reload::ReloadReport {
+            applied: plan.applied.clone(),
+            need_restart: plan.need_restart.clone(),
+            buckets_kept: 0,
+        };
+        if plan.service {
+            let profiles = Profiles::new(new.profiles.clone(), &self.local);
+            let notifiers = crate::notify::Notifiers::start(&new.notification);
+            let reload = crate::service::Reload {
+                profiles,
+                allowlist: new.allowlist.entries.clone(),
+                notifiers,
+            };
+            self.handle
+                .call_blocking(|r| crate::service::Command::Reload(Box::new(reload), r))
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(scenarios) = scenarios {
+            let old = self.producers.detection.take().and_then(|d| {
+                d.stop.stop();
+                d.thread.join().ok()
+            });
+            // The old pipeline saved its read positions on the way out (the service takes
+            // commands in order), so the new sources resume where it stopped.
+            let saved: Vec<Position> = self
+                .handle
+                .call_blocking(|r| crate::service::Command::State(STATE_OFFSETS, r))
+                .map_err(|e| e.to_string())?
+                .iter()
+                .filter_map(|(k, v)| Position::from_row(k, v))
+                .collect();
+            match start_detection(&new, &self.handle, scenarios, saved, old)
+                .map_err(|e| e.to_string())?
+            {
+                Some((d, kept)) => {
+                    self.producers.detection = Some(d);
+                    report.buckets_kept = kept as u64;
+                }
+                None => {
+                    warn!("No log source ([[acquisition]]): nothing is being detected any more.")
+                }
+            }
+        }
+        if let Some(groups) = lists {
+            if let Some(l) = self.producers.lists.take() {
+                l.stop.stop();
+                join_all(l.threads);
+            }
+            self.producers.lists = spawn_lists(groups).map_err(|e| e.to_string())?;
+        }
+        self.running = new;
+        Ok(report)
+    }
+}
+
+/// Sends a reload request for every SIGHUP, until the daemon stops.
+async fn reload_on_sighup(
+    reload: std::sync::mpsc::Sender<crate::service::ReloadRequest>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "Cannot watch SIGHUP: reload with `ips reload`.");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = async { drop(stop.wait_for(|s| *s).await) } => return,
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                info!("SIGHUP: reloading the config.");
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                if reload.send(reply).is_err() {
+                    return;
+                }
+                let _ = answer.await;
+            }
         }
     }
 }

@@ -128,7 +128,8 @@ fn process(
 }
 
 /// Starts the sources and the pipeline thread. It ends after `stop`, having saved the read
-/// positions of every line it processed.
+/// positions of every line it processed, and hands back its engine (a reload carries the
+/// buckets over, see [`Engine::carry_over`]).
 pub fn spawn(
     sources: Vec<SourceConfig>,
     mut engine: Engine,
@@ -136,18 +137,31 @@ pub fn spawn(
     service: Handle,
     stop: Stop,
     stats: Arc<Mutex<DetectionStats>>,
-) -> std::io::Result<thread::JoinHandle<()>> {
+) -> std::io::Result<thread::JoinHandle<Engine>> {
     let (tx, rx) = mpsc::sync_channel::<Chunk>(CHANNEL_CHUNKS);
     let saved: HashMap<PathBuf, Position> =
         saved.into_iter().map(|p| (p.path.clone(), p)).collect();
+    // A reload starts a new pipeline: the counters of sources it keeps, and the alert count,
+    // go on from where they were.
+    let mut raised = 0u64;
+    let mut carried = Vec::new();
     if let Ok(mut s) = stats.lock() {
+        raised = s.alerts;
         s.sources = sources
             .iter()
-            .map(|c| SourceStats {
-                name: source_name(c),
-                ..SourceStats::default()
+            .map(|c| {
+                let name = source_name(c);
+                s.sources
+                    .iter()
+                    .find(|o| o.name == name)
+                    .cloned()
+                    .unwrap_or(SourceStats {
+                        name,
+                        ..SourceStats::default()
+                    })
             })
             .collect();
+        carried = s.sources.clone();
     }
     for (i, source) in sources.iter().enumerate() {
         let (tx, stop) = (tx.clone(), stop.clone());
@@ -182,8 +196,8 @@ pub fn spawn(
             let mut alerts = Vec::new();
             let mut positions: HashMap<PathBuf, Position> = HashMap::new();
             let mut last_save = Instant::now();
-            let mut local: Vec<SourceStats> = vec![SourceStats::default(); types.len()];
-            let mut raised = 0u64;
+            let mut local: Vec<SourceStats> = carried;
+            local.resize(types.len(), SourceStats::default());
             let save = |positions: &mut HashMap<PathBuf, Position>| {
                 if !positions.is_empty() {
                     let rows = positions.drain().map(|(_, p)| p.to_row()).collect();
@@ -262,5 +276,6 @@ pub fn spawn(
                     .restarts += 1;
             }
             save(&mut positions);
+            engine
         })
 }

@@ -204,6 +204,8 @@ pub struct Lab {
     pub extra: Vec<(String, String)>,
     /// More lines for the config's `[store]` (a PostgreSQL `url`, a `node` name).
     pub store: String,
+    /// More environment for the daemon (`NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
     daemon: Option<Child>,
 }
 
@@ -230,6 +232,7 @@ impl Lab {
             pin_dir,
             extra: Vec::new(),
             store: String::new(),
+            env: Vec::new(),
             daemon: None,
         };
         lab.setup();
@@ -352,6 +355,7 @@ impl Lab {
             .args(["run", "--iface", &self.a_if])
             .args(self.extra.iter().flat_map(|(a, _)| ["--iface", a.as_str()]))
             .env("IPS_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

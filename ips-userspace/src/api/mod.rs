@@ -324,6 +324,7 @@ pub fn router(handle: Handle, server_names: Vec<String>) -> Router {
             get(list_allow).post(add_allow).delete(delete_allow),
         )
         .route("/v1/ips/detach", post(detach))
+        .route("/v1/ips/reload", post(reload))
         .route(
             "/v1/ips/blocklists/import",
             post(import_list).layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT)),
@@ -757,6 +758,10 @@ async fn delete_allow(
     let value = required_value(&q)?;
     let existed = h.disallow(value).await?;
     Ok(Json(serde_json::json!({ "deleted": existed })).into_response())
+}
+
+async fn reload(State(h): State<Handle>, _body: axum::body::Bytes) -> Result<Response, ApiError> {
+    Ok(Json(h.reload().await?).into_response())
 }
 
 async fn detach(

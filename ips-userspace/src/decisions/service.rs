@@ -95,6 +95,11 @@ impl DecisionService {
         self
     }
 
+    /// Replaces the profiles (a reload): the next alerts are decided by these.
+    pub fn set_profiles(&mut self, profiles: Profiles) {
+        self.profiles = profiles;
+    }
+
     /// The store, for reads.
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()

@@ -377,6 +377,17 @@ pub struct Scenario {
     pub labels: BTreeMap<String, String>,
     /// The ban duration from the `ban` label, parsed at load; the profile's default if none.
     pub ban: Option<std::time::Duration>,
+    /// A hash of the definition as written (and of the login paths added to it): a reload
+    /// keeps the buckets of a scenario whose name and fingerprint did not change.
+    pub fingerprint: u64,
+}
+
+/// A stable hash of anything `Debug` (the std hasher with its fixed keys).
+fn fingerprint(of: &dyn std::fmt::Debug) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    format!("{of:?}").hash(&mut h);
+    h.finish()
 }
 
 /// A scenario file that does not validate.
@@ -633,6 +644,7 @@ impl Scenario {
         self.regexes.retain(|p| p.field != Field::Path);
         self.regexes
             .extend(Patterns::new(&self.name, Field::Path, &self.path_regex)?);
+        self.fingerprint = fingerprint(&(self.fingerprint, paths));
         Ok(())
     }
 
@@ -820,6 +832,7 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
             .get("ban")
             .map(|b| crate::duration::parse(b).map_err(|e| invalid(format!("labels.ban: {e}"))))
             .transpose()?;
+        let fingerprint = fingerprint(&(&r, &signatures));
         out.push(Scenario {
             name: r.name.clone(),
             description: r.description.clone(),
@@ -860,6 +873,7 @@ pub fn parse(text: &str) -> Result<Vec<Scenario>, ScenarioError> {
             blackhole_ms: dur(&r.name, "blackhole", &r.blackhole)?.unwrap_or(0),
             labels: r.labels.clone(),
             ban,
+            fingerprint,
         });
     }
     Ok(out)

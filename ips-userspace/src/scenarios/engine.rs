@@ -301,6 +301,49 @@ impl Engine {
         }
     }
 
+    /// Takes over the buckets (and blackholes) that `old` holds for scenarios this engine runs
+    /// unchanged (same name and [`Scenario::fingerprint`]), under their index here; those of
+    /// scenarios removed or changed are dropped. Returns how many buckets were kept. A reload
+    /// uses it so that an attack in progress is not forgotten.
+    pub fn carry_over(&mut self, old: Engine) -> usize {
+        let to: Vec<Option<u32>> = old
+            .scenarios
+            .iter()
+            .map(|o| {
+                self.scenarios
+                    .iter()
+                    .position(|n| n.name == o.name && n.fingerprint == o.fingerprint)
+                    .and_then(|j| u32::try_from(j).ok())
+            })
+            .collect();
+        let rekey = |k: Key| -> Option<Key> {
+            let j = (*to.get((k.tag & 0xffff) as usize)?)?;
+            Some(Key {
+                group: k.group,
+                tag: (k.tag & !0xffff) | j,
+            })
+        };
+        for (k, b) in old.buckets {
+            if let Some(k) = rekey(k) {
+                self.buckets.insert(k, b);
+            }
+        }
+        for (k, e) in old.extras {
+            if let Some(k) = rekey(k)
+                && self.buckets.contains_key(&k)
+            {
+                self.extras.insert(k, e);
+            }
+        }
+        for (k, until) in old.blackholes {
+            if let Some(k) = rekey(k) {
+                self.blackholes.insert(k, until);
+            }
+        }
+        self.stats = old.stats;
+        self.buckets.len()
+    }
+
     /// The scenarios.
     pub fn scenarios(&self) -> &[Scenario] {
         &self.scenarios
@@ -591,6 +634,36 @@ mod tests {
             3,
             "evidence from the second event on"
         );
+    }
+
+    #[test]
+    fn a_reload_keeps_the_buckets_of_unchanged_scenarios_only() {
+        let other = r#"
+            [[scenario]]
+            name = "other"
+            type = "leaky"
+            filter = { service = "ssh", kind = ["auth_failed"] }
+            capacity = 3
+            leakspeed = "10s"
+        "#;
+        let mut old = engine(&format!("{other}\n{BF}"));
+        let mut out = Vec::new();
+        for i in 0..3 {
+            old.pour(&fail("192.0.2.1", i * 100), "l", &mut out);
+        }
+        assert!(out.is_empty());
+        assert_eq!(old.buckets(), 2);
+        // `bf` unchanged but now first; `other` changed (capacity 5).
+        let mut new = engine(&format!(
+            "{BF}\n{}",
+            other.replace("capacity = 3", "capacity = 5")
+        ));
+        assert_eq!(new.carry_over(old), 1, "only bf's bucket is kept");
+        // bf's bucket, three events in, overflows on the fourth; `other` starts from zero.
+        new.pour(&fail("192.0.2.1", 400), "l", &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].scenario, "bf");
+        assert_eq!(out[0].events, 4);
     }
 
     #[test]

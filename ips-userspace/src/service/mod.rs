@@ -240,7 +240,22 @@ pub enum Command {
     ImportList(Box<ImportList>, Reply<ImportReport>),
     /// The stored lists.
     Lists(Reply<Vec<crate::decisions::ListSummary>>),
+    /// A reload's part for the service: profiles, the config's allowlist, notifications.
+    Reload(Box<Reload>, Reply<()>),
 }
+
+/// What a reload hands the service.
+pub struct Reload {
+    /// The new profiles.
+    pub profiles: crate::decisions::profiles::Profiles,
+    /// `[allowlist] entries`.
+    pub allowlist: Vec<Prefix>,
+    /// The new destinations (the old ones finish what they hold, then stop).
+    pub notifiers: crate::notify::Notifiers,
+}
+
+/// A request to reload `ips.toml`, with where the answer goes.
+pub type ReloadRequest = oneshot::Sender<Result<crate::reload::ReloadReport, String>>;
 
 impl Command {
     /// True for the commands that may change which decisions are active, or their times.
@@ -271,6 +286,8 @@ pub struct Handle {
     pub detection: Arc<Mutex<DetectionStats>>,
     /// Blocklist source status, updated by their thread.
     pub lists: Arc<Mutex<Vec<SourceStatus>>>,
+    /// Where reload requests go (`ips run` sets it; none in tests and tools).
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
 }
 
 impl Handle {
@@ -286,7 +303,22 @@ impl Handle {
             default_duration,
             detection: Arc::default(),
             lists: Arc::default(),
+            reload: None,
         }
+    }
+
+    /// Reloads `ips.toml` (as SIGHUP does) and says what changed.
+    pub async fn reload(&self) -> Result<crate::reload::ReloadReport, ServiceError> {
+        let Some(tx) = &self.reload else {
+            return Err(ServiceError::invalid(
+                "this daemon cannot reload its config",
+            ));
+        };
+        let (reply, rx) = oneshot::channel();
+        tx.send(reply).map_err(|_| ServiceError::unavailable())?;
+        rx.await
+            .map_err(|_| ServiceError::unavailable())?
+            .map_err(ServiceError::invalid)
     }
 
     fn send<T>(

@@ -576,6 +576,15 @@ impl Worker {
             Command::AlertsAfter(after, limit, reply) => {
                 let _ = reply.send(d.store().alerts_after(after, limit).map_err(Into::into));
             }
+            Command::Reload(r, reply) => {
+                let r = *r;
+                d.set_profiles(r.profiles);
+                self.notifiers = Some(r.notifiers);
+                let done = self.decide(now, |d| {
+                    Ok(((), d.sync_config_allowlist(&r.allowlist, now)?))
+                });
+                let _ = reply.send(done);
+            }
             Command::State(kind, reply) => {
                 let _ = reply.send(d.store().state(kind).map_err(Into::into));
             }

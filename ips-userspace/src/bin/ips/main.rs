@@ -14,6 +14,7 @@ mod detach;
 mod hub;
 mod metrics;
 mod output;
+mod reload;
 mod replay;
 mod run;
 mod scenarios;
@@ -87,9 +88,11 @@ enum Command {
     Scenarios(scenarios::Command),
     /// Run a community hub: agents push signals, everyone pulls the consensus.
     Hub(hub::Args),
-    /// Check the config file.
+    /// Check the config file, or write one for this host.
     #[command(subcommand)]
     Config(config_cmd::Command),
+    /// Make the running daemon read its config again (as SIGHUP does).
+    Reload,
     /// Check or repair the decision store, offline.
     #[command(subcommand)]
     Store(store::Command),
@@ -145,6 +148,7 @@ fn main() {
             Command::Allow(c) => allow::exec(c, &ctx),
             Command::Status => status::exec(&ctx),
             Command::Metrics => metrics::exec(&ctx),
+            Command::Reload => reload::exec(&ctx),
             Command::Detach(args) => detach::exec(args, &ctx),
             Command::Alerts(c) => alerts::exec(c, &ctx),
             Command::Blocklist(c) => blocklist::exec(c, &ctx),

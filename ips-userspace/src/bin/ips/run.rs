@@ -18,6 +18,6 @@ pub fn exec(args: Args, ctx: Ctx) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     tracing::info!(config = %ctx.config_path.display(), "Starting ips.");
-    ips::daemon::run(ctx.config, &args.ifaces)?;
+    ips::daemon::run(ctx.config, &ctx.config_path, &args.ifaces)?;
     Ok(())
 }
