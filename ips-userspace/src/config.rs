@@ -67,6 +67,39 @@ pub struct Config {
     pub notification: Vec<crate::notify::NotificationConfig>,
     /// `/metrics` (`[web]`).
     pub web: crate::web::WebConfig,
+    /// The daemon's own log (`[log]`).
+    pub log: LogConfig,
+}
+
+/// `[log]`: what the daemon writes to stderr (the journal under systemd).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a filter such as `info,ips::api=debug`.
+    /// `IPS_LOG` in the environment wins over it.
+    pub level: String,
+    /// `text` (one line per event; colours only on a terminal) or `json` (one object per line).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// `[log] format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// JSON objects, one per line.
+    Json,
 }
 
 /// `[detection]`.
@@ -358,6 +391,12 @@ impl Config {
                 "api.max_connections, api.header_timeout and api.request_timeout must be above 0"
                     .into(),
             ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(format!(
+                "log.level {:?}: expected error, warn, info, debug, trace or a filter such as \"info,ips::api=debug\"",
+                self.log.level
+            )));
         }
         if self.enforcer.expiry_interval.is_zero() {
             return Err(invalid("enforcer.expiry_interval must be above 0".into()));

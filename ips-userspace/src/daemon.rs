@@ -57,7 +57,9 @@ pub enum DaemonError {
     #[error("detection: {0}")]
     Detection(String),
     /// No interface to attach to.
-    #[error("no interface to attach to: pass --iface IF or set enforcer.interfaces in the config")]
+    #[error(
+        "no interface to attach to: pass --iface IF, or set enforcer.interfaces in the config (\"auto\" picks the default route's interface)"
+    )]
     NoInterface,
     /// Another daemon runs with this store.
     #[error(
@@ -125,6 +127,8 @@ pub fn run(
     }
     let dir = config.enforcer.pin_dir.clone();
     loader::require_root()?;
+    loader::ensure_bpffs(&dir)?;
+    let interfaces = loader::resolve_interfaces(&interfaces)?;
     let _lock = lock(&config.store.path)?;
     for iface in &interfaces {
         loader::require_interface(iface)?;
@@ -423,12 +427,12 @@ fn start_detection(
     Ok(Some((Detection { stop, thread }, kept)))
 }
 
+/// Named groups of scheduled tasks, one thread each.
+type TaskGroups = Vec<(&'static str, Vec<Box<dyn schedule::Task>>)>;
+
 /// The blocklist and LAPI (and central pull) tasks of `config`, made before anything is
 /// stopped, so that a config they refuse leaves the running ones alone.
-fn list_tasks(
-    config: &Config,
-    handle: &crate::service::Handle,
-) -> Result<Vec<(&'static str, Vec<Box<dyn schedule::Task>>)>, DaemonError> {
+fn list_tasks(config: &Config, handle: &crate::service::Handle) -> Result<TaskGroups, DaemonError> {
     let mut groups = Vec::new();
     if !config.blocklist.is_empty() {
         let tasks =
@@ -451,9 +455,7 @@ fn list_tasks(
     Ok(groups)
 }
 
-fn spawn_lists(
-    groups: Vec<(&'static str, Vec<Box<dyn schedule::Task>>)>,
-) -> Result<Option<Lists>, DaemonError> {
+fn spawn_lists(groups: TaskGroups) -> Result<Option<Lists>, DaemonError> {
     if groups.is_empty() {
         return Ok(None);
     }

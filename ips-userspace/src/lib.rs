@@ -29,5 +29,6 @@ pub mod replay;
 pub mod scenarios;
 pub mod schedule;
 pub mod service;
+pub mod setup;
 pub mod systemd;
 pub mod web;

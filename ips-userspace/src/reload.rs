@@ -9,7 +9,7 @@
 //! - blocklist and LAPI sources are started again when `[[blocklist]]` or `[[crowdsec]]`
 //!   changed;
 //! - everything else (`[api]`, `[store]`, `[enforcer]`, `[decisions]`, `[web]`, `[hub]`,
-//!   `[central]`) is only read at start: a change there is reported as needing a restart and
+//!   `[central]`, `[log]`) is only read at start: a change there is reported as needing a restart and
 //!   the running value is kept.
 //!
 //! A file that does not parse or validate (or whose scenarios do not compile) is refused as a
@@ -80,6 +80,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         ("web", old.web != new.web),
         ("hub", old.hub != new.hub),
         ("central", old.central != new.central),
+        ("log", old.log != new.log),
     ];
     p.need_restart = restart
         .into_iter()
@@ -100,6 +101,7 @@ pub fn effective(running: &Config, new: Config) -> Config {
         web: running.web.clone(),
         hub: running.hub.clone(),
         central: running.central.clone(),
+        log: running.log.clone(),
         ..new
     }
 }

@@ -2,6 +2,10 @@
 //! source and scenarios without dropping enforcement or the buckets of unchanged scenarios; a
 //! file with errors is refused and the running config kept; systemd hears READY, RELOADING and
 //! STOPPING on its notify socket.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking"
+)]
 use std::{
     io::Write,
     os::unix::net::UnixDatagram,

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod lab;
+mod package;
 mod setup;
 
 #[derive(Parser)]
@@ -39,6 +40,8 @@ enum Cmd {
     },
     /// Unit tests, then integration tests with the real program in the real kernel (root).
     Test,
+    /// The Debian package, under target/debian/.
+    Package,
     /// Benchmarks: per-packet cost, map loads, daemon memory. Prints a table.
     Bench,
     /// rustfmt check and clippy in two passes: host crates, then the eBPF crate for BPF.
@@ -84,6 +87,7 @@ fn run() -> Result<()> {
             }
         }
         Cmd::Test => test(),
+        Cmd::Package => package::package().map(drop),
         Cmd::Bench => bench(),
         Cmd::Lint => lint(),
         Cmd::Fuzz { seconds, target } => fuzz(seconds, target.as_deref()),
@@ -195,6 +199,9 @@ fn test() -> Result<()> {
     )?;
     setup::bouncer_tools()?;
     setup::browser()?;
+    // The package test installs this into a scratch root.
+    let deb = package::package()?;
+    let deb = deb.to_str().context("non-UTF-8 workspace path")?;
     let bin = workspace().join("target/debug/ips");
     let bin = bin.to_str().context("non-UTF-8 workspace path")?;
     cargo(
@@ -208,6 +215,7 @@ fn test() -> Result<()> {
         ],
         &[
             ("IPS_BIN", bin),
+            ("IPS_DEB", deb),
             ("IPS_TEST_POSTGRES", &pg.tcp),
             ("IPS_TEST_POSTGRES_UNIX", &pg.unix),
         ],

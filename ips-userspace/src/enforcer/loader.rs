@@ -134,6 +134,72 @@ pub fn require_bpffs(dir: &Path) -> Result<(), EnforcerError> {
     Ok(())
 }
 
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: `statfs` writes into `buf`, a zeroed struct of the right type.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `buf` a valid out pointer.
+    (unsafe { libc::statfs(c.as_ptr(), &mut buf) } == 0) && buf.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// The network namespace named in `/run/netns` whose `ip netns exec` this process runs under,
+/// from `mountinfo` (the text of `/proc/self/mountinfo`): `ip netns exec NAME` gives the
+/// command a mount namespace of its own with a fresh sysfs on `/sys`, mounted with `NAME` as
+/// its source.
+pub fn ip_netns_exec_name(mountinfo: &str, named: &dyn Fn(&str) -> bool) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        let mut r = right.split_whitespace();
+        let (fstype, source) = (r.next()?, r.next()?);
+        (mount_point == "/sys" && fstype == "sysfs" && source != "sysfs" && named(source))
+            .then(|| source.to_owned())
+    })
+}
+
+/// Makes sure the pin directory's parent is a BPF filesystem that outlives this process: when
+/// `/sys/fs/bpf` has none in the host's mount namespace, one is mounted; in a mount namespace
+/// of its own made by `ip netns exec` (a fresh `/sys`: a BPF filesystem mounted there is not
+/// the host's), it refuses and says how to run instead (pins made there would vanish with the
+/// process, and the program with them).
+pub fn ensure_bpffs(dir: &Path) -> Result<(), EnforcerError> {
+    let base = dir.parent().unwrap_or(dir);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if let Some(name) = ip_netns_exec_name(&mountinfo, &|n| {
+        !n.contains('/') && Path::new("/run/netns").join(n).exists()
+    }) {
+        return Err(EnforcerError::PrivateBpfFs {
+            path: base.to_owned(),
+            netns: name,
+        });
+    }
+    if is_bpffs(base) {
+        return Ok(());
+    }
+    if base == Path::new("/sys/fs/bpf") {
+        let c = |s: &str| CString::new(s).unwrap_or_default();
+        let (src, target, fstype) = (c("bpf"), c("/sys/fs/bpf"), c("bpf"));
+        // SAFETY: valid C strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            info!("Mounted the BPF filesystem at /sys/fs/bpf (it was missing).");
+        } else {
+            warn!(error = %std::io::Error::last_os_error(), "Cannot mount the BPF filesystem at /sys/fs/bpf.");
+        }
+    }
+    require_bpffs(dir)
+}
+
 /// Fails with a clear error if no interface has this name.
 pub fn require_interface(name: &str) -> Result<u32, EnforcerError> {
     let unknown = || EnforcerError::UnknownInterface {
@@ -146,6 +212,66 @@ pub fn require_interface(name: &str) -> Result<u32, EnforcerError> {
         return Err(unknown());
     }
     Ok(index)
+}
+
+/// The interfaces of the default routes (IPv4 from `route`, the text of `/proc/net/route`, and
+/// IPv6 from `ipv6_route`, that of `/proc/net/ipv6_route`), IPv4's first, without duplicates.
+pub fn default_route_interfaces(route: &str, ipv6_route: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in route.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Iface Destination Gateway Flags RefCnt Use Metric Mask ...; RTF_UP is 0x1.
+        if f.len() >= 8
+            && f[1] == "00000000"
+            && f[7] == "00000000"
+            && u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & 1 != 0)
+            && !out.iter().any(|i| i == f[0])
+        {
+            out.push(f[0].to_owned());
+        }
+    }
+    for line in ipv6_route.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // dest plen src splen gateway metric refcnt use flags iface
+        if f.len() >= 10
+            && f[0].bytes().all(|b| b == b'0')
+            && f[1] == "00"
+            && f[9] != "lo"
+            && u32::from_str_radix(f[8], 16).is_ok_and(|flags| flags & 1 != 0)
+            && !out.iter().any(|i| i == f[9])
+        {
+            out.push(f[9].to_owned());
+        }
+    }
+    out
+}
+
+/// `enforcer.interfaces` with `auto` replaced by the interfaces of this network namespace's
+/// default routes. Fails when `auto` finds none.
+pub fn resolve_interfaces(configured: &[String]) -> Result<Vec<String>, EnforcerError> {
+    let mut out: Vec<String> = Vec::new();
+    for name in configured {
+        if name == "auto" {
+            let found = default_route_interfaces(
+                &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
+                &std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default(),
+            );
+            if found.is_empty() {
+                return Err(EnforcerError::UnknownInterface {
+                    name: "auto (no default route in this network namespace: name the interfaces in enforcer.interfaces)".into(),
+                });
+            }
+            info!(interfaces = ?found, "enforcer.interfaces = auto: attaching to the default route's interface.");
+            for f in found {
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            }
+        } else if !out.contains(name) {
+            out.push(name.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Loads the XDP program into the kernel without attaching it, pinning its maps in `dir` (or
@@ -364,4 +490,30 @@ pub fn remove_pins(dir: &Path) -> Result<(), EnforcerError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_default_routes_interfaces() {
+        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth1\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            eth0\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\t0\t0\t0\n";
+        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 wlan0\n\
+            00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n";
+        assert_eq!(default_route_interfaces(route, v6), ["eth0", "wlan0"]);
+        assert!(default_route_interfaces("Iface\n", "").is_empty());
+    }
+
+    #[test]
+    fn tells_ip_netns_exec_by_its_sysfs() {
+        let host = "23 27 0:22 / /sys rw,relatime - sysfs sysfs rw\n42 23 0:39 / /sys/fs/bpf rw,relatime - bpf bpf rw\n";
+        let exec = "49 46 0:40 / /sys rw,relatime - sysfs blue rw\n";
+        let named = |n: &str| n == "blue";
+        assert_eq!(ip_netns_exec_name(host, &named), None);
+        assert_eq!(ip_netns_exec_name(exec, &named).as_deref(), Some("blue"));
+        assert_eq!(ip_netns_exec_name(exec, &|_| false), None);
+    }
 }

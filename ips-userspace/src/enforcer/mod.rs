@@ -36,6 +36,16 @@ pub enum EnforcerError {
         /// The directory that should be on bpffs.
         path: PathBuf,
     },
+    /// The BPF filesystem here is not the host's: pins would vanish with this process.
+    #[error(
+        "running under `ip netns exec {netns}`, which gives ips a fresh /sys of its own: the host's BPF filesystem ({path}) is hidden, and pins made there would vanish, with the attached program, when ips exits. Enter only the network namespace instead: `nsenter --net=/run/netns/{netns} ips run`"
+    )]
+    PrivateBpfFs {
+        /// The pin directory's parent.
+        path: PathBuf,
+        /// The network namespace's name.
+        netns: String,
+    },
     /// No such interface.
     #[error("unknown interface {name:?} (see `ip link`)")]
     UnknownInterface {

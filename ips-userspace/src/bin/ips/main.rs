@@ -1,7 +1,7 @@
 //! `ips`: the daemon (`ips run`) and the CLI that talks to it. One file per subcommand.
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use ips::config::{self, Config};
 
 mod alerts;
@@ -93,6 +93,17 @@ enum Command {
     Config(config_cmd::Command),
     /// Make the running daemon read its config again (as SIGHUP does).
     Reload,
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (ips.1 and one per subcommand) into a folder.
+    #[command(hide = true)]
+    Man {
+        /// The folder.
+        dir: PathBuf,
+    },
     /// Check or repair the decision store, offline.
     #[command(subcommand)]
     Store(store::Command),
@@ -121,21 +132,27 @@ fn main() {
     let config_path = cli
         .config
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    if !matches!(cli.command, Command::Run(_) | Command::Hub(_)) {
+        // A CLI whose output is cut short (`ips status | head -1`) ends quietly, as other
+        // Unix tools do, instead of failing on the closed pipe. The daemons keep ignoring
+        // SIGPIPE (a client gone is an error on its socket, not the daemon's end).
+        // SAFETY: setting a signal's disposition to its default.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = (|| -> anyhow::Result<()> {
-        if let Command::Config(c) = &cli.command {
-            return config_cmd::exec(c, &config_path, explicit, cli.output);
+        match &cli.command {
+            Command::Config(c) => return config_cmd::exec(c, &config_path, explicit, cli.output),
+            Command::Completions { shell } => {
+                clap_complete::generate(*shell, &mut Cli::command(), "ips", &mut std::io::stdout());
+                return Ok(());
+            }
+            Command::Man { dir } => return man_pages(dir),
+            _ => {}
         }
         let command = match cli.command {
             Command::Hub(args) => return hub::exec(args),
             other => other,
         };
-        if !matches!(command, Command::Run(_)) {
-            // A CLI whose output is cut short (`ips status | head -1`) ends quietly, as other
-            // Unix tools do, instead of failing on the closed pipe. The daemons keep ignoring
-            // SIGPIPE.
-            // SAFETY: setting a signal's disposition to its default.
-            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-        }
         let config = Config::load(&config_path, explicit)?;
         let ctx = Ctx {
             config,
@@ -160,13 +177,37 @@ fn main() {
             Command::Explain(args) => replay::explain(args, &ctx),
             Command::Scenarios(c) => scenarios::exec(c, &ctx),
             Command::Store(c) => store::exec(c, &ctx),
-            Command::Config(_) | Command::Hub(_) => Ok(()),
+            Command::Config(_)
+            | Command::Hub(_)
+            | Command::Completions { .. }
+            | Command::Man { .. } => Ok(()),
         }
     })();
     if let Err(e) = result {
         eprintln!("error: {}", message(&e));
         std::process::exit(1);
     }
+}
+
+/// Renders `ips.1` and `ips-SUB.1` for every visible subcommand into `dir`.
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let mut pages = vec![("ips".to_owned(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("ips-{}", sub.get_name());
+        let page = sub
+            .clone()
+            .display_name(name.clone())
+            .bin_name(name.clone());
+        pages.push((name, page));
+    }
+    for (name, page) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.1")), out)?;
+    }
+    Ok(())
 }
 
 /// The error and its causes on one line, each said once (many messages quote their cause).
