@@ -56,6 +56,7 @@ fn version() -> Result<String> {
 
 /// Builds `target/debian/ips_VERSION_ARCH.deb` and returns its path.
 pub fn package() -> Result<PathBuf> {
+    crate::setup::package_tools()?;
     crate::build(true)?;
     let ws = workspace();
     let bin = ws.join("target/release/ips");

@@ -246,6 +246,42 @@ pub fn browser() -> Result<()> {
 }
 
 /// Installs nftables for the bench's `nft -f` baseline, if missing.
+/// What `cargo xtask package` and the package test use: `dpkg-deb` and `gzip` (on every
+/// Debian host), `systemd-analyze` (package systemd, also where systemd is not running) and
+/// `setpriv` (util-linux).
+pub fn package_tools() -> Result<()> {
+    let have = |tool: &str| ok(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
+    let mut missing = Vec::new();
+    for (tool, package) in [
+        ("dpkg-deb", "dpkg"),
+        ("gzip", "gzip"),
+        ("systemd-analyze", "systemd"),
+        ("setpriv", "util-linux"),
+    ] {
+        if !have(tool) {
+            missing.push(package);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    require_root("installing the packaging tools with apt-get")?;
+    step(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    step(
+        &format!(
+            "installing {} (cargo xtask package and its test)",
+            missing.join(", ")
+        ),
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 pub fn bench_tools() -> Result<()> {
     if !ok(Command::new("sh").args(["-c", "command -v nft"])) {
         require_root("installing nftables with apt-get")?;
