@@ -5,6 +5,7 @@
 //! on it from the maps in [`maps`].
 #![no_std]
 
+pub mod judge;
 pub mod lookup;
 pub mod maps;
 pub mod parse;

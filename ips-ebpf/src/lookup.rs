@@ -1,5 +1,6 @@
-//! The decision for one source address: allowlist first, then single-address bans (a hash
-//! lookup), then prefix bans (an LPM trie).
+//! The decision for one source address: single-address bans (a hash lookup), then prefix bans
+//! (an LPM trie); the allowlist only for a source that a ban matched, so clean traffic never
+//! pays for it, and an allowlisted source is still never dropped.
 //!
 //! For IPv4 the /24 summary comes before both and decides which of them to make: none for most
 //! clean sources, the host hash only where a single-address ban lies in the /24, the trie only
@@ -16,7 +17,7 @@ use crate::maps::{
 /// What the maps say about a source address.
 #[derive(Clone, Copy)]
 pub enum Verdict {
-    /// In the allowlist: never dropped.
+    /// Banned, but in the allowlist: never dropped.
     Allowed,
     /// Banned, by the given origin, found in the given kind of map (see
     /// [`ips_common::sampling`]).
@@ -34,14 +35,19 @@ fn banned(ban: &Ban, kind: u8) -> Verdict {
 #[inline(always)]
 pub fn v4(addr: [u8; 4]) -> Verdict {
     let key = Key::new(32, addr);
-    if IPS_ALLOW_V4.get(&key).is_some() {
-        return Verdict::Allowed;
+    match ban_v4(addr, &key) {
+        Verdict::Banned(..) if IPS_ALLOW_V4.get(&key).is_some() => Verdict::Allowed,
+        v => v,
     }
+}
+
+#[inline(always)]
+fn ban_v4(addr: [u8; 4], key: &Key<[u8; 4]>) -> Verdict {
     let n = u32::from_be_bytes(addr) >> 8;
     let bit = 1u64 << (n & 63);
     let Some(summary) = IPS_SUMMARY_V4.get(n >> 6) else {
         // Cannot happen (the index is in range); look everything up rather than guess.
-        return v4_full(addr, &key);
+        return v4_full(addr, key);
     };
     if summary.hosts & bit != 0 {
         // SAFETY: the value is a plain `u32` that the program only reads.
@@ -51,7 +57,7 @@ pub fn v4(addr: [u8; 4]) -> Verdict {
     }
     // A /25 to /31 ban is more specific than any covering one: ask the trie first.
     if summary.part & bit != 0
-        && let Some(ban) = IPS_NET_V4.get(&key)
+        && let Some(ban) = IPS_NET_V4.get(key)
     {
         return banned(ban, sampling::KIND_NET);
     }
@@ -80,15 +86,17 @@ fn v4_full(addr: [u8; 4], key: &Key<[u8; 4]>) -> Verdict {
 #[inline(always)]
 pub fn v6(addr: [u8; 16]) -> Verdict {
     let key = Key::new(128, addr);
-    if IPS_ALLOW_V6.get(&key).is_some() {
-        return Verdict::Allowed;
-    }
     // SAFETY: as in `v4`.
-    if let Some(ban) = unsafe { IPS_HOST_V6.get(addr) } {
-        return banned(ban, sampling::KIND_HOST);
-    }
-    match IPS_NET_V6.get(&key) {
-        Some(ban) => banned(ban, sampling::KIND_NET),
-        None => Verdict::Clean,
+    let verdict = if let Some(ban) = unsafe { IPS_HOST_V6.get(addr) } {
+        banned(ban, sampling::KIND_HOST)
+    } else {
+        match IPS_NET_V6.get(&key) {
+            Some(ban) => banned(ban, sampling::KIND_NET),
+            None => Verdict::Clean,
+        }
+    };
+    match verdict {
+        Verdict::Banned(..) if IPS_ALLOW_V6.get(&key).is_some() => Verdict::Allowed,
+        v => v,
     }
 }

@@ -1,7 +1,5 @@
 //! Finding a packet's source address: Ethernet, up to two VLAN tags (802.1Q, 802.1ad), then
 //! IPv4 or IPv6. An IPv4-mapped IPv6 source (`::ffff:a.b.c.d`) is reported as IPv4.
-use aya_ebpf::programs::XdpContext;
-
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
 const ETH_P_IP: u16 = 0x0800;
@@ -27,11 +25,20 @@ pub enum Skip {
     Malformed,
 }
 
+/// The packet's bytes: from `start` to `end` (`data` and `data_end` of an XDP or TC context).
+#[derive(Clone, Copy)]
+pub struct Packet {
+    /// First byte.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+}
+
 /// Returns a pointer to a `T` at `offset` into the packet, or `Malformed` if it does not fit.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Skip> {
-    let start = ctx.data();
-    let end = ctx.data_end();
+fn ptr_at<T>(ctx: &Packet, offset: usize) -> Result<*const T, Skip> {
+    let start = ctx.start;
+    let end = ctx.end;
     if start + offset + core::mem::size_of::<T>() > end {
         return Err(Skip::Malformed);
     }
@@ -40,7 +47,7 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Skip> {
 
 /// Reads the source address of the packet in `ctx`.
 #[inline(always)]
-pub fn source(ctx: &XdpContext) -> Result<Source, Skip> {
+pub fn source(ctx: &Packet) -> Result<Source, Skip> {
     let eth: *const [u8; ETH_HLEN] = ptr_at(ctx, 0)?;
     // SAFETY: `ptr_at` checked the bounds.
     let eth = unsafe { &*eth };

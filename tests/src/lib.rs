@@ -293,7 +293,8 @@ impl Lab {
     }
 
     /// Writes the config, with `extra` TOML appended (keys of `[enforcer]`, then other
-    /// sections). The operator socket is in the lab's folder; TCP (for bouncers) on
+    /// sections). The program goes to native XDP (`mode = "native"`), in front of the packet
+    /// socket that tells which frames passed; the TC hook has tests of its own. The operator socket is in the lab's folder; TCP (for bouncers) on
     /// 127.0.0.1:8080 in namespace `a`.
     pub fn write_config(&self, extra: &str) {
         self.write_config_api("", extra);
@@ -303,7 +304,7 @@ impl Lab {
     pub fn write_config_api(&self, api: &str, extra: &str) {
         let text = format!(
             "[api]\nsocket = \"{}\"\n{}{api}\n\
-             [store]\npath = \"{}\"\n{}[enforcer]\npin_dir = \"{}\"\nexpiry_interval = \"100ms\"\n{extra}",
+             [store]\npath = \"{}\"\n{}[enforcer]\npin_dir = \"{}\"\nmode = \"native\"\nexpiry_interval = \"100ms\"\n{extra}",
             self.socket().display(),
             if api.contains("listen =") {
                 ""

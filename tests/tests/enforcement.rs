@@ -277,7 +277,7 @@ fn several_interfaces_in_forced_generic_mode() {
     let cfg = std::fs::read_to_string(&lab.config).unwrap();
     std::fs::write(
         &lab.config,
-        cfg.replace("[enforcer]\n", "[enforcer]\nmode = \"generic\"\n"),
+        cfg.replace("mode = \"native\"", "mode = \"generic\""),
     )
     .unwrap();
     lab.start_daemon();

@@ -307,7 +307,7 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
     let mut lab = Lab::new();
     lab.create()?;
     println!(
-        "lab: namespaces {} (XDP on {}) and {} (traffic from {})",
+        "lab: namespaces {} (ips on {}) and {} (traffic from {})",
         lab.a, lab.a_if, lab.b, lab.b_if
     );
     lab.start_daemon()?;
@@ -329,7 +329,7 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
     let rows = traffic(&lab, 20)?;
     println!("{:<18} {:>5} {:>9}", "SOURCE", "SENT", "RECEIVED");
     for (src, sent, got) in rows {
-        let note = if got == 0 { "dropped at XDP" } else { "passed" };
+        let note = if got == 0 { "dropped by ips" } else { "passed" };
         println!("{src:<18} {sent:>5} {got:>9}  {note}");
     }
     println!();

@@ -67,11 +67,9 @@ mod program {
 
     #[inline(always)]
     fn lpm_only(addr: [u8; 4]) -> bool {
+        // As the real program: the allowlist only for a source a ban matched.
         let key = Key::new(32, addr);
-        if ips_ebpf::maps::IPS_ALLOW_V4.get(&key).is_some() {
-            return false;
-        }
-        BENCH_LPM_V4.get(&key).is_some()
+        BENCH_LPM_V4.get(&key).is_some() && ips_ebpf::maps::IPS_ALLOW_V4.get(&key).is_none()
     }
 
     #[xdp]

@@ -8,8 +8,9 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        Xdp, XdpMode,
-        links::{FdLink, PinnedLink},
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkType, PinnedLink},
+        tc::SchedClassifierLink,
         xdp::XdpLink,
     },
 };
@@ -26,6 +27,8 @@ pub static BENCH_PROGRAM: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ips-bench"));
 /// The program's function name.
 pub const PROGRAM_NAME: &str = "ips_xdp";
+/// The same judge at the TC (clsact ingress) hook.
+pub const TC_PROGRAM_NAME: &str = "ips_tc";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// How to attach: `auto` tries native (driver) mode and falls back to generic with a warning.
@@ -39,6 +42,104 @@ pub enum AttachMode {
     Native,
     /// Generic (skb) mode only.
     Generic,
+    /// The TC (clsact ingress) hook: no copy of the frame on virtual interfaces.
+    Tc,
+}
+
+/// Drivers whose native XDP copies every frame that lacks headroom (veth: whatever the peer's
+/// stack sends), or that have no native XDP at all: `mode = "auto"` puts ips at the TC hook
+/// on these, where the skb is judged as it is.
+pub const TC_DRIVERS: [&str; 14] = [
+    "veth",
+    "tun",
+    "macvlan",
+    "macvtap",
+    "ipvlan",
+    "vxlan",
+    "geneve",
+    "bridge",
+    "wireguard",
+    "dummy",
+    "gre",
+    "ipip",
+    "sit",
+    "vrf",
+];
+
+/// The driver of `iface` (`ETHTOOL_GDRVINFO`), if it says.
+pub fn driver(iface: &str) -> Option<String> {
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        version: [u8; 32],
+        fw_version: [u8; 32],
+        bus_info: [u8; 32],
+        erom_version: [u8; 32],
+        reserved2: [u8; 12],
+        n_priv_flags: u32,
+        n_stats: u32,
+        testinfo_len: u32,
+        eedump_len: u32,
+        regdump_len: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        data: *mut DrvInfo,
+        _pad: [u8; 16],
+    }
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    if iface.len() >= 16 {
+        return None;
+    }
+    // SAFETY: all-zero is a valid value of this plain C struct.
+    let mut info: DrvInfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    let mut req = IfReq {
+        name: [0; 16],
+        data: &mut info,
+        _pad: [0; 16],
+    };
+    req.name[..iface.len()].copy_from_slice(iface.as_bytes());
+    // SAFETY: a datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: SIOCETHTOOL reads the name and writes `info` through the pointer in `req`,
+    // both valid for the call.
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut req) };
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    String::from_utf8(info.driver[..end].to_vec()).ok()
+}
+
+/// Where the program goes on one interface, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hook {
+    Xdp,
+    Tc,
+}
+
+/// The hook `mode` picks for `iface`, and what to say about it.
+fn hook_for(mode: AttachMode, iface: &str) -> (Hook, String) {
+    match mode {
+        AttachMode::Tc => (Hook::Tc, "tc".into()),
+        AttachMode::Native | AttachMode::Generic => (Hook::Xdp, String::new()),
+        AttachMode::Auto => match driver(iface) {
+            Some(d) if TC_DRIVERS.contains(&d.as_str()) => (
+                Hook::Tc,
+                format!("tc ({d}: native XDP would copy every frame)"),
+            ),
+            _ => (Hook::Xdp, String::new()),
+        },
+    }
 }
 
 /// Map capacities, from the config.
@@ -302,7 +403,18 @@ pub fn load_with(dir: &Path, capacity: Capacity, features: u32) -> Result<Ebpf, 
     xdp_program(&mut ebpf)?
         .load()
         .map_err(|e| EnforcerError::Load(format!("the kernel refused the program: {e}")))?;
+    tc_program(&mut ebpf)?
+        .load()
+        .map_err(|e| EnforcerError::Load(format!("the kernel refused the TC program: {e}")))?;
     Ok(ebpf)
+}
+
+/// The `ips_tc` program of a loaded object.
+pub fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, EnforcerError> {
+    ebpf.program_mut(TC_PROGRAM_NAME)
+        .ok_or_else(|| EnforcerError::Load(format!("no program {TC_PROGRAM_NAME} in the object")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| EnforcerError::Load(e.to_string()))
 }
 
 /// The `ips_xdp` program of a loaded object.
@@ -350,90 +462,158 @@ pub fn attach(
     for iface in interfaces {
         require_interface(iface)?;
     }
-    let program = xdp_program(&mut ebpf)?;
     let mut attached = Vec::new();
     let mut links = Vec::new();
     for iface in interfaces {
-        let pin = link_path(dir, iface);
-        if pin.exists() {
-            let link = PinnedLink::from_pin(&pin).map_err(|e| EnforcerError::Attach {
-                iface: iface.clone(),
-                reason: format!("cannot open pinned link {}: {e}", pin.display()),
-            })?;
-            let link =
-                XdpLink::try_from(FdLink::from(link)).map_err(|e| EnforcerError::Attach {
-                    iface: iface.clone(),
-                    reason: e.to_string(),
-                })?;
-            let id = program
-                .attach_to_link(link)
-                .map_err(|e| EnforcerError::Attach {
-                    iface: iface.clone(),
-                    reason: format!("cannot replace the program on the pinned link: {e}"),
-                })?;
-            // Held (not detached) for as long as the daemon runs; the pin keeps it after.
-            let link = program
-                .take_link(id)
-                .map_err(|e| e.to_string())
-                .and_then(|l: XdpLink| FdLink::try_from(l).map_err(|e| e.to_string()))
-                .map_err(|reason| EnforcerError::Attach {
-                    iface: iface.clone(),
-                    reason,
-                })?;
-            links.push((iface.clone(), link, spare(&pin)));
-            info!(%iface, "Reused the pinned XDP link and swapped in the new program.");
-            attached.push((iface.clone(), "reused".to_owned()));
-            continue;
-        }
-        let tries: &[(XdpMode, &str)] = match mode {
-            AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
-            AttachMode::Native => &[(XdpMode::Driver, "native")],
-            AttachMode::Generic => &[(XdpMode::Skb, "generic")],
+        let attach_err = |reason: String| EnforcerError::Attach {
+            iface: iface.clone(),
+            reason,
         };
-        let mut last_err = String::new();
-        let mut done = None;
-        for (xdp_mode, label) in tries {
-            match program.attach(iface, *xdp_mode) {
-                Ok(id) => {
-                    done = Some((id, *label));
-                    break;
+        let (hook, tc_label) = hook_for(mode, iface);
+        let pin = link_path(dir, iface);
+        // A link pinned by an earlier run: the new program is swapped into it when it is at
+        // the hook wanted now; at another hook, it is replaced once the new one is attached.
+        let mut replaced: Option<FdLink> = None;
+        if pin.exists() {
+            let link = PinnedLink::from_pin(&pin).map(FdLink::from).map_err(|e| {
+                attach_err(format!("cannot open pinned link {}: {e}", pin.display()))
+            })?;
+            let kind = link.info().and_then(|i| i.link_type()).ok();
+            let swapped = match (hook, kind) {
+                (Hook::Xdp, Some(LinkType::Xdp)) => {
+                    let program = xdp_program(&mut ebpf)?;
+                    let link = XdpLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
+                    let id = program.attach_to_link(link).map_err(|e| {
+                        attach_err(format!(
+                            "cannot replace the program on the pinned link: {e}"
+                        ))
+                    })?;
+                    // Held (not detached) for as long as the daemon runs; the pin keeps it after.
+                    Some(
+                        program
+                            .take_link(id)
+                            .map_err(|e| e.to_string())
+                            .and_then(|l: XdpLink| FdLink::try_from(l).map_err(|e| e.to_string()))
+                            .map_err(attach_err)?,
+                    )
                 }
-                Err(e) => {
-                    last_err = e.to_string();
-                    if tries.len() > 1 {
-                        warn!(%iface, error = %e, "Native XDP attach failed; falling back to generic mode.");
-                    }
+                (Hook::Tc, Some(LinkType::Tcx)) => {
+                    let program = tc_program(&mut ebpf)?;
+                    let link = SchedClassifierLink::try_from(link)
+                        .map_err(|e| attach_err(e.to_string()))?;
+                    let id = program.attach_to_link(link).map_err(|e| {
+                        attach_err(format!(
+                            "cannot replace the program on the pinned link: {e}"
+                        ))
+                    })?;
+                    Some(
+                        program
+                            .take_link(id)
+                            .map_err(|e| e.to_string())
+                            .and_then(|l: SchedClassifierLink| {
+                                FdLink::try_from(l).map_err(|e| e.to_string())
+                            })
+                            .map_err(attach_err)?,
+                    )
                 }
+                _ => {
+                    replaced = Some(link);
+                    None
+                }
+            };
+            if let Some(link) = swapped {
+                links.push((iface.clone(), link, spare(&pin)));
+                info!(%iface, "Reused the pinned link and swapped in the new program.");
+                attached.push((iface.clone(), "reused".to_owned()));
+                continue;
             }
         }
-        let Some((id, label)) = done else {
-            return Err(EnforcerError::Attach {
-                iface: iface.clone(),
-                reason: last_err,
-            });
+        let (fd_link, label) = match hook {
+            Hook::Xdp => attach_xdp(&mut ebpf, iface, mode)?,
+            Hook::Tc => {
+                let program = tc_program(&mut ebpf)?;
+                // clsact is where TC programs hang; TCX links (kernel 6.6+) need none, an
+                // older kernel does. Already there is fine.
+                let _ = aya::programs::tc::qdisc_add_clsact(iface);
+                let id = program
+                    .attach(iface, TcAttachType::Ingress)
+                    .map_err(|e| attach_err(e.to_string()))?;
+                let link = program
+                    .take_link(id)
+                    .map_err(|e| attach_err(e.to_string()))?;
+                let link = FdLink::try_from(link).map_err(|e| {
+                    attach_err(format!(
+                        "the kernel gave no TCX link, so it cannot be pinned (TC needs kernel 6.6 or later): {e}"
+                    ))
+                })?;
+                (link, tc_label)
+            }
         };
-        let link = program.take_link(id).map_err(|e| EnforcerError::Attach {
-            iface: iface.clone(),
-            reason: e.to_string(),
-        })?;
-        let fd_link = FdLink::try_from(link).map_err(|e| EnforcerError::Attach {
-            iface: iface.clone(),
-            reason: format!("the kernel gave no bpf_link, so it cannot be pinned: {e}"),
-        })?;
-        let pinned = fd_link.pin(&pin).map_err(|e| EnforcerError::Attach {
-            iface: iface.clone(),
-            reason: format!("cannot pin link at {}: {e}", pin.display()),
-        })?;
+        if let Some(old) = replaced {
+            // The new hook judges already; now the old one goes.
+            std::fs::remove_file(&pin).map_err(|source| EnforcerError::Io {
+                path: pin.clone(),
+                source,
+            })?;
+            drop(old);
+            info!(%iface, "Moved from the pinned link's hook to the one the mode picks now.");
+        }
+        let pinned = fd_link
+            .pin(&pin)
+            .map_err(|e| attach_err(format!("cannot pin link at {}: {e}", pin.display())))?;
         // Keep our own fd too, so the link outlives its pin while the daemon runs.
         links.push((iface.clone(), FdLink::from(pinned), spare(&pin)));
-        info!(%iface, mode = label, "Attached XDP program.");
-        attached.push((iface.clone(), label.to_owned()));
+        info!(%iface, mode = %label, "Attached the program.");
+        attached.push((iface.clone(), label));
     }
     Ok(Attachment {
         _ebpf: ebpf,
         links,
         interfaces: attached,
     })
+}
+
+/// Attaches the XDP program to `iface` (native, then generic in `auto`).
+fn attach_xdp(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    mode: AttachMode,
+) -> Result<(FdLink, String), EnforcerError> {
+    let attach_err = |reason: String| EnforcerError::Attach {
+        iface: iface.to_owned(),
+        reason,
+    };
+    let program = xdp_program(ebpf)?;
+    let tries: &[(XdpMode, &str)] = match mode {
+        AttachMode::Native => &[(XdpMode::Driver, "native")],
+        AttachMode::Generic => &[(XdpMode::Skb, "generic")],
+        AttachMode::Auto | AttachMode::Tc => {
+            &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")]
+        }
+    };
+    let mut last_err = String::new();
+    for (xdp_mode, label) in tries {
+        match program.attach(iface, *xdp_mode) {
+            Ok(id) => {
+                let link = program
+                    .take_link(id)
+                    .map_err(|e| attach_err(e.to_string()))?;
+                let link = FdLink::try_from(link).map_err(|e| {
+                    attach_err(format!(
+                        "the kernel gave no bpf_link, so it cannot be pinned: {e}"
+                    ))
+                })?;
+                return Ok((link, (*label).to_owned()));
+            }
+            Err(e) => {
+                last_err = e.to_string();
+                if tries.len() > 1 {
+                    warn!(%iface, error = %e, "Native XDP attach failed; falling back to generic mode.");
+                }
+            }
+        }
+    }
+    Err(attach_err(last_err))
 }
 
 /// Interfaces with a pinned link in `dir`.
