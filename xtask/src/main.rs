@@ -285,6 +285,10 @@ fn bench() -> Result<()> {
         &["bench", "-p", "ips-tests", "--bench", "latency"],
         &[("IPS_BIN", bin)],
     )?;
+    cargo(
+        &["bench", "-p", "ips-tests", "--bench", "flood"],
+        &[("IPS_BIN", bin)],
+    )?;
     let pg = setup::postgres()?;
     cargo(
         &["bench", "-p", "ips-tests", "--bench", "fleet"],

@@ -283,14 +283,24 @@ pub fn package_tools() -> Result<()> {
 }
 
 pub fn bench_tools() -> Result<()> {
-    if !ok(Command::new("sh").args(["-c", "command -v nft"])) {
-        require_root("installing nftables with apt-get")?;
-        step(
-            "installing nftables (the bench compares with nft -f)",
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "nftables"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
+    let have = |tool: &str| ok(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
+    for (tool, package, why) in [
+        ("nft", "nftables", "the benches compare with nftables"),
+        (
+            "trafgen",
+            "netsniff-ng",
+            "the real-packet bench floods a veth pair with trafgen",
+        ),
+    ] {
+        if !have(tool) {
+            require_root(&format!("installing {package} with apt-get"))?;
+            step(
+                &format!("installing {package} ({why})"),
+                Command::new("apt-get")
+                    .args(["install", "-y", "-qq", package])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+        }
     }
     Ok(())
 }
