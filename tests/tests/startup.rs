@@ -30,13 +30,22 @@ fn ip_netns_exec_is_refused_with_how_to_run_instead() {
 }
 
 #[test]
-fn no_log_source_is_said() {
+fn no_log_source_is_said_in_json_lines() {
     let mut lab = Lab::new("nosource");
+    lab.write_config("[log]\nformat = \"json\"\n");
     lab.start_daemon();
     lab.stop_daemon();
     let log = lab.daemon_log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
     assert!(
-        log.contains("No log source ([[acquisition]]): nothing is being detected"),
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"].as_str().is_some_and(
+                |m| m.starts_with("No log source ([[acquisition]]): nothing is being detected")
+            ) && l["level"] == "WARN"),
         "{log}"
     );
 }

@@ -81,6 +81,17 @@ mod program {
     pub fn ips_bench_lpm(_ctx: XdpContext) -> u32 {
         run(lpm_only)
     }
+
+    /// The walk of the ring alone (each address read, no lookup): what a lookup costs on top.
+    #[inline(always)]
+    fn nothing(addr: [u8; 4]) -> bool {
+        addr[0] == 0
+    }
+
+    #[xdp]
+    pub fn ips_bench_empty(_ctx: XdpContext) -> u32 {
+        run(nothing)
+    }
 }
 
 #[cfg(not(target_arch = "bpf"))]
