@@ -42,9 +42,12 @@ pub mod maps {
     /// `PerCpuArray<SamplerState>` (one entry): each CPU's sampling window, see
     /// [`crate::sampling`].
     pub const SAMPLER: &str = "IPS_SAMPLER";
+    /// `Array<HostBucket4>` (mmapable): the single-address IPv4 bans again, in buckets of one
+    /// cache line, so that a lookup costs one cache miss, see [`crate::hosttab`].
+    pub const HOSTTAB_V4: &str = "IPS_HOSTTAB_V4";
 
     /// Every map that the daemon pins, in one list for the loader and `ips detach`.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         SUMMARY_V4,
         COVER_V4,
         ALLOW_V4,
@@ -59,6 +62,7 @@ pub mod maps {
         ORIGIN_BYTES,
         DROP_SAMPLES,
         SAMPLER,
+        HOSTTAB_V4,
     ];
 
     /// Bench only: `LpmTrie<[u8; 4], Ban>` holding every ban, hosts and prefixes alike, for the
@@ -206,6 +210,72 @@ pub struct SamplerState {
 // SAFETY: `#[repr(C)]`: 8 + 8 + 4 + 4 bytes, no padding.
 unsafe impl aya::Pod for SamplerState {}
 
+/// The IPv4 host table: the single-address bans of [`maps::HOST_V4`] again, in buckets of one
+/// cache line ([`HostBucket4`]), so that looking an address up reads one line.
+///
+/// Address `a` (as a big-endian `u32`) lives in bucket [`hosttab::bucket`]`(a, bits)`, in any
+/// of its [`hosttab::SLOTS`] slots; a key of 0 is an empty slot. The hash map stays the whole
+/// truth: a bucket whose [`hosttab::OVERFLOW`] flag is set may hold fewer of its addresses
+/// than the hash map does, and a lookup that misses it asks the hash map.
+///
+/// Update protocol (one writer, the enforcer, through a shared mapping; the program reads):
+/// - add: the hash map first; then, if the bucket has a free slot, the origin byte, then the
+///   key (a 4-byte store); else the bucket's `OVERFLOW` flag.
+/// - remove: the key set to 0 first, then the hash map entry.
+/// - rewrite a bucket (on a rebuild): `OVERFLOW` set first, so that readers ask the hash map
+///   meanwhile; slots written; then the flag as it should be.
+///
+/// A reader thus never misses a ban the hash map holds, and never finds one it does not.
+/// A reader racing a slot's reuse may read the old origin byte with the new key (on CPUs that
+/// reorder stores): a drop attributed to the previous origin, never a wrong verdict.
+pub mod hosttab {
+    /// Slots per bucket.
+    pub const SLOTS: usize = 12;
+    /// `flags` bit: some of this bucket's addresses are only in the hash map.
+    pub const OVERFLOW: u32 = 1;
+    /// Fibonacci hashing.
+    pub const MULTIPLIER: u32 = 0x9E37_79B1;
+    /// The program's global holding the table's size as a power of two.
+    pub const GLOBAL_BITS: &str = "IPS_HOSTTAB_BITS";
+
+    /// log2 of the buckets for `hosts` single-address bans: about six addresses a bucket at
+    /// capacity (half full), so that almost none overflows.
+    pub const fn bits_for(hosts: u32) -> u32 {
+        let want = if hosts / 6 < 2 { 2 } else { hosts / 6 };
+        let bits = 32 - (want - 1).leading_zeros();
+        if bits > 24 { 24 } else { bits }
+    }
+
+    /// The bucket of address `addr` in a table of `1 << bits` buckets.
+    #[inline(always)]
+    pub const fn bucket(addr: u32, bits: u32) -> u32 {
+        let bits = if bits == 0 {
+            1
+        } else if bits > 31 {
+            31
+        } else {
+            bits
+        };
+        addr.wrapping_mul(MULTIPLIER) >> (32 - bits)
+    }
+}
+
+/// One bucket of [`maps::HOSTTAB_V4`]: one cache line.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostBucket4 {
+    /// Addresses (big-endian `u32`), 0 for an empty slot.
+    pub keys: [u32; hosttab::SLOTS],
+    /// The origin of each slot's ban.
+    pub origins: [u8; hosttab::SLOTS],
+    /// [`hosttab::OVERFLOW`].
+    pub flags: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`: 48 + 12 + 4 bytes, no padding, 64 in all.
+unsafe impl aya::Pod for HostBucket4 {}
+
 /// Address family index used by the per-origin counters.
 pub mod family {
     /// IPv4, including IPv4-mapped IPv6 sources.
@@ -280,5 +350,16 @@ mod tests {
         assert_eq!(core::mem::size_of::<Ban>(), 4);
         assert_eq!(core::mem::size_of::<DropSample>(), 32);
         assert_eq!(core::mem::size_of::<SamplerState>(), 24);
+        assert_eq!(core::mem::size_of::<HostBucket4>(), 64);
+    }
+
+    #[test]
+    fn host_table_sizes_and_buckets() {
+        assert_eq!(hosttab::bits_for(1), 1);
+        assert_eq!(hosttab::bits_for(capacity::HOSTS), 18);
+        assert_eq!(hosttab::bits_for(u32::MAX), 24);
+        for a in [0u32, 1, 0xffff_ffff, 0x2d10_0002] {
+            assert!(hosttab::bucket(a, 18) < 1 << 18);
+        }
     }
 }

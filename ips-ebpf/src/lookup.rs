@@ -7,11 +7,11 @@
 //! where a /25 to /31 ban touches it; a /24 wholly inside a ban of /24 or shorter is dropped
 //! from the summary alone, with the origin from the cover array.
 use aya_ebpf::maps::lpm_trie::Key;
-use ips_common::{Ban, sampling};
+use ips_common::{Ban, hosttab, sampling};
 
 use crate::maps::{
-    IPS_ALLOW_V4, IPS_ALLOW_V6, IPS_COVER_V4, IPS_HOST_V4, IPS_HOST_V6, IPS_NET_V4, IPS_NET_V6,
-    IPS_SUMMARY_V4,
+    IPS_ALLOW_V4, IPS_ALLOW_V6, IPS_COVER_V4, IPS_HOST_V4, IPS_HOST_V6, IPS_HOSTTAB_V4, IPS_NET_V4,
+    IPS_NET_V6, IPS_SUMMARY_V4, hosttab_bits,
 };
 
 /// What the maps say about a source address.
@@ -49,11 +49,10 @@ fn ban_v4(addr: [u8; 4], key: &Key<[u8; 4]>) -> Verdict {
         // Cannot happen (the index is in range); look everything up rather than guess.
         return v4_full(addr, key);
     };
-    if summary.hosts & bit != 0 {
-        // SAFETY: the value is a plain `u32` that the program only reads.
-        if let Some(ban) = unsafe { IPS_HOST_V4.get(addr) } {
-            return banned(ban, sampling::KIND_HOST);
-        }
+    if summary.hosts & bit != 0
+        && let Some(origin) = host_v4(addr)
+    {
+        return Verdict::Banned(origin, sampling::KIND_HOST);
     }
     // A /25 to /31 ban is more specific than any covering one: ask the trie first.
     if summary.part & bit != 0
@@ -68,6 +67,31 @@ fn ban_v4(addr: [u8; 4], key: &Key<[u8; 4]>) -> Verdict {
         return Verdict::Banned(origin, sampling::KIND_COVER);
     }
     Verdict::Clean
+}
+
+/// A single-address IPv4 ban: one bucket of the host table (one cache line), and the hash map
+/// only when that bucket overflowed.
+#[inline(always)]
+fn host_v4(addr: [u8; 4]) -> Option<u32> {
+    let key = u32::from_be_bytes(addr);
+    let hash = || {
+        // SAFETY: the value is a plain `u32` that the program only reads.
+        unsafe { IPS_HOST_V4.get(addr) }.map(|b| b.origin)
+    };
+    let Some(bucket) = IPS_HOSTTAB_V4.get(hosttab::bucket(key, hosttab_bits())) else {
+        return hash();
+    };
+    if key != 0 {
+        for slot in 0..hosttab::SLOTS {
+            if bucket.keys[slot] == key {
+                return Some(u32::from(bucket.origins[slot]));
+            }
+        }
+    }
+    if key == 0 || bucket.flags & hosttab::OVERFLOW != 0 {
+        return hash();
+    }
+    None
 }
 
 #[inline(always)]

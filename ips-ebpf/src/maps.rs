@@ -7,7 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use ips_common::{
-    Ban, DropSample, SamplerState, Summary24, capacity, counters, features, origin, sampling,
+    Ban, DropSample, HostBucket4, SamplerState, Summary24, capacity, counters, features, hosttab,
+    origin, sampling,
 };
 
 /// Three bits per IPv4 /24, see [`ips_common::Summary24`].
@@ -30,6 +31,21 @@ pub static IPS_ALLOW_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(capacity::ALLO
 /// Banned single IPv4 addresses.
 #[map(name = "IPS_HOST_V4")]
 pub static IPS_HOST_V4: HashMap<[u8; 4], Ban> = HashMap::pinned(capacity::HOSTS, 0);
+/// The same IPv4 addresses in buckets of one cache line, see [`ips_common::hosttab`].
+#[map(name = "IPS_HOSTTAB_V4")]
+pub static IPS_HOSTTAB_V4: Array<HostBucket4> = Array::pinned(
+    1 << hosttab::bits_for(capacity::HOSTS),
+    aya_ebpf::bindings::BPF_F_MMAPABLE,
+);
+/// log2 of the host table's buckets (the loader sets it with the table's size).
+#[unsafe(no_mangle)]
+static IPS_HOSTTAB_BITS: Global<u32> = Global::new(hosttab::bits_for(capacity::HOSTS));
+
+/// log2 of the host table's buckets.
+#[inline(always)]
+pub fn hosttab_bits() -> u32 {
+    IPS_HOSTTAB_BITS.load()
+}
 /// Banned single IPv6 addresses.
 #[map(name = "IPS_HOST_V6")]
 pub static IPS_HOST_V6: HashMap<[u8; 16], Ban> = HashMap::pinned(capacity::HOSTS, 0);

@@ -481,3 +481,68 @@ fn random_frames_get_the_models_verdict() {
         assert!(tally.get(c).copied().unwrap_or(0) > 100, "{c}: {tally:?}");
     }
 }
+
+/// The host table: addresses that share one bucket past its 12 slots are all dropped (the
+/// overflow asks the hash map), a neighbour in the same bucket that is not banned passes, and
+/// after deletes and a rebuild the bucket answers alone again.
+#[test]
+fn a_full_host_bucket_overflows_to_the_hash_map() {
+    let mut h = Harness::new("bucket");
+    let bits = ips_common::hosttab::bits_for(1024);
+    let first = u32::from(std::net::Ipv4Addr::new(45, 16, 0, 1));
+    let bucket = ips_common::hosttab::bucket(first, bits);
+    let same: Vec<std::net::Ipv4Addr> = (first..)
+        .filter(|a| ips_common::hosttab::bucket(*a, bits) == bucket)
+        .take(ips_common::hosttab::SLOTS + 4)
+        .map(std::net::Ipv4Addr::from)
+        .collect();
+    let (banned, free) = same.split_at(ips_common::hosttab::SLOTS + 3);
+    let diff = Diff {
+        upsert: banned
+            .iter()
+            .map(|a| (a.to_string().parse().unwrap(), 7))
+            .collect(),
+        ..Diff::default()
+    };
+    h.maps.apply(&diff).unwrap();
+    for (i, a) in banned.iter().enumerate() {
+        h.expect(
+            &format!("bucket mate {i}"),
+            &Frame::udp(&a.to_string(), 1).build(),
+            XDP_DROP,
+            "v4_dropped",
+        );
+    }
+    h.expect(
+        "same bucket, not banned",
+        &Frame::udp(&free[0].to_string(), 2).build(),
+        XDP_PASS,
+        "v4_passed",
+    );
+    // Three leave; a rebuild fits the rest in the bucket; all still dropped, the three pass.
+    let diff = Diff {
+        delete: banned[..3]
+            .iter()
+            .map(|a| a.to_string().parse().unwrap())
+            .collect(),
+        ..Diff::default()
+    };
+    h.maps.apply(&diff).unwrap();
+    h.maps.rebuild_summary().unwrap();
+    for a in &banned[3..] {
+        h.expect(
+            "kept",
+            &Frame::udp(&a.to_string(), 3).build(),
+            XDP_DROP,
+            "v4_dropped",
+        );
+    }
+    for a in &banned[..3] {
+        h.expect(
+            "deleted",
+            &Frame::udp(&a.to_string(), 4).build(),
+            XDP_PASS,
+            "v4_passed",
+        );
+    }
+}

@@ -386,6 +386,7 @@ pub fn load(dir: &Path, capacity: Capacity) -> Result<Ebpf, EnforcerError> {
 /// each costs per packet.
 pub fn load_with(dir: &Path, capacity: Capacity, features: u32) -> Result<Ebpf, EnforcerError> {
     require_root()?;
+    let bits = ips_common::hosttab::bits_for(capacity.hosts);
     require_bpffs(dir)?;
     std::fs::create_dir_all(dir.join("links")).map_err(|source| EnforcerError::Io {
         path: dir.to_owned(),
@@ -397,6 +398,8 @@ pub fn load_with(dir: &Path, capacity: Capacity, features: u32) -> Result<Ebpf, 
         .map_max_entries(names::HOST_V6, capacity.hosts)
         .map_max_entries(names::NET_V4, capacity.nets)
         .map_max_entries(names::NET_V6, capacity.nets)
+        .map_max_entries(names::HOSTTAB_V4, 1 << bits)
+        .override_global(ips_common::hosttab::GLOBAL_BITS, &bits, true)
         .override_global(ips_common::features::GLOBAL, &features, true)
         .load(PROGRAM)
         .map_err(|e| EnforcerError::Load(e.to_string()))?;

@@ -1,6 +1,7 @@
 //! [`KernelMaps`]: typed access to the pinned maps the XDP program reads. The enforcer is its
 //! only user; everything that changes what the kernel drops goes through [`KernelMaps::apply`].
 use std::{
+    collections::HashMap,
     os::fd::AsFd,
     path::{Path, PathBuf},
 };
@@ -133,6 +134,10 @@ pub struct KernelMaps {
     /// IPv4 bans deleted since the summary was last rebuilt.
     stale: usize,
     host_v4: MapData,
+    /// The one-cache-line buckets of the IPv4 host bans, and their writer (built from the hash
+    /// map on first write).
+    hosttab_map: MapData,
+    hosttab: Option<super::hosttab::HostTable>,
     host_v6: MapData,
     net_v4: MapData,
     net_v6: MapData,
@@ -176,6 +181,8 @@ impl KernelMaps {
             index: None,
             stale: 0,
             host_v4: open(names::HOST_V4)?,
+            hosttab_map: open(names::HOSTTAB_V4)?,
+            hosttab: None,
             host_v6: open(names::HOST_V6)?,
             net_v4: open(names::NET_V4)?,
             net_v6: open(names::NET_V6)?,
@@ -198,8 +205,9 @@ impl KernelMaps {
     pub fn repin(&self) -> Result<usize, EnforcerError> {
         use aya::maps::IterableMap;
         let mut n = 0;
-        let maps: [(&str, &MapData); 12] = [
+        let maps: [(&str, &MapData); 13] = [
             (names::SUMMARY_V4, &self.summary),
+            (names::HOSTTAB_V4, &self.hosttab_map),
             (names::COVER_V4, &self.cover),
             (names::HOST_V4, &self.host_v4),
             (names::HOST_V6, &self.host_v6),
@@ -290,9 +298,54 @@ impl KernelMaps {
         }
     }
 
+    /// The single-address IPv4 bans of the hash map: address (big-endian `u32`) -> origin.
+    fn host_v4_bans(&self) -> Result<HashMap<u32, u8>, EnforcerError> {
+        let mut bans = HashMap::new();
+        sys::for_each(self.host_v4.fd().as_fd(), 4, 4, &mut |k, v| {
+            bans.insert(
+                u32::from_be_bytes([k[0], k[1], k[2], k[3]]),
+                u32::from_ne_bytes([v[0], v[1], v[2], v[3]]) as u8,
+            );
+        })
+        .map_err(|source| EnforcerError::MapRead {
+            map: names::HOST_V4,
+            source,
+        })?;
+        Ok(bans)
+    }
+
+    fn hosttab(&mut self) -> Result<&mut super::hosttab::HostTable, EnforcerError> {
+        if self.hosttab.is_none() {
+            let entries = self.hosttab_map.info().map_or(0, |i| i.max_entries());
+            let bits = entries.max(1).ilog2();
+            let region =
+                Region::map(self.hosttab_map.fd().as_fd(), 64 << bits).map_err(|source| {
+                    EnforcerError::MapWrite {
+                        map: names::HOSTTAB_V4,
+                        source,
+                    }
+                })?;
+            let bans = self.host_v4_bans()?;
+            return Ok(self
+                .hosttab
+                .insert(super::hosttab::HostTable::new(region, bits, &bans)));
+        }
+        match self.hosttab.as_mut() {
+            Some(t) => Ok(t),
+            None => unreachable!("set above"),
+        }
+    }
+
     /// Recomputes the IPv4 /24 index from the bans in the kernel, clearing `hosts` and `part`
     /// bits that no ban needs any more. Only words that differ are written.
     pub fn rebuild_summary(&mut self) -> Result<(), EnforcerError> {
+        // The host table too: its overflow flags that deletes left behind go.
+        if self.hosttab.is_some() {
+            let bans = self.host_v4_bans()?;
+            self.hosttab()?.sync(&bans);
+        } else {
+            self.hosttab()?;
+        }
         if self.index.is_none() {
             return self.index().map(|_| ());
         }
@@ -314,6 +367,16 @@ impl KernelMaps {
                 index.remove(p);
             }
         }
+        let host_key = |p: &Prefix| {
+            let o = p.octets();
+            (p.is_v4() && p.is_host()).then(|| u32::from_be_bytes([o[0], o[1], o[2], o[3]]))
+        };
+        if diff.delete.iter().any(|p| host_key(p).is_some()) {
+            let table = self.hosttab()?;
+            for key in diff.delete.iter().filter_map(host_key) {
+                table.remove(key);
+            }
+        }
         self.write_entries(&[], &diff.delete)?;
         // Entries first, then the index that points at them: a write the kernel refuses (a
         // full map) leaves no index bit that drops for a ban that is not there. The index's
@@ -322,7 +385,19 @@ impl KernelMaps {
         if v4 {
             self.index()?;
         }
+        if diff.upsert.iter().any(|(p, _)| host_key(p).is_some()) {
+            // Built from the hash map as it is before the write.
+            self.hosttab()?;
+        }
         self.write_entries(&diff.upsert, &[])?;
+        if diff.upsert.iter().any(|(p, _)| host_key(p).is_some()) {
+            let table = self.hosttab()?;
+            for (p, o) in &diff.upsert {
+                if let Some(key) = host_key(p) {
+                    table.insert(key, (o % origin::MAX) as u8);
+                }
+            }
+        }
         if v4 {
             let index = self.index()?;
             for (p, o) in &diff.upsert {

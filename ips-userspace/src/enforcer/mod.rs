@@ -12,6 +12,7 @@ use crate::{
     prefix::Prefix,
 };
 
+pub mod hosttab;
 pub mod loader;
 pub mod maps;
 pub mod model;

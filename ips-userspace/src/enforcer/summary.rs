@@ -84,9 +84,14 @@ impl Region {
         unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len / 8) }
     }
 
-    fn u8s(&self) -> &[AtomicU8] {
+    pub(crate) fn u8s(&self) -> &[AtomicU8] {
         // SAFETY: as above.
         unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len) }
+    }
+
+    pub(crate) fn u32s(&self) -> &[std::sync::atomic::AtomicU32] {
+        // SAFETY: as above (page-aligned, so 4-byte aligned).
+        unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len / 4) }
     }
 }
 
