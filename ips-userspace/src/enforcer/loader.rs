@@ -451,6 +451,26 @@ pub fn check_iface_name(name: &str) -> Result<(), EnforcerError> {
     }
 }
 
+/// Swaps `$program` into the pinned `$link` (an [`FdLink`] of type `$link_ty`) and hands back
+/// our fd of it, held (not detached) for as long as the daemon runs; the pin keeps it after.
+/// A macro because XDP and TC programs and links share no trait for this.
+macro_rules! swap_into {
+    ($program:expr, $link_ty:ty, $link:expr, $err:expr) => {{
+        let program = $program;
+        let link = <$link_ty>::try_from($link).map_err(|e| $err(e.to_string()))?;
+        let id = program.attach_to_link(link).map_err(|e| {
+            $err(format!(
+                "cannot replace the program on the pinned link: {e}"
+            ))
+        })?;
+        program
+            .take_link(id)
+            .map_err(|e| e.to_string())
+            .and_then(|l: $link_ty| FdLink::try_from(l).map_err(|e| e.to_string()))
+            .map_err($err)?
+    }};
+}
+
 /// Attaches a program loaded by [`load`] to each interface and pins the links in `dir`. An
 /// interface that already has a pinned link gets the new program swapped in atomically.
 ///
@@ -483,42 +503,18 @@ pub fn attach(
             })?;
             let kind = link.info().and_then(|i| i.link_type()).ok();
             let swapped = match (hook, kind) {
-                (Hook::Xdp, Some(LinkType::Xdp)) => {
-                    let program = xdp_program(&mut ebpf)?;
-                    let link = XdpLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
-                    let id = program.attach_to_link(link).map_err(|e| {
-                        attach_err(format!(
-                            "cannot replace the program on the pinned link: {e}"
-                        ))
-                    })?;
-                    // Held (not detached) for as long as the daemon runs; the pin keeps it after.
-                    Some(
-                        program
-                            .take_link(id)
-                            .map_err(|e| e.to_string())
-                            .and_then(|l: XdpLink| FdLink::try_from(l).map_err(|e| e.to_string()))
-                            .map_err(attach_err)?,
-                    )
-                }
-                (Hook::Tc, Some(LinkType::Tcx)) => {
-                    let program = tc_program(&mut ebpf)?;
-                    let link = SchedClassifierLink::try_from(link)
-                        .map_err(|e| attach_err(e.to_string()))?;
-                    let id = program.attach_to_link(link).map_err(|e| {
-                        attach_err(format!(
-                            "cannot replace the program on the pinned link: {e}"
-                        ))
-                    })?;
-                    Some(
-                        program
-                            .take_link(id)
-                            .map_err(|e| e.to_string())
-                            .and_then(|l: SchedClassifierLink| {
-                                FdLink::try_from(l).map_err(|e| e.to_string())
-                            })
-                            .map_err(attach_err)?,
-                    )
-                }
+                (Hook::Xdp, Some(LinkType::Xdp)) => Some(swap_into!(
+                    xdp_program(&mut ebpf)?,
+                    XdpLink,
+                    link,
+                    attach_err
+                )),
+                (Hook::Tc, Some(LinkType::Tcx)) => Some(swap_into!(
+                    tc_program(&mut ebpf)?,
+                    SchedClassifierLink,
+                    link,
+                    attach_err
+                )),
                 _ => {
                     replaced = Some(link);
                     None
