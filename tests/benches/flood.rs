@@ -120,16 +120,6 @@ fn ips_handled(lab: &Lab) -> u64 {
     .sum()
 }
 
-fn set_mode(lab: &Lab, mode: &str, extra: &str) {
-    lab.write_config(&format!("max_hosts = 1100000\n{extra}"));
-    let cfg = std::fs::read_to_string(&lab.config).expect("config");
-    std::fs::write(
-        &lab.config,
-        cfg.replace("mode = \"native\"", &format!("mode = \"{mode}\"")),
-    )
-    .expect("config");
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -192,7 +182,8 @@ fn main() {
 
     // ips in each mode, the same 1M bans imported as a list.
     for mode in ["native", "generic", "tc", "auto"] {
-        set_mode(&lab, mode, "");
+        lab.write_config("max_hosts = 1100000\n");
+        lab.set_mode(mode);
         lab.start_daemon();
         lab.ips(&[
             "blocklist",

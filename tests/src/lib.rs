@@ -318,6 +318,22 @@ impl Lab {
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// Sets `enforcer.mode` in the written config (the lab writes `native`).
+    pub fn set_mode(&self, mode: &str) {
+        let cfg = std::fs::read_to_string(&self.config).unwrap();
+        let cfg: Vec<String> = cfg
+            .lines()
+            .map(|l| {
+                if l.starts_with("mode = ") {
+                    format!("mode = \"{mode}\"")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        std::fs::write(&self.config, cfg.join("\n") + "\n").unwrap();
+    }
+
     /// The daemon's operator socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("ips.sock")

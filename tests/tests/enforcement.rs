@@ -274,12 +274,7 @@ fn several_interfaces_in_forced_generic_mode() {
     let mut lab = Lab::new("multi");
     let (a2, b2) = lab.add_pair();
     lab.write_config("");
-    let cfg = std::fs::read_to_string(&lab.config).unwrap();
-    std::fs::write(
-        &lab.config,
-        cfg.replace("mode = \"native\"", "mode = \"generic\""),
-    )
-    .unwrap();
+    lab.set_mode("generic");
     lab.start_daemon();
     lab.ips(&["decisions", "add", "203.0.113.7"]);
     let f = ids(&[Frame::udp("203.0.113.7", 1), Frame::udp("192.0.2.1", 2)]);

@@ -58,26 +58,10 @@ fn passes(lab: &Lab, rx: &UdpSocket, from: &str) -> bool {
     false
 }
 
-fn set_mode(lab: &Lab, mode: &str) {
-    let cfg = std::fs::read_to_string(&lab.config).unwrap();
-    let cfg = cfg
-        .lines()
-        .map(|l| {
-            if l.starts_with("mode = ") {
-                format!("mode = \"{mode}\"")
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&lab.config, cfg + "\n").unwrap();
-}
-
 #[test]
 fn tc_hook_on_a_veth_drops_real_traffic_and_stays_pinned() {
     let mut lab = Lab::new("tc");
-    set_mode(&lab, "auto");
+    lab.set_mode("auto");
     for (ns, ifname, addrs) in [
         (&lab.a, &lab.a_if, vec!["fd77::1/64"]),
         (
@@ -143,7 +127,7 @@ fn tc_hook_on_a_veth_drops_real_traffic_and_stays_pinned() {
 
     // Another mode: XDP takes over from TC with no gap, and the TC link is gone.
     lab.stop_daemon();
-    set_mode(&lab, "generic");
+    lab.set_mode("generic");
     lab.start_daemon();
     assert!(
         lab.daemon_log()
@@ -160,7 +144,7 @@ fn tc_hook_on_a_veth_drops_real_traffic_and_stays_pinned() {
 
     // Back to TC, then detach: everything passes.
     lab.stop_daemon();
-    set_mode(&lab, "tc");
+    lab.set_mode("tc");
     lab.start_daemon();
     assert_eq!(lab.ips_json(&["status"])["interfaces"][0]["mode"], "tc");
     assert!(!passes(&lab, &v4, "10.77.0.50"));

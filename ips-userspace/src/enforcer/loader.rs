@@ -219,15 +219,7 @@ pub fn require_root() -> Result<(), EnforcerError> {
 /// Fails with a clear error unless `dir`'s parent is on a BPF filesystem.
 pub fn require_bpffs(dir: &Path) -> Result<(), EnforcerError> {
     let base = dir.parent().unwrap_or(dir);
-    let c =
-        CString::new(base.as_os_str().as_encoded_bytes()).map_err(|_| EnforcerError::NoBpfFs {
-            path: base.to_owned(),
-        })?;
-    // SAFETY: `statfs` writes into `buf`, a zeroed struct of the right type.
-    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid C string and `buf` a valid out pointer.
-    let ok = unsafe { libc::statfs(c.as_ptr(), &mut buf) } == 0;
-    if !ok || buf.f_type as i64 != BPF_FS_MAGIC {
+    if !is_bpffs(base) {
         return Err(EnforcerError::NoBpfFs {
             path: base.to_owned(),
         });
