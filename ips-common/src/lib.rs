@@ -45,9 +45,14 @@ pub mod maps {
     /// `Array<HostBucket4>` (mmapable): the single-address IPv4 bans again, in buckets of one
     /// cache line, so that a lookup costs one cache miss, see [`crate::hosttab`].
     pub const HOSTTAB_V4: &str = "IPS_HOSTTAB_V4";
+    /// `Array<u32>` (one entry): which families hold no ban at all, see [`crate::hints`].
+    pub const EMPTY: &str = "IPS_EMPTY";
+    /// `Array<u64>` of [`crate::hints::ALLOW_NONE_WORDS`] bits: the /16s (IPv4) and first 16
+    /// bits (IPv6) that no allowlisted prefix touches, see [`crate::hints`].
+    pub const ALLOW_NONE: &str = "IPS_ALLOW_NONE";
 
     /// Every map that the daemon pins, in one list for the loader and `ips detach`.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 17] = [
         SUMMARY_V4,
         COVER_V4,
         ALLOW_V4,
@@ -63,6 +68,8 @@ pub mod maps {
         DROP_SAMPLES,
         SAMPLER,
         HOSTTAB_V4,
+        EMPTY,
+        ALLOW_NONE,
     ];
 
     /// Bench only: `LpmTrie<[u8; 4], Ban>` holding every ban, hosts and prefixes alike, for the
@@ -209,6 +216,43 @@ pub struct SamplerState {
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`: 8 + 8 + 4 + 4 bytes, no padding.
 unsafe impl aya::Pod for SamplerState {}
+
+/// Hints that let the program skip a lookup it knows would find nothing. Each bit says
+/// "nothing there", so a map that is new (all zeros) makes the program look everything up: a
+/// hint can only make it skip work, never a ban or an allowlist entry.
+///
+/// - [`maps::EMPTY`]: [`hints::NO_BAN_V4`] / [`hints::NO_BAN_V6`] set when the family has no
+///   ban in any map; the program then passes the packet without another read. The enforcer
+///   clears the bit before it writes the family's first ban, and sets it after a delete that
+///   left the family's maps empty.
+/// - [`maps::ALLOW_NONE`]: one bit per IPv4 /16 (words 0 to 1023) and per value of an IPv6
+///   address's first 16 bits (words 1024 to 2047), set when no allowlisted prefix overlaps
+///   it; a source a ban matched is looked up in the allowlist trie only when its bit is clear.
+///   The enforcer clears bits before it adds allowlist entries and sets them after it removed
+///   entries.
+pub mod hints {
+    /// [`crate::maps::EMPTY`] bit: no IPv4 ban.
+    pub const NO_BAN_V4: u32 = 1;
+    /// [`crate::maps::EMPTY`] bit: no IPv6 ban.
+    pub const NO_BAN_V6: u32 = 2;
+    /// Words of [`crate::maps::ALLOW_NONE`].
+    pub const ALLOW_NONE_WORDS: u32 = 2048;
+
+    /// Word and bit of [`crate::maps::ALLOW_NONE`] for the IPv4 /16 whose first two bytes are
+    /// `a`, `b`.
+    #[inline(always)]
+    pub const fn allow_v4(a: u8, b: u8) -> (u32, u64) {
+        let n = ((a as u32) << 8) | b as u32;
+        (n >> 6, 1 << (n & 63))
+    }
+
+    /// Word and bit for IPv6 addresses beginning with bytes `a`, `b`.
+    #[inline(always)]
+    pub const fn allow_v6(a: u8, b: u8) -> (u32, u64) {
+        let (word, bit) = allow_v4(a, b);
+        (word + ALLOW_NONE_WORDS / 2, bit)
+    }
+}
 
 /// The IPv4 host table: the single-address bans of [`maps::HOST_V4`] again, in buckets of one
 /// cache line ([`HostBucket4`]), so that looking an address up reads one line.

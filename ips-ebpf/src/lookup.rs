@@ -1,17 +1,19 @@
 //! The decision for one source address: single-address bans (a hash lookup), then prefix bans
 //! (an LPM trie); the allowlist only for a source that a ban matched, so clean traffic never
-//! pays for it, and an allowlisted source is still never dropped.
+//! pays for it, and an allowlisted source is still never dropped. A family with no ban costs
+//! one read, and the allowlist trie is only asked where an allowlisted prefix may lie (see
+//! [`ips_common::hints`]).
 //!
 //! For IPv4 the /24 summary comes before both and decides which of them to make: none for most
 //! clean sources, the host hash only where a single-address ban lies in the /24, the trie only
 //! where a /25 to /31 ban touches it; a /24 wholly inside a ban of /24 or shorter is dropped
 //! from the summary alone, with the origin from the cover array.
 use aya_ebpf::maps::lpm_trie::Key;
-use ips_common::{Ban, hosttab, sampling};
+use ips_common::{Ban, hints, hosttab, sampling};
 
 use crate::maps::{
     IPS_ALLOW_V4, IPS_ALLOW_V6, IPS_COVER_V4, IPS_HOST_V4, IPS_HOST_V6, IPS_HOSTTAB_V4, IPS_NET_V4,
-    IPS_NET_V6, IPS_SUMMARY_V4, hosttab_bits,
+    IPS_NET_V6, IPS_SUMMARY_V4, allow_none, hosttab_bits, no_ban,
 };
 
 /// What the maps say about a source address.
@@ -34,11 +36,21 @@ fn banned(ban: &Ban, kind: u8) -> Verdict {
 /// Looks an IPv4 source up.
 #[inline(always)]
 pub fn v4(addr: [u8; 4]) -> Verdict {
+    if no_ban(hints::NO_BAN_V4) {
+        return Verdict::Clean;
+    }
     let key = Key::new(32, addr);
     match ban_v4(addr, &key) {
-        Verdict::Banned(..) if IPS_ALLOW_V4.get(&key).is_some() => Verdict::Allowed,
+        Verdict::Banned(..) if allowed_v4(addr, &key) => Verdict::Allowed,
         v => v,
     }
+}
+
+/// The allowlist, asked only when a prefix it holds may contain `addr`.
+#[inline(always)]
+fn allowed_v4(addr: [u8; 4], key: &Key<[u8; 4]>) -> bool {
+    let (word, bit) = hints::allow_v4(addr[0], addr[1]);
+    !allow_none(word, bit) && IPS_ALLOW_V4.get(key).is_some()
 }
 
 #[inline(always)]
@@ -109,6 +121,9 @@ fn v4_full(addr: [u8; 4], key: &Key<[u8; 4]>) -> Verdict {
 /// Looks an IPv6 source up.
 #[inline(always)]
 pub fn v6(addr: [u8; 16]) -> Verdict {
+    if no_ban(hints::NO_BAN_V6) {
+        return Verdict::Clean;
+    }
     let key = Key::new(128, addr);
     // SAFETY: as in `v4`.
     let verdict = if let Some(ban) = unsafe { IPS_HOST_V6.get(addr) } {
@@ -119,8 +134,11 @@ pub fn v6(addr: [u8; 16]) -> Verdict {
             None => Verdict::Clean,
         }
     };
+    let (word, bit) = hints::allow_v6(addr[0], addr[1]);
     match verdict {
-        Verdict::Banned(..) if IPS_ALLOW_V6.get(&key).is_some() => Verdict::Allowed,
+        Verdict::Banned(..) if !allow_none(word, bit) && IPS_ALLOW_V6.get(&key).is_some() => {
+            Verdict::Allowed
+        }
         v => v,
     }
 }

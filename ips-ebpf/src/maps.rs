@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use ips_common::{
-    Ban, DropSample, HostBucket4, SamplerState, Summary24, capacity, counters, features, hosttab,
-    origin, sampling,
+    Ban, DropSample, HostBucket4, SamplerState, Summary24, capacity, counters, features, hints,
+    hosttab, origin, sampling,
 };
 
 /// Three bits per IPv4 /24, see [`ips_common::Summary24`].
@@ -37,6 +37,27 @@ pub static IPS_HOSTTAB_V4: Array<HostBucket4> = Array::pinned(
     1 << hosttab::bits_for(capacity::HOSTS),
     aya_ebpf::bindings::BPF_F_MMAPABLE,
 );
+/// Which families hold no ban, see [`ips_common::hints`].
+#[map(name = "IPS_EMPTY")]
+pub static IPS_EMPTY: Array<u32> = Array::pinned(1, 0);
+/// The /16s no allowlisted prefix touches, see [`ips_common::hints`].
+#[map(name = "IPS_ALLOW_NONE")]
+pub static IPS_ALLOW_NONE: Array<u64> = Array::pinned(hints::ALLOW_NONE_WORDS, 0);
+
+/// True when the enforcer said the family of `bit` ([`hints::NO_BAN_V4`] or
+/// [`hints::NO_BAN_V6`]) has no ban.
+#[inline(always)]
+pub fn no_ban(bit: u32) -> bool {
+    IPS_EMPTY.get(0).is_some_and(|v| *v & bit != 0)
+}
+
+/// True when the enforcer said no allowlisted prefix touches word `word`, bit `bit` of
+/// [`IPS_ALLOW_NONE`].
+#[inline(always)]
+pub fn allow_none(word: u32, bit: u64) -> bool {
+    IPS_ALLOW_NONE.get(word).is_some_and(|v| *v & bit != 0)
+}
+
 /// log2 of the host table's buckets (the loader sets it with the table's size).
 #[unsafe(no_mangle)]
 static IPS_HOSTTAB_BITS: Global<u32> = Global::new(hosttab::bits_for(capacity::HOSTS));

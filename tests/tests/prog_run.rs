@@ -546,3 +546,130 @@ fn a_full_host_bucket_overflows_to_the_hash_map() {
         );
     }
 }
+
+/// The skip hints (`ips_common::hints`) as the enforcer writes them, and the program reading
+/// them: a family with no ban is skipped and one with a ban never is; the allowlist trie is
+/// asked exactly where an allowlisted prefix lies.
+#[test]
+fn skip_hints_follow_the_maps_and_never_hide_a_ban() {
+    use std::os::fd::AsFd;
+
+    use ips::enforcer::sys;
+    use ips_common::{hints, maps as names};
+
+    let mut h = Harness::new("hints");
+    let map = |name: &str| aya::maps::MapData::from_pin(h.dir.join(name)).unwrap();
+    let (empty, allow_none) = (map(names::EMPTY), map(names::ALLOW_NONE));
+    let read = |m: &aya::maps::MapData, i: u32, out: &mut [u8]| {
+        sys::lookup(m.fd().as_fd(), &i.to_ne_bytes(), out).unwrap();
+    };
+    let no_ban = || {
+        let mut v = [0u8; 4];
+        read(&empty, 0, &mut v);
+        u32::from_ne_bytes(v)
+    };
+    let allow_word = |a: u8, b: u8| {
+        let (word, bit) = hints::allow_v4(a, b);
+        let mut v = [0u8; 8];
+        read(&allow_none, word, &mut v);
+        (word, bit, u64::from_ne_bytes(v))
+    };
+    assert_eq!(no_ban(), 0, "both families hold bans");
+
+    // Every IPv4 ban goes: IPv4 is skipped, IPv6 still looked up.
+    let v4: Vec<ips::prefix::Prefix> = ["203.0.113.7", "198.51.100.0/24"]
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    h.maps
+        .apply(&Diff {
+            delete: v4.clone(),
+            ..Diff::default()
+        })
+        .unwrap();
+    assert_eq!(no_ban(), hints::NO_BAN_V4);
+    h.expect(
+        "no IPv4 ban",
+        &Frame::udp("203.0.113.7", 1).build(),
+        XDP_PASS,
+        "v4_passed",
+    );
+    h.expect(
+        "IPv6 still banned",
+        &Frame::udp("2001:db8::7", 2).build(),
+        XDP_DROP,
+        "v6_dropped",
+    );
+    // The first IPv4 ban clears the hint before it lands.
+    h.maps
+        .apply(&Diff {
+            upsert: vec![(v4[0], 9)],
+            ..Diff::default()
+        })
+        .unwrap();
+    assert_eq!(no_ban(), 0);
+    h.expect(
+        "banned again",
+        &Frame::udp("203.0.113.7", 3).build(),
+        XDP_DROP,
+        "v4_dropped",
+    );
+    // A new hint map (all zeros) skips nothing.
+    sys::update(empty.fd().as_fd(), &0u32.to_ne_bytes(), &0u32.to_ne_bytes()).unwrap();
+    h.expect(
+        "zero hint",
+        &Frame::udp("203.0.113.7", 4).build(),
+        XDP_DROP,
+        "v4_dropped",
+    );
+    h.maps.sync_hints().unwrap();
+    assert_eq!(no_ban(), 0);
+
+    // The allowlist: only the /16 of its entry is asked.
+    h.maps
+        .set_allowlist(&["203.0.113.7".parse().unwrap()])
+        .unwrap();
+    let (_, bit, word) = allow_word(203, 0);
+    assert_eq!(word & bit, 0, "203.0/16 holds an allowlisted address");
+    let (_, bit, word) = allow_word(198, 51);
+    assert_ne!(word & bit, 0, "nothing allowlisted in 198.51/16");
+    h.expect(
+        "allowlisted",
+        &Frame::udp("203.0.113.7", 5).build(),
+        XDP_PASS,
+        "v4_allowed",
+    );
+    // The program reads the hint: one that wrongly says "nothing allowlisted here" would drop
+    // the address (the enforcer never writes that; set here only to show the hint is read).
+    let (index, _, _) = allow_word(203, 0);
+    sys::update(
+        allow_none.fd().as_fd(),
+        &index.to_ne_bytes(),
+        &u64::MAX.to_ne_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        h.run(&Frame::udp("203.0.113.7", 6).build()),
+        XDP_DROP,
+        "the hint is what the program reads"
+    );
+    h.maps
+        .set_allowlist(&["203.0.113.7".parse().unwrap()])
+        .unwrap();
+    h.expect(
+        "restored",
+        &Frame::udp("203.0.113.7", 7).build(),
+        XDP_PASS,
+        "v4_allowed",
+    );
+    // Removed from the allowlist: dropped again, and its /16 skipped.
+    h.maps.set_allowlist(&[]).unwrap();
+    let (_, bit, word) = allow_word(203, 0);
+    assert_ne!(word & bit, 0);
+    h.expect(
+        "no longer allowlisted",
+        &Frame::udp("203.0.113.7", 8).build(),
+        XDP_DROP,
+        "v4_dropped",
+    );
+}

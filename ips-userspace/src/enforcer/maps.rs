@@ -7,7 +7,7 @@ use std::{
 };
 
 use aya::maps::{Map, MapData, PerCpuArray};
-use ips_common::{counters, maps as names, origin, origin_drop_index};
+use ips_common::{counters, hints, maps as names, origin, origin_drop_index};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -143,6 +143,10 @@ pub struct KernelMaps {
     net_v6: MapData,
     allow_v4: MapData,
     allow_v6: MapData,
+    /// [`ips_common::hints`]: which families hold no ban.
+    empty: MapData,
+    /// [`ips_common::hints`]: where no allowlisted prefix lies.
+    allow_none: MapData,
     counters: PerCpuArray<MapData, u64>,
     origin_drops: PerCpuArray<MapData, u64>,
     bytes: PerCpuArray<MapData, u64>,
@@ -174,7 +178,7 @@ impl KernelMaps {
                 source,
             })
         };
-        Ok(Self {
+        let maps = Self {
             dir: dir.to_owned(),
             summary: open(names::SUMMARY_V4)?,
             cover: open(names::COVER_V4)?,
@@ -188,11 +192,136 @@ impl KernelMaps {
             net_v6: open(names::NET_V6)?,
             allow_v4: open(names::ALLOW_V4)?,
             allow_v6: open(names::ALLOW_V6)?,
+            empty: open(names::EMPTY)?,
+            allow_none: open(names::ALLOW_NONE)?,
             counters: per_cpu(names::COUNTERS)?,
             origin_drops: per_cpu(names::ORIGIN_DROPS)?,
             bytes: per_cpu(names::BYTES)?,
             origin_bytes: per_cpu(names::ORIGIN_BYTES)?,
+        };
+        Ok(maps)
+    }
+
+    /// Sets the program's "no ban" hints ([`ips_common::hints`]) to what the maps hold now. For
+    /// the writer only (the enforcer): a reader racing its writes could set a stale hint.
+    pub fn sync_hints(&self) -> Result<(), EnforcerError> {
+        self.refresh_no_ban(true, true)
+    }
+
+    /// The [`names::EMPTY`] word.
+    fn no_ban_word(&self) -> Result<u32, EnforcerError> {
+        let mut v = [0u8; 4];
+        sys::lookup(self.empty.fd().as_fd(), &0u32.to_ne_bytes(), &mut v).map_err(|source| {
+            EnforcerError::MapRead {
+                map: names::EMPTY,
+                source,
+            }
+        })?;
+        Ok(u32::from_ne_bytes(v))
+    }
+
+    fn set_no_ban_word(&self, word: u32) -> Result<(), EnforcerError> {
+        sys::update(
+            self.empty.fd().as_fd(),
+            &0u32.to_ne_bytes(),
+            &word.to_ne_bytes(),
+        )
+        .map_err(|source| EnforcerError::MapWrite {
+            map: names::EMPTY,
+            source,
         })
+    }
+
+    /// Clears the "no ban" hint of the families `v4`/`v6` (before their bans are written).
+    fn clear_no_ban(&self, v4: bool, v6: bool) -> Result<(), EnforcerError> {
+        let word = self.no_ban_word()?;
+        let mut want = word;
+        if v4 {
+            want &= !hints::NO_BAN_V4;
+        }
+        if v6 {
+            want &= !hints::NO_BAN_V6;
+        }
+        if want != word {
+            self.set_no_ban_word(want)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the "no ban" hint of each family named (`v4`, `v6`) to whether its maps are empty.
+    fn refresh_no_ban(&self, v4: bool, v6: bool) -> Result<(), EnforcerError> {
+        let empty = |maps: [(&MapData, usize, &'static str); 2]| {
+            for (map, key_size, name) in maps {
+                let mut key = vec![0u8; key_size];
+                // On an empty map this walks its buckets once; only after deletes.
+                if sys::next_key(map.fd().as_fd(), None, &mut key)
+                    .map_err(|source| EnforcerError::MapRead { map: name, source })?
+                {
+                    return Ok(false);
+                }
+            }
+            Ok::<_, EnforcerError>(true)
+        };
+        let word = self.no_ban_word()?;
+        let mut want = word;
+        for (check, bit, maps) in [
+            (
+                v4,
+                hints::NO_BAN_V4,
+                [
+                    (&self.net_v4, 8, names::NET_V4),
+                    (&self.host_v4, 4, names::HOST_V4),
+                ],
+            ),
+            (
+                v6,
+                hints::NO_BAN_V6,
+                [
+                    (&self.net_v6, 20, names::NET_V6),
+                    (&self.host_v6, 16, names::HOST_V6),
+                ],
+            ),
+        ] {
+            if check {
+                if empty(maps)? {
+                    want |= bit;
+                } else {
+                    want &= !bit;
+                }
+            }
+        }
+        if want != word {
+            self.set_no_ban_word(want)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the [`names::ALLOW_NONE`] words that differ from `words`.
+    fn write_allow_none(&self, words: &[u64]) -> Result<(), EnforcerError> {
+        let fd = self.allow_none.fd().as_fd();
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for (i, want) in words.iter().enumerate() {
+            let key = (i as u32).to_ne_bytes();
+            let mut v = [0u8; 8];
+            sys::lookup(fd, &key, &mut v).map_err(|source| EnforcerError::MapRead {
+                map: names::ALLOW_NONE,
+                source,
+            })?;
+            if u64::from_ne_bytes(v) != *want {
+                keys.extend_from_slice(&key);
+                values.extend_from_slice(&want.to_ne_bytes());
+            }
+        }
+        if !keys.is_empty() {
+            sys::update_batch(fd, &keys, &values, 4, 8).map_err(|source| {
+                EnforcerError::MapWrite {
+                    map: names::ALLOW_NONE,
+                    source,
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// The pin directory.
@@ -205,7 +334,7 @@ impl KernelMaps {
     pub fn repin(&self) -> Result<usize, EnforcerError> {
         use aya::maps::IterableMap;
         let mut n = 0;
-        let maps: [(&str, &MapData); 13] = [
+        let maps: [(&str, &MapData); 15] = [
             (names::SUMMARY_V4, &self.summary),
             (names::HOSTTAB_V4, &self.hosttab_map),
             (names::COVER_V4, &self.cover),
@@ -215,6 +344,8 @@ impl KernelMaps {
             (names::NET_V6, &self.net_v6),
             (names::ALLOW_V4, &self.allow_v4),
             (names::ALLOW_V6, &self.allow_v6),
+            (names::EMPTY, &self.empty),
+            (names::ALLOW_NONE, &self.allow_none),
             (names::COUNTERS, self.counters.map()),
             (names::ORIGIN_DROPS, self.origin_drops.map()),
             (names::BYTES, self.bytes.map()),
@@ -361,6 +492,11 @@ impl KernelMaps {
     /// go. Then upserts: the index learns them first (so no ban is ever skipped), then the
     /// entries land. Each map is written in batches.
     pub fn apply(&mut self, diff: &Diff) -> Result<(), EnforcerError> {
+        // The program stops skipping a family before its first ban lands.
+        self.clear_no_ban(
+            diff.upsert.iter().any(|(p, _)| p.is_v4()),
+            diff.upsert.iter().any(|(p, _)| !p.is_v4()),
+        )?;
         if diff.delete.iter().any(Prefix::is_v4) {
             let index = self.index()?;
             for p in &diff.delete {
@@ -408,7 +544,11 @@ impl KernelMaps {
         if self.stale >= SUMMARY_REBUILD_AFTER {
             self.rebuild_summary()?;
         }
-        Ok(())
+        // A family whose last ban went is skipped from now on.
+        self.refresh_no_ban(
+            diff.delete.iter().any(Prefix::is_v4),
+            diff.delete.iter().any(|p| !p.is_v4()),
+        )
     }
 
     fn write_entries(
@@ -488,8 +628,33 @@ impl KernelMaps {
         Ok(())
     }
 
-    /// Makes the kernel allowlist exactly `want`.
+    /// Makes the kernel allowlist exactly `want`. The program's hint stops skipping the /16s
+    /// of new entries before they land, and skips those of removed ones only after they went.
     pub fn set_allowlist(&self, want: &[Prefix]) -> Result<(), EnforcerError> {
+        let mut before = Vec::new();
+        self.for_each_allowed(&mut |p| before.push(p))?;
+        let both: Vec<Prefix> = before.iter().chain(want).copied().collect();
+        self.write_allow_none(&super::hints::allow_none(&both))?;
+        self.write_allowlist(want)?;
+        self.write_allow_none(&super::hints::allow_none(want))
+    }
+
+    fn for_each_allowed(&self, each: &mut dyn FnMut(Prefix)) -> Result<(), EnforcerError> {
+        for (map, key_size, name) in [
+            (&self.allow_v4, 8, names::ALLOW_V4),
+            (&self.allow_v6, 20, names::ALLOW_V6),
+        ] {
+            sys::for_each(map.fd().as_fd(), key_size, 4, &mut |k, _| {
+                if let Some(p) = from_lpm_key(k) {
+                    each(p);
+                }
+            })
+            .map_err(|source| EnforcerError::MapRead { map: name, source })?;
+        }
+        Ok(())
+    }
+
+    fn write_allowlist(&self, want: &[Prefix]) -> Result<(), EnforcerError> {
         for (map, v4, name) in [
             (&self.allow_v4, true, names::ALLOW_V4),
             (&self.allow_v6, false, names::ALLOW_V6),

@@ -12,6 +12,7 @@ use crate::{
     prefix::Prefix,
 };
 
+pub mod hints;
 pub mod hosttab;
 pub mod loader;
 pub mod maps;
@@ -264,6 +265,7 @@ impl Enforcer {
             self.keep_the_best(store, now_ms, full)?;
         }
         self.maps.rebuild_summary()?;
+        self.maps.sync_hints()?;
         release_freed_memory();
         if report.not_fitted > 0 {
             error!(
