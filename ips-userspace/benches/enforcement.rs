@@ -118,7 +118,14 @@ struct LookupRow {
     program_ns: f64,
 }
 
-fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
+/// The whole program with 0 bans against an empty one, per packet.
+struct WholeProgram {
+    ips_ns: f64,
+    pass_ns: f64,
+}
+
+fn lookup_costs(sizes: &[usize]) -> (Vec<LookupRow>, Option<WholeProgram>) {
+    let mut zero_bans = None;
     let dir = bench_dir("lookup");
     let max = *sizes.iter().max().unwrap_or(&0) as u32;
     let mut ebpf = EbpfLoader::new()
@@ -128,7 +135,12 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
         .map_max_entries(names::BENCH_LPM_V4, max.max(1))
         .load(loader::BENCH_PROGRAM)
         .expect("load bench object");
-    for name in ["ips_bench_hybrid", "ips_bench_lpm", "ips_bench_empty"] {
+    for name in [
+        "ips_bench_hybrid",
+        "ips_bench_lpm",
+        "ips_bench_empty",
+        "ips_bench_pass",
+    ] {
         let p: &mut Xdp = ebpf.program_mut(name).expect(name).try_into().expect("xdp");
         p.load().expect("verifier");
     }
@@ -142,6 +154,14 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
     )
     .expect("load ips_xdp");
     let mut maps = KernelMaps::open(&dir).expect("maps");
+    // As the enforcer does once it has reconciled: with 0 bans the program is told so.
+    maps.sync_hints().expect("hints");
+    // The daemon's default allowlist, as on a real host.
+    let allow: Vec<Prefix> = ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .map(|p| p.parse().expect("prefix"))
+        .collect();
+    maps.set_allowlist(&allow).expect("allowlist");
     let lpm_map = take_map(&mut ebpf, names::BENCH_LPM_V4);
     let keys_map = take_map(&mut ebpf, names::BENCH_KEYS_V4);
     let state_map = take_map(&mut ebpf, names::BENCH_STATE);
@@ -220,11 +240,30 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
         pkt.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
         pkt.extend_from_slice(&[192, 0, 2, 1, 10, 0, 0, 1]);
         pkt.extend_from_slice(&[0u8; 8]);
-        let prog = loader::xdp_program(&mut real).expect("prog");
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(&pkt);
-        opts.repeat = 1_000_000;
-        let program_ns = prog.test_run(opts).expect("run").duration.as_nanos() as f64;
+        let once = |prog: &mut Xdp| {
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(&pkt);
+            opts.repeat = 1_000_000;
+            prog.test_run(opts).expect("run").duration.as_nanos() as f64
+        };
+        let program_ns = once(loader::xdp_program(&mut real).expect("prog"));
+        if n == 0 {
+            // Against a program that only returns XDP_PASS: runs alternate, best of 7 each.
+            let (mut ips, mut pass) = (f64::MAX, f64::MAX);
+            for _ in 0..7 {
+                ips = ips.min(once(loader::xdp_program(&mut real).expect("prog")));
+                let p: &mut Xdp = ebpf
+                    .program_mut("ips_bench_pass")
+                    .expect("pass")
+                    .try_into()
+                    .expect("xdp");
+                pass = pass.min(once(p));
+            }
+            zero_bans = Some(WholeProgram {
+                ips_ns: ips,
+                pass_ns: pass,
+            });
+        }
         for (banned_pct, ring, hybrid_ns, lpm_ns, hits, empty_ns) in per_ring {
             rows.push(LookupRow {
                 empty_ns,
@@ -241,7 +280,7 @@ fn lookup_costs(sizes: &[usize]) -> Vec<LookupRow> {
     drop(real);
     drop(ebpf);
     let _ = loader::remove_pins(&dir);
-    rows
+    (rows, zero_bans)
 }
 
 struct LoadRow {
@@ -666,7 +705,12 @@ fn lookup_table() {
         "whole prog, 1 hot pkt",
         "no lookup"
     );
-    for r in lookup_costs(&[0, 10_000, 100_000, 1_000_000]) {
+    let (rows, zero_bans) = lookup_costs(&[0, 10_000, 100_000, 1_000_000]);
+    let clean_1m = rows
+        .iter()
+        .find(|r| r.entries == 1_000_000 && r.banned_pct == 0)
+        .map(|r| r.hybrid_ns);
+    for r in &rows {
         println!(
             "{:>9}  {:>5}  {:>5}%  {:>17.1} ns  {:>9.1} ns  {:>7.2}x  {:>5}  {:>18.1} ns  {:>11.1} ns",
             r.entries,
@@ -689,9 +733,33 @@ fn lookup_table() {
         );
     }
     println!("   goal at 1M: <= 100 ns per lookup and >= 4x faster than LPM only");
-    println!(
-        "   \"no lookup\": the same walk of the ring without a lookup; with 0 bans ips should cost within 10% of it"
-    );
+    if let Some(clean) = clean_1m {
+        let ratios: Vec<String> = rows
+            .iter()
+            .filter(|r| r.entries == 1_000_000 && r.banned_pct > 0)
+            .map(|r| {
+                format!(
+                    "{}% of a {} ring {:.2}x",
+                    r.banned_pct,
+                    if r.ring >= 1 << 20 { "1M" } else { "64k" },
+                    r.hybrid_ns / clean.max(0.001)
+                )
+            })
+            .collect();
+        println!(
+            "   1M bans, against the clean-traffic row: {} (goal: <= 1.5x)",
+            ratios.join(", ")
+        );
+    }
+    println!("   \"no lookup\": the same walk of the ring without a lookup");
+    if let Some(z) = zero_bans {
+        println!(
+            "   whole program, 0 bans, one clean packet (best of 7): ips {:.1} ns, a program that only returns XDP_PASS {:.1} ns: {:+.1}% (goal: within 10%)",
+            z.ips_ns,
+            z.pass_ns,
+            (z.ips_ns / z.pass_ns.max(0.001) - 1.0) * 100.0
+        );
+    }
     println!();
 }
 

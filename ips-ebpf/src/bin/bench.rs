@@ -88,6 +88,12 @@ mod program {
         addr[0] == 0
     }
 
+    /// The empty program: what `BPF_PROG_RUN` costs per packet with no work at all.
+    #[xdp]
+    pub fn ips_bench_pass(_ctx: XdpContext) -> u32 {
+        xdp_action::XDP_PASS
+    }
+
     #[xdp]
     pub fn ips_bench_empty(_ctx: XdpContext) -> u32 {
         run(nothing)
