@@ -257,50 +257,81 @@ pub mod hints {
 /// The IPv4 host table: the single-address bans of [`maps::HOST_V4`] again, in buckets of one
 /// cache line ([`HostBucket4`]), so that looking an address up reads one line.
 ///
-/// Address `a` (as a big-endian `u32`) lives in bucket [`hosttab::bucket`]`(a, bits)`, in any
-/// of its [`hosttab::SLOTS`] slots; a key of 0 is an empty slot. The hash map stays the whole
-/// truth: a bucket whose [`hosttab::OVERFLOW`] flag is set may hold fewer of its addresses
-/// than the hash map does, and a lookup that misses it asks the hash map.
+/// Address `a` (as a big-endian `u32`) is hashed by multiplication, `h = a * MULTIPLIER`
+/// (a bijection on `u32`). The top `bits` of `h` pick its bucket; the other `32 - bits` (at most
+/// 15, as `bits` is at least [`hosttab::MIN_BITS`]) with [`hosttab::USED`] set are its 2-byte
+/// tag, which with the bucket names the address exactly ([`hosttab::place`]). A tag of 0 is an
+/// empty slot. Two-byte tags fit [`hosttab::SLOTS`] (20) addresses in a line, so the table is
+/// half the size that 4-byte keys would need for the same room: at capacity a bucket holds about
+/// eight addresses, and the whole table (8 MB for 1M bans) stays closer to the CPU's caches.
+///
+/// The hash map stays the whole truth: a bucket whose [`hosttab::OVERFLOW`] flag is set may hold
+/// fewer of its addresses than the hash map does, and a lookup that misses it asks the hash map.
 ///
 /// Update protocol (one writer, the enforcer, through a shared mapping; the program reads):
 /// - add: the hash map first; then, if the bucket has a free slot, the origin byte, then the
-///   key (a 4-byte store); else the bucket's `OVERFLOW` flag.
-/// - remove: the key set to 0 first, then the hash map entry.
+///   tag (a 2-byte store); else the bucket's `OVERFLOW` flag.
+/// - remove: the tag set to 0 first, then the hash map entry.
 /// - rewrite a bucket (on a rebuild): `OVERFLOW` set first, so that readers ask the hash map
 ///   meanwhile; slots written; then the flag as it should be.
 ///
 /// A reader thus never misses a ban the hash map holds, and never finds one it does not.
-/// A reader racing a slot's reuse may read the old origin byte with the new key (on CPUs that
+/// A reader racing a slot's reuse may read the old origin byte with the new tag (on CPUs that
 /// reorder stores): a drop attributed to the previous origin, never a wrong verdict.
 pub mod hosttab {
     /// Slots per bucket.
-    pub const SLOTS: usize = 12;
+    pub const SLOTS: usize = 20;
     /// `flags` bit: some of this bucket's addresses are only in the hash map.
     pub const OVERFLOW: u32 = 1;
-    /// Fibonacci hashing.
+    /// Set in every used slot's tag.
+    pub const USED: u16 = 0x8000;
+    /// Fibonacci hashing (odd, so the hash is a bijection).
     pub const MULTIPLIER: u32 = 0x9E37_79B1;
     /// The program's global holding the table's size as a power of two.
     pub const GLOBAL_BITS: &str = "IPS_HOSTTAB_BITS";
+    /// Fewest buckets (log2): the hash's remaining bits then fit a tag's 15.
+    pub const MIN_BITS: u32 = 17;
+    /// Most buckets (log2).
+    pub const MAX_BITS: u32 = 24;
 
-    /// log2 of the buckets for `hosts` single-address bans: about six addresses a bucket at
-    /// capacity (half full), so that almost none overflows.
+    /// log2 of the buckets for `hosts` single-address bans: about eight addresses a bucket at
+    /// capacity (20 slots), so that almost none overflows; at least [`MIN_BITS`].
     pub const fn bits_for(hosts: u32) -> u32 {
-        let want = if hosts / 6 < 2 { 2 } else { hosts / 6 };
-        let bits = 32 - (want - 1).leading_zeros();
-        if bits > 24 { 24 } else { bits }
+        let want = hosts / 8;
+        let bits = if want < 2 {
+            1
+        } else {
+            32 - (want - 1).leading_zeros()
+        };
+        if bits < MIN_BITS {
+            MIN_BITS
+        } else if bits > MAX_BITS {
+            MAX_BITS
+        } else {
+            bits
+        }
     }
 
-    /// The bucket of address `addr` in a table of `1 << bits` buckets.
+    /// The bucket and the tag of address `addr` in a table of `1 << bits` buckets (`bits`
+    /// taken into [`MIN_BITS`]..=[`MAX_BITS`]).
     #[inline(always)]
-    pub const fn bucket(addr: u32, bits: u32) -> u32 {
-        let bits = if bits == 0 {
-            1
-        } else if bits > 31 {
-            31
+    pub const fn place(addr: u32, bits: u32) -> (u32, u16) {
+        let bits = if bits < MIN_BITS {
+            MIN_BITS
+        } else if bits > MAX_BITS {
+            MAX_BITS
         } else {
             bits
         };
-        addr.wrapping_mul(MULTIPLIER) >> (32 - bits)
+        let h = addr.wrapping_mul(MULTIPLIER);
+        let rest = 32 - bits;
+        (h >> rest, (h & ((1 << rest) - 1)) as u16 | USED)
+    }
+
+    /// The bucket of address `addr`, see [`place`].
+    #[inline(always)]
+    pub const fn bucket(addr: u32, bits: u32) -> u32 {
+        place(addr, bits).0
     }
 }
 
@@ -308,8 +339,8 @@ pub mod hosttab {
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostBucket4 {
-    /// Addresses (big-endian `u32`), 0 for an empty slot.
-    pub keys: [u32; hosttab::SLOTS],
+    /// Tags of the addresses ([`hosttab::place`]), 0 for an empty slot.
+    pub tags: [u16; hosttab::SLOTS],
     /// The origin of each slot's ban.
     pub origins: [u8; hosttab::SLOTS],
     /// [`hosttab::OVERFLOW`].
@@ -317,7 +348,7 @@ pub struct HostBucket4 {
 }
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`: 48 + 12 + 4 bytes, no padding, 64 in all.
+// SAFETY: `#[repr(C)]`: 40 + 20 + 4 bytes, no padding, 64 in all.
 unsafe impl aya::Pod for HostBucket4 {}
 
 /// Address family index used by the per-origin counters.

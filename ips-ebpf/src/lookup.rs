@@ -85,22 +85,25 @@ fn ban_v4(addr: [u8; 4], key: &Key<[u8; 4]>) -> Verdict {
 /// only when that bucket overflowed.
 #[inline(always)]
 fn host_v4(addr: [u8; 4]) -> Option<u32> {
-    let key = u32::from_be_bytes(addr);
     let hash = || {
         // SAFETY: the value is a plain `u32` that the program only reads.
         unsafe { IPS_HOST_V4.get(addr) }.map(|b| b.origin)
     };
-    let Some(bucket) = IPS_HOSTTAB_V4.get(hosttab::bucket(key, hosttab_bits())) else {
+    let bits = hosttab_bits();
+    if !(hosttab::MIN_BITS..=hosttab::MAX_BITS).contains(&bits) {
+        // Never loaded so: a tag would not name one address. Ask the hash map.
+        return hash();
+    }
+    let (index, tag) = hosttab::place(u32::from_be_bytes(addr), bits);
+    let Some(bucket) = IPS_HOSTTAB_V4.get(index) else {
         return hash();
     };
-    if key != 0 {
-        for slot in 0..hosttab::SLOTS {
-            if bucket.keys[slot] == key {
-                return Some(u32::from(bucket.origins[slot]));
-            }
+    for slot in 0..hosttab::SLOTS {
+        if bucket.tags[slot] == tag {
+            return Some(u32::from(bucket.origins[slot]));
         }
     }
-    if key == 0 || bucket.flags & hosttab::OVERFLOW != 0 {
+    if bucket.flags & hosttab::OVERFLOW != 0 {
         return hash();
     }
     None

@@ -3,18 +3,17 @@
 //! written through a shared mapping of the `BPF_F_MMAPABLE` array.
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicU8, AtomicU32, Ordering},
+    sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering},
 };
 
 use ips_common::hosttab::{self, OVERFLOW, SLOTS};
 
 use super::summary::Region;
 
-/// Bytes of a bucket.
+/// Bytes of a bucket: 20 two-byte tags, 20 origin bytes, the flags word.
 const BUCKET: usize = 64;
-/// `u32` words of a bucket: 12 keys, 3 words of origin bytes, the flags.
-const KEYS: usize = 0;
-const ORIGINS_BYTE: usize = 48;
+const ORIGINS_BYTE: usize = 2 * SLOTS;
+/// The flags, as the bucket's 16th `u32`.
 const FLAGS: usize = 15;
 
 /// The table, mapped.
@@ -37,39 +36,41 @@ impl HostTable {
         1 << self.bits
     }
 
-    fn words(&self, b: usize) -> &[AtomicU32] {
-        &self.region.u32s()[b * BUCKET / 4..(b + 1) * BUCKET / 4]
+    fn flags(&self, b: usize) -> &AtomicU32 {
+        &self.region.u32s()[b * BUCKET / 4 + FLAGS]
+    }
+
+    fn tags(&self, b: usize) -> &[AtomicU16] {
+        &self.region.u16s()[b * BUCKET / 2..b * BUCKET / 2 + SLOTS]
     }
 
     fn origin(&self, b: usize, slot: usize) -> &AtomicU8 {
         &self.region.u8s()[b * BUCKET + ORIGINS_BYTE + slot]
     }
 
-    fn bucket_of(&self, key: u32) -> usize {
-        hosttab::bucket(key, self.bits) as usize
+    /// The bucket and the tag of `key`.
+    fn place(&self, key: u32) -> (usize, u16) {
+        let (b, tag) = hosttab::place(key, self.bits);
+        (b as usize, tag)
     }
 
     /// Adds or re-attributes `key` (after the hash map has it). False when its bucket was full:
     /// the bucket is then flagged and the hash map answers for it.
     pub fn insert(&mut self, key: u32, origin: u8) -> bool {
-        let b = self.bucket_of(key);
-        let w = self.words(b);
-        if key == 0 {
-            w[FLAGS].fetch_or(OVERFLOW, Ordering::Release);
-            return false;
-        }
-        if let Some(slot) = (0..SLOTS).find(|s| w[KEYS + s].load(Ordering::Relaxed) == key) {
+        let (b, tag) = self.place(key);
+        let tags = self.tags(b);
+        if let Some(slot) = (0..SLOTS).find(|s| tags[*s].load(Ordering::Relaxed) == tag) {
             self.origin(b, slot).store(origin, Ordering::Release);
             return true;
         }
-        match (0..SLOTS).find(|s| w[KEYS + s].load(Ordering::Relaxed) == 0) {
+        match (0..SLOTS).find(|s| tags[*s].load(Ordering::Relaxed) == 0) {
             Some(slot) => {
                 self.origin(b, slot).store(origin, Ordering::Release);
-                w[KEYS + slot].store(key, Ordering::Release);
+                tags[slot].store(tag, Ordering::Release);
                 true
             }
             None => {
-                w[FLAGS].fetch_or(OVERFLOW, Ordering::Release);
+                self.flags(b).fetch_or(OVERFLOW, Ordering::Release);
                 false
             }
         }
@@ -77,71 +78,60 @@ impl HostTable {
 
     /// Removes `key` (before the hash map loses it).
     pub fn remove(&mut self, key: u32) {
-        if key == 0 {
-            return;
-        }
-        let w = self.words(self.bucket_of(key));
-        for s in 0..SLOTS {
-            if w[KEYS + s].load(Ordering::Relaxed) == key {
-                w[KEYS + s].store(0, Ordering::Release);
+        let (b, tag) = self.place(key);
+        for t in self.tags(b) {
+            if t.load(Ordering::Relaxed) == tag {
+                t.store(0, Ordering::Release);
             }
         }
     }
 
     /// Makes the table hold exactly `bans`, clearing overflow flags that are no longer needed.
     pub fn sync(&mut self, bans: &HashMap<u32, u8>) {
-        let mut want: Vec<Vec<(u32, u8)>> = vec![Vec::new(); self.buckets()];
-        let mut zero = None;
+        let mut want: Vec<Vec<(u16, u8)>> = vec![Vec::new(); self.buckets()];
         for (&key, &origin) in bans {
-            if key == 0 {
-                zero = Some(self.bucket_of(0));
-                continue;
-            }
-            want[self.bucket_of(key)].push((key, origin));
+            let (b, tag) = self.place(key);
+            want[b].push((tag, origin));
         }
         for (b, entries) in want.iter_mut().enumerate() {
             entries.sort_unstable();
-            let overflow = entries.len() > SLOTS || zero == Some(b);
-            let w = self.words(b);
+            let overflow = entries.len() > SLOTS;
+            let (tags, flags) = (self.tags(b), self.flags(b));
             let same = (0..SLOTS).all(|s| {
-                let key = w[KEYS + s].load(Ordering::Relaxed);
+                let tag = tags[s].load(Ordering::Relaxed);
                 match entries.get(s) {
-                    Some(&(k, o)) => key == k && self.origin(b, s).load(Ordering::Relaxed) == o,
-                    None => key == 0,
+                    Some(&(t, o)) => tag == t && self.origin(b, s).load(Ordering::Relaxed) == o,
+                    None => tag == 0,
                 }
-            }) && (w[FLAGS].load(Ordering::Relaxed) & OVERFLOW != 0) == overflow;
+            }) && (flags.load(Ordering::Relaxed) & OVERFLOW != 0) == overflow;
             if same {
                 continue;
             }
             // Readers ask the hash map while the slots change.
-            w[FLAGS].fetch_or(OVERFLOW, Ordering::Release);
-            for s in 0..SLOTS {
+            flags.fetch_or(OVERFLOW, Ordering::Release);
+            for (s, slot) in tags.iter().enumerate() {
                 match entries.get(s) {
-                    Some(&(k, o)) => {
-                        w[KEYS + s].store(0, Ordering::Release);
+                    Some(&(t, o)) => {
+                        slot.store(0, Ordering::Release);
                         self.origin(b, s).store(o, Ordering::Release);
-                        w[KEYS + s].store(k, Ordering::Release);
+                        slot.store(t, Ordering::Release);
                     }
-                    None => w[KEYS + s].store(0, Ordering::Release),
+                    None => slot.store(0, Ordering::Release),
                 }
             }
-            if overflow {
-                continue;
+            if !overflow {
+                flags.fetch_and(!OVERFLOW, Ordering::Release);
             }
-            w[FLAGS].fetch_and(!OVERFLOW, Ordering::Release);
         }
     }
 
     /// What a lookup of `key` finds, as the program does it. For tests.
     pub fn lookup(&self, key: u32) -> Probe {
-        let b = self.bucket_of(key);
-        let w = self.words(b);
-        if key != 0
-            && let Some(s) = (0..SLOTS).find(|s| w[KEYS + s].load(Ordering::Acquire) == key)
-        {
+        let (b, tag) = self.place(key);
+        if let Some(s) = (0..SLOTS).find(|s| self.tags(b)[*s].load(Ordering::Acquire) == tag) {
             return Probe::Banned(self.origin(b, s).load(Ordering::Acquire));
         }
-        if key == 0 || w[FLAGS].load(Ordering::Acquire) & OVERFLOW != 0 {
+        if self.flags(b).load(Ordering::Acquire) & OVERFLOW != 0 {
             return Probe::AskTheHash;
         }
         Probe::NotBanned
@@ -174,7 +164,7 @@ mod tests {
 
     #[test]
     fn inserts_overflows_removes_and_syncs() {
-        let bits = 4;
+        let bits = hosttab::MIN_BITS;
         let region = Region::anonymous(BUCKET << bits).unwrap();
         let mut t = HostTable::new(region, bits, &HashMap::new());
         let keys = same_bucket(bits, 0x2d10_0000, SLOTS + 2);
@@ -204,8 +194,25 @@ mod tests {
         }
         assert_eq!(t.lookup(keys[0]), Probe::NotBanned);
         assert_eq!(t.lookup(keys[SLOTS + 1]), Probe::NotBanned);
-        // Address 0 never goes in a slot.
-        assert!(!t.insert(0, 1));
-        assert_eq!(t.lookup(0), Probe::AskTheHash);
+        // Address 0 is an address like any other (its tag is not 0).
+        assert!(t.insert(0, 1));
+        assert_eq!(t.lookup(0), Probe::Banned(1));
+    }
+
+    #[test]
+    fn a_bucket_and_a_tag_name_one_address() {
+        // Every address of a /12 and a spread of the rest: no two share a (bucket, tag).
+        let addrs: std::collections::HashSet<u32> = (0x2d10_0000u32..0x2d20_0000)
+            .chain((0..1u32 << 20).map(|i| i.wrapping_mul(4093)))
+            .collect();
+        for bits in [hosttab::MIN_BITS, 20, hosttab::MAX_BITS] {
+            let mut places = std::collections::HashSet::new();
+            for &a in &addrs {
+                let (b, tag) = hosttab::place(a, bits);
+                assert!(b < 1 << bits && tag & hosttab::USED != 0);
+                places.insert((b, tag));
+            }
+            assert_eq!(places.len(), addrs.len(), "bits {bits}");
+        }
     }
 }

@@ -89,6 +89,11 @@ impl Region {
         unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len) }
     }
 
+    pub(crate) fn u16s(&self) -> &[std::sync::atomic::AtomicU16] {
+        // SAFETY: as above (page-aligned, so 2-byte aligned).
+        unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len / 2) }
+    }
+
     pub(crate) fn u32s(&self) -> &[std::sync::atomic::AtomicU32] {
         // SAFETY: as above (page-aligned, so 4-byte aligned).
         unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len / 4) }
