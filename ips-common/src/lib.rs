@@ -44,7 +44,11 @@ pub mod maps {
     pub const SAMPLER: &str = "IPS_SAMPLER";
     /// `Array<HostBucket4>` (mmapable): the single-address IPv4 bans again, in buckets of one
     /// cache line, so that a lookup costs one cache miss, see [`crate::hosttab`].
-    pub const HOSTTAB_V4: &str = "IPS_HOSTTAB_V4";
+    pub const HOSTTAB_V4: &str = "IPS_HOSTTAB4";
+    /// `HashMap<u32, PartV4>` (not preallocated): for an IPv4 /24 (key: the address `>> 8`)
+    /// that /25 to /31 bans touch, which of its 256 addresses they ban and with which origin,
+    /// see [`crate::PartV4`].
+    pub const PART_V4: &str = "IPS_PART_V4";
     /// `Array<u32>` (one entry): which families hold no ban at all, see [`crate::hints`].
     pub const EMPTY: &str = "IPS_EMPTY";
     /// `Array<u64>` of [`crate::hints::ALLOW_NONE_WORDS`] bits: the /16s (IPv4) and first 16
@@ -52,7 +56,7 @@ pub mod maps {
     pub const ALLOW_NONE: &str = "IPS_ALLOW_NONE";
 
     /// Every map that the daemon pins, in one list for the loader and `ips detach`.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         SUMMARY_V4,
         COVER_V4,
         ALLOW_V4,
@@ -70,7 +74,12 @@ pub mod maps {
         HOSTTAB_V4,
         EMPTY,
         ALLOW_NONE,
+        PART_V4,
     ];
+
+    /// Pins of maps that earlier versions made and this one does not read: removed on load and
+    /// by `ips detach`. `IPS_HOSTTAB_V4` held the host table with 4-byte keys.
+    pub const RETIRED: [&str; 1] = ["IPS_HOSTTAB_V4"];
 
     /// Bench only: `LpmTrie<[u8; 4], Ban>` holding every ban, hosts and prefixes alike, for the
     /// LPM-only baseline.
@@ -90,6 +99,9 @@ pub mod capacity {
     pub const NETS: u32 = 500_000;
     /// Allowlist entries per family.
     pub const ALLOW: u32 = 65_536;
+    /// IPv4 /24s with a record of their /25 to /31 bans ([`crate::maps::PART_V4`]); a /24
+    /// beyond them is looked up in the prefix trie.
+    pub const PARTS_V4: u32 = 65_536;
     /// Entries of the IPv4 summary: 64 /24s each.
     pub const SUMMARY_V4_WORDS: u32 = 1 << 18;
     /// Entries of the IPv4 cover-origin array: 8 /24s each.
@@ -116,6 +128,36 @@ pub struct Summary24 {
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, three `u64`, no padding.
 unsafe impl aya::Pod for Summary24 {}
+
+/// The /25 to /31 bans inside one IPv4 /24, as one record: the program reads one bit and one
+/// byte of it where it would otherwise walk the prefix trie.
+///
+/// Update protocol: the enforcer writes a /24's record (a whole-value replace, which readers see
+/// entirely old or entirely new) after the trie holds a new ban and before the trie loses one.
+/// A /24 whose `part` bit is set in [`maps::SUMMARY_V4`] but has no record (the record map was
+/// full) is looked up in the trie: a record, when there is one, holds every /25-/31 ban of its
+/// /24.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartV4 {
+    /// Bit `i` (of word `i / 64`): address `i` of the /24 is banned.
+    pub banned: [u64; 4],
+    /// The origin of the longest ban covering each address.
+    pub origins: [u8; 256],
+}
+
+impl Default for PartV4 {
+    fn default() -> Self {
+        Self {
+            banned: [0; 4],
+            origins: [0; 256],
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`: 32 + 256 bytes, no padding.
+unsafe impl aya::Pod for PartV4 {}
 
 /// The value stored with each ban: which origin put it there, so drops can be attributed.
 #[repr(C)]
@@ -426,6 +468,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<DropSample>(), 32);
         assert_eq!(core::mem::size_of::<SamplerState>(), 24);
         assert_eq!(core::mem::size_of::<HostBucket4>(), 64);
+        assert_eq!(core::mem::size_of::<PartV4>(), 288);
     }
 
     #[test]

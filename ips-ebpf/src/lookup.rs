@@ -13,7 +13,7 @@ use ips_common::{Ban, hints, hosttab, sampling};
 
 use crate::maps::{
     IPS_ALLOW_V4, IPS_ALLOW_V6, IPS_COVER_V4, IPS_HOST_V4, IPS_HOST_V6, IPS_HOSTTAB_V4, IPS_NET_V4,
-    IPS_NET_V6, IPS_SUMMARY_V4, allow_none, hosttab_bits, no_ban,
+    IPS_NET_V6, IPS_PART_V4, IPS_SUMMARY_V4, allow_none, hosttab_bits, no_ban,
 };
 
 /// What the maps say about a source address.
@@ -66,11 +66,23 @@ fn ban_v4(addr: [u8; 4], key: &Key<[u8; 4]>) -> Verdict {
     {
         return Verdict::Banned(origin, sampling::KIND_HOST);
     }
-    // A /25 to /31 ban is more specific than any covering one: ask the trie first.
-    if summary.part & bit != 0
-        && let Some(ban) = IPS_NET_V4.get(key)
-    {
-        return banned(ban, sampling::KIND_NET);
+    // A /25 to /31 ban is more specific than any covering one: ask the /24's record first,
+    // or the trie when it has none.
+    if summary.part & bit != 0 {
+        // SAFETY: a plain value that the program only reads.
+        match unsafe { IPS_PART_V4.get(n) } {
+            Some(part) => {
+                let i = usize::from(addr[3]);
+                if part.banned[i >> 6] & (1u64 << (i & 63)) != 0 {
+                    return Verdict::Banned(u32::from(part.origins[i]), sampling::KIND_NET);
+                }
+            }
+            None => {
+                if let Some(ban) = IPS_NET_V4.get(key) {
+                    return banned(ban, sampling::KIND_NET);
+                }
+            }
+        }
     }
     if summary.cover & bit != 0 {
         let origin = IPS_COVER_V4

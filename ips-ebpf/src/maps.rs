@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use ips_common::{
-    Ban, DropSample, HostBucket4, SamplerState, Summary24, capacity, counters, features, hints,
-    hosttab, origin, sampling,
+    Ban, DropSample, HostBucket4, PartV4, SamplerState, Summary24, capacity, counters, features,
+    hints, hosttab, origin, sampling,
 };
 
 /// Three bits per IPv4 /24, see [`ips_common::Summary24`].
@@ -32,11 +32,15 @@ pub static IPS_ALLOW_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(capacity::ALLO
 #[map(name = "IPS_HOST_V4")]
 pub static IPS_HOST_V4: HashMap<[u8; 4], Ban> = HashMap::pinned(capacity::HOSTS, 0);
 /// The same IPv4 addresses in buckets of one cache line, see [`ips_common::hosttab`].
-#[map(name = "IPS_HOSTTAB_V4")]
+#[map(name = "IPS_HOSTTAB4")]
 pub static IPS_HOSTTAB_V4: Array<HostBucket4> = Array::pinned(
     1 << hosttab::bits_for(capacity::HOSTS),
     aya_ebpf::bindings::BPF_F_MMAPABLE,
 );
+/// The /25 to /31 bans of each IPv4 /24 they touch, see [`ips_common::PartV4`].
+#[map(name = "IPS_PART_V4")]
+pub static IPS_PART_V4: HashMap<u32, PartV4> =
+    HashMap::pinned(capacity::PARTS_V4, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 /// Which families hold no ban, see [`ips_common::hints`].
 #[map(name = "IPS_EMPTY")]
 pub static IPS_EMPTY: Array<u32> = Array::pinned(1, 0);

@@ -132,6 +132,7 @@ fn lookup_costs(sizes: &[usize]) -> (Vec<LookupRow>, Option<WholeProgram>) {
         .default_map_pin_directory(&dir)
         .map_max_entries(names::HOST_V4, max.max(1))
         .map_max_entries(names::NET_V4, (max / 10).max(1))
+        .map_max_entries(names::PART_V4, (max / 10).max(1))
         .map_max_entries(names::BENCH_LPM_V4, max.max(1))
         .load(loader::BENCH_PROGRAM)
         .expect("load bench object");

@@ -673,3 +673,128 @@ fn skip_hints_follow_the_maps_and_never_hide_a_ban() {
         "v4_dropped",
     );
 }
+
+/// The /25-/31 records (`ips_common::PartV4`): each /24 that such bans touch gets one, written
+/// with the bans, shrunk and dropped with them; the program reads it instead of the trie, asks
+/// the trie when a /24 has none, and a rebuild rewrites a stale one.
+#[test]
+fn part_records_follow_the_trie_and_the_trie_answers_without_one() {
+    use std::os::fd::AsFd;
+
+    use ips::enforcer::sys;
+    use ips_common::maps as names;
+
+    let mut h = Harness::new("parts");
+    let records = aya::maps::MapData::from_pin(h.dir.join(names::PART_V4)).unwrap();
+    let n = u32::from(std::net::Ipv4Addr::new(10, 1, 3, 0)) >> 8;
+    let record = || {
+        let mut v = [0u8; 288];
+        sys::lookup(records.fd().as_fd(), &n.to_ne_bytes(), &mut v)
+            .unwrap()
+            .then_some(v)
+    };
+    let mut add = Diff::default();
+    add.upsert.push(("10.1.3.128/25".parse().unwrap(), 22));
+    add.upsert.push(("10.1.3.240/29".parse().unwrap(), 24));
+    h.maps.apply(&add).unwrap();
+    let rec = record().expect("a record for 10.1.3.0/24");
+    assert_eq!(rec[32 + 200], 22, "origin of .200: the /25");
+    assert_eq!(rec[32 + 241], 24, "origin of .241: the /29");
+    for (src, verdict, counter) in [
+        ("10.1.3.200", XDP_DROP, "v4_dropped"),
+        ("10.1.3.241", XDP_DROP, "v4_dropped"),
+        ("10.1.3.127", XDP_PASS, "v4_passed"),
+    ] {
+        h.expect(src, &Frame::udp(src, 1).build(), verdict, counter);
+    }
+    // The record is what the program reads: one with no bit set lets the /25 through.
+    let empty = ips::enforcer::parts::bytes(&ips_common::PartV4::default());
+    sys::update(records.fd().as_fd(), &n.to_ne_bytes(), &empty).unwrap();
+    assert_eq!(h.run(&Frame::udp("10.1.3.200", 2).build()), XDP_PASS);
+    // A rebuild writes it again from the trie.
+    h.maps.rebuild_summary().unwrap();
+    h.expect(
+        "rewritten",
+        &Frame::udp("10.1.3.200", 3).build(),
+        XDP_DROP,
+        "v4_dropped",
+    );
+    // No record (a full record map): the trie answers.
+    sys::delete(records.fd().as_fd(), &n.to_ne_bytes()).unwrap();
+    h.expect(
+        "no record",
+        &Frame::udp("10.1.3.200", 4).build(),
+        XDP_DROP,
+        "v4_dropped",
+    );
+    h.maps.rebuild_summary().unwrap();
+    // The /25 lifted: the record keeps the /29 only; the /29 lifted: no record.
+    h.maps
+        .apply(&Diff {
+            delete: vec!["10.1.3.128/25".parse().unwrap()],
+            ..Diff::default()
+        })
+        .unwrap();
+    let rec = record().expect("the /29 is left");
+    assert_eq!(rec[0] & 1, 0);
+    h.expect(
+        "/25 lifted",
+        &Frame::udp("10.1.3.200", 5).build(),
+        XDP_PASS,
+        "v4_passed",
+    );
+    h.expect(
+        "/29 kept",
+        &Frame::udp("10.1.3.241", 6).build(),
+        XDP_DROP,
+        "v4_dropped",
+    );
+    h.maps
+        .apply(&Diff {
+            delete: vec!["10.1.3.240/29".parse().unwrap()],
+            ..Diff::default()
+        })
+        .unwrap();
+    assert!(record().is_none(), "no part ban left in the /24");
+    h.expect(
+        "all lifted",
+        &Frame::udp("10.1.3.241", 7).build(),
+        XDP_PASS,
+        "v4_passed",
+    );
+}
+
+/// A host table pinned at another size (`max_hosts` changed) is replaced on load, and the
+/// enforcer's rebuild (as at every start, before attaching) fills it from the hash map.
+#[test]
+fn a_host_table_of_another_size_is_replaced_and_refilled() {
+    use ips_common::{hosttab, maps as names};
+
+    let mut h = Harness::new("resize");
+    let size = |dir: &std::path::Path| {
+        aya::maps::MapData::from_pin(dir.join(names::HOSTTAB_V4))
+            .unwrap()
+            .info()
+            .unwrap()
+            .max_entries()
+    };
+    assert_eq!(size(&h.dir), 1 << hosttab::bits_for(1024));
+    let hosts = 4 << 20;
+    h.ebpf = loader::load(&h.dir, loader::Capacity { hosts, nets: 1024 }).unwrap();
+    assert_eq!(size(&h.dir), 1 << hosttab::bits_for(hosts));
+    assert_ne!(hosttab::bits_for(hosts), hosttab::bits_for(1024));
+    h.maps = KernelMaps::open(&h.dir).unwrap();
+    h.maps.rebuild_summary().unwrap();
+    h.expect(
+        "host ban, new table",
+        &Frame::udp("203.0.113.7", 1).build(),
+        XDP_DROP,
+        "v4_dropped",
+    );
+    h.expect(
+        "neighbour",
+        &Frame::udp("203.0.113.8", 2).build(),
+        XDP_PASS,
+        "v4_passed",
+    );
+}

@@ -374,6 +374,28 @@ pub fn load(dir: &Path, capacity: Capacity) -> Result<Ebpf, EnforcerError> {
     load_with(dir, capacity, ips_common::features::ALL)
 }
 
+/// Pins of host tables the program must not read: one of another size than `1 << bits` (the
+/// program hashes with `bits`; `max_hosts` changed), and one in an older layout under its older
+/// name. Unlinked, so that loading makes a new table, which the enforcer fills from the hash map
+/// before the program is attached; a program still attached keeps the table it had.
+fn replace_stale_host_table(dir: &Path, bits: u32) -> Result<(), EnforcerError> {
+    let remove = |path: std::path::PathBuf| match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(EnforcerError::Io { path, source }),
+    };
+    for old in names::RETIRED {
+        remove(dir.join(old))?;
+    }
+    let path = dir.join(names::HOSTTAB_V4);
+    if let Ok(map) = aya::maps::MapData::from_pin(&path)
+        && map.info().map_or(0, |i| i.max_entries()) != 1 << bits
+    {
+        remove(path)?;
+    }
+    Ok(())
+}
+
 /// [`load`] with only some of the program's [`ips_common::features`] on: the bench measures what
 /// each costs per packet.
 pub fn load_with(dir: &Path, capacity: Capacity, features: u32) -> Result<Ebpf, EnforcerError> {
@@ -384,6 +406,7 @@ pub fn load_with(dir: &Path, capacity: Capacity, features: u32) -> Result<Ebpf, 
         path: dir.to_owned(),
         source,
     })?;
+    replace_stale_host_table(dir, bits)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(dir)
         .map_max_entries(names::HOST_V4, capacity.hosts)
@@ -391,6 +414,8 @@ pub fn load_with(dir: &Path, capacity: Capacity, features: u32) -> Result<Ebpf, 
         .map_max_entries(names::NET_V4, capacity.nets)
         .map_max_entries(names::NET_V6, capacity.nets)
         .map_max_entries(names::HOSTTAB_V4, 1 << bits)
+        // Not preallocated: room for a record per prefix ban costs nothing until used.
+        .map_max_entries(names::PART_V4, capacity.nets)
         .override_global(ips_common::hosttab::GLOBAL_BITS, &bits, true)
         .override_global(ips_common::features::GLOBAL, &features, true)
         .load(PROGRAM)
@@ -645,7 +670,7 @@ pub fn detach(dir: &Path, iface: &str) -> Result<bool, EnforcerError> {
 
 /// Removes the pinned maps and the pin directory (no link may be left in it).
 pub fn remove_pins(dir: &Path) -> Result<(), EnforcerError> {
-    for name in names::ALL {
+    for name in names::ALL.iter().chain(&names::RETIRED) {
         let path = dir.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => {}

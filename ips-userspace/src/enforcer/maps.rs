@@ -124,6 +124,9 @@ fn from_lpm_key(key: &[u8]) -> Option<Prefix> {
 /// nothing needs any more.
 const SUMMARY_REBUILD_AFTER: usize = 65_536;
 
+/// Each IPv4 /24's /25-/31 bans (prefix, origin id), by /24 number.
+type PartMirror = HashMap<u32, Vec<(Prefix, u32)>>;
+
 /// The pinned maps, opened from the pin directory.
 pub struct KernelMaps {
     dir: PathBuf,
@@ -140,6 +143,10 @@ pub struct KernelMaps {
     hosttab: Option<super::hosttab::HostTable>,
     host_v6: MapData,
     net_v4: MapData,
+    /// The /25-/31 records ([`super::parts`]), and their mirror: /24 -> its part bans (built
+    /// from the trie on first write).
+    part_v4: MapData,
+    parts: Option<PartMirror>,
     net_v6: MapData,
     allow_v4: MapData,
     allow_v6: MapData,
@@ -189,6 +196,8 @@ impl KernelMaps {
             hosttab: None,
             host_v6: open(names::HOST_V6)?,
             net_v4: open(names::NET_V4)?,
+            part_v4: open(names::PART_V4)?,
+            parts: None,
             net_v6: open(names::NET_V6)?,
             allow_v4: open(names::ALLOW_V4)?,
             allow_v6: open(names::ALLOW_V6)?,
@@ -334,7 +343,7 @@ impl KernelMaps {
     pub fn repin(&self) -> Result<usize, EnforcerError> {
         use aya::maps::IterableMap;
         let mut n = 0;
-        let maps: [(&str, &MapData); 15] = [
+        let maps: [(&str, &MapData); 16] = [
             (names::SUMMARY_V4, &self.summary),
             (names::HOSTTAB_V4, &self.hosttab_map),
             (names::COVER_V4, &self.cover),
@@ -345,6 +354,7 @@ impl KernelMaps {
             (names::ALLOW_V4, &self.allow_v4),
             (names::ALLOW_V6, &self.allow_v6),
             (names::EMPTY, &self.empty),
+            (names::PART_V4, &self.part_v4),
             (names::ALLOW_NONE, &self.allow_none),
             (names::COUNTERS, self.counters.map()),
             (names::ORIGIN_DROPS, self.origin_drops.map()),
@@ -467,9 +477,87 @@ impl KernelMaps {
         }
     }
 
+    /// The mirror of the /25-/31 records, built from the trie on first use; the kernel's records
+    /// are then made to match it (a daemon that stopped between a trie write and a record write
+    /// left one stale).
+    fn parts(&mut self) -> Result<&mut PartMirror, EnforcerError> {
+        if self.parts.is_none() {
+            let mut mirror = PartMirror::new();
+            sys::for_each(self.net_v4.fd().as_fd(), 8, 4, &mut |k, v| {
+                if let Some(p) = from_lpm_key(k).filter(super::parts::is_part) {
+                    let o = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
+                    mirror
+                        .entry(super::parts::slash24(&p))
+                        .or_default()
+                        .push((p, o));
+                }
+            })
+            .map_err(|source| EnforcerError::MapRead {
+                map: names::NET_V4,
+                source,
+            })?;
+            let mut stale = Vec::new();
+            let mut key = [0u8; 4];
+            let mut prev: Option<[u8; 4]> = None;
+            let fd = self.part_v4.fd().as_fd();
+            while sys::next_key(fd, prev.as_ref().map(|k| &k[..]), &mut key).map_err(|source| {
+                EnforcerError::MapRead {
+                    map: names::PART_V4,
+                    source,
+                }
+            })? {
+                if !mirror.contains_key(&u32::from_ne_bytes(key)) {
+                    stale.push(u32::from_ne_bytes(key));
+                }
+                prev = Some(key);
+            }
+            let all: Vec<u32> = mirror.keys().copied().chain(stale).collect();
+            self.parts = Some(mirror);
+            self.write_parts(all)?;
+        }
+        match self.parts.as_mut() {
+            Some(p) => Ok(p),
+            None => unreachable!("set above"),
+        }
+    }
+
+    /// Writes the records of the /24s `touched` from the mirror: a /24 with no part ban loses
+    /// its record; one whose record does not fit (the map is full) has none, so the program asks
+    /// the trie for it.
+    fn write_parts(&self, touched: impl IntoIterator<Item = u32>) -> Result<(), EnforcerError> {
+        let Some(mirror) = self.parts.as_ref() else {
+            return Ok(());
+        };
+        let fd = self.part_v4.fd().as_fd();
+        let err = |source| EnforcerError::MapWrite {
+            map: names::PART_V4,
+            source,
+        };
+        for n in touched {
+            let key = n.to_ne_bytes();
+            match mirror.get(&n).filter(|b| !b.is_empty()) {
+                None => sys::delete(fd, &key).map_err(err)?,
+                Some(bans) => {
+                    let value = super::parts::bytes(&super::parts::record(bans));
+                    match sys::update(fd, &key, &value) {
+                        Ok(()) => {}
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::E2BIG | libc::ENOMEM)) => {
+                            sys::delete(fd, &key).map_err(err)?;
+                        }
+                        Err(e) => return Err(err(e)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Recomputes the IPv4 /24 index from the bans in the kernel, clearing `hosts` and `part`
     /// bits that no ban needs any more. Only words that differ are written.
+    /// The /25-/31 records are rewritten from the trie too.
     pub fn rebuild_summary(&mut self) -> Result<(), EnforcerError> {
+        self.parts = None;
+        self.parts()?;
         // The host table too: its overflow flags that deletes left behind go.
         if self.hosttab.is_some() {
             let bans = self.host_v4_bans()?;
@@ -513,6 +601,22 @@ impl KernelMaps {
                 table.remove(key);
             }
         }
+        // A /24's record loses a part ban before the trie does.
+        if diff.delete.iter().any(super::parts::is_part) {
+            let mirror = self.parts()?;
+            let mut touched = Vec::new();
+            for p in diff.delete.iter().filter(|p| super::parts::is_part(p)) {
+                let n = super::parts::slash24(p);
+                if let Some(bans) = mirror.get_mut(&n) {
+                    bans.retain(|(q, _)| q != p);
+                    if bans.is_empty() {
+                        mirror.remove(&n);
+                    }
+                }
+                touched.push(n);
+            }
+            self.write_parts(touched)?;
+        }
         self.write_entries(&[], &diff.delete)?;
         // Entries first, then the index that points at them: a write the kernel refuses (a
         // full map) leaves no index bit that drops for a ban that is not there. The index's
@@ -525,7 +629,27 @@ impl KernelMaps {
             // Built from the hash map as it is before the write.
             self.hosttab()?;
         }
+        let parts = diff.upsert.iter().any(|(p, _)| super::parts::is_part(p));
+        if parts {
+            // Built from the trie as it is before the write.
+            self.parts()?;
+        }
         self.write_entries(&diff.upsert, &[])?;
+        // The trie holds the new part bans: now their /24s' records.
+        if parts {
+            let mirror = self.parts()?;
+            let mut touched = Vec::new();
+            for (p, o) in diff.upsert.iter().filter(|(p, _)| super::parts::is_part(p)) {
+                let n = super::parts::slash24(p);
+                let bans = mirror.entry(n).or_default();
+                match bans.iter_mut().find(|(q, _)| q == p) {
+                    Some(entry) => entry.1 = *o,
+                    None => bans.push((*p, *o)),
+                }
+                touched.push(n);
+            }
+            self.write_parts(touched)?;
+        }
         if diff.upsert.iter().any(|(p, _)| host_key(p).is_some()) {
             let table = self.hosttab()?;
             for (p, o) in &diff.upsert {

@@ -17,6 +17,7 @@ pub mod hosttab;
 pub mod loader;
 pub mod maps;
 pub mod model;
+pub mod parts;
 pub mod sampler;
 pub mod summary;
 #[doc(hidden)]
