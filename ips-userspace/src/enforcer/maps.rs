@@ -124,6 +124,9 @@ fn from_lpm_key(key: &[u8]) -> Option<Prefix> {
 /// nothing needs any more.
 const SUMMARY_REBUILD_AFTER: usize = 65_536;
 
+/// Bytes of a [`ips_common::PartV4`].
+const PART_BYTES: usize = std::mem::size_of::<ips_common::PartV4>();
+
 /// Each IPv4 /24's /25-/31 bans (prefix, origin id), by /24 number.
 type PartMirror = HashMap<u32, Vec<(Prefix, u32)>>;
 
@@ -533,27 +536,34 @@ impl KernelMaps {
             map: names::PART_V4,
             source,
         };
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
         for n in touched {
             let key = n.to_ne_bytes();
             match mirror.get(&n).filter(|b| !b.is_empty()) {
                 None => sys::delete(fd, &key).map_err(err)?,
                 Some(bans) => {
-                    let value = super::parts::bytes(&super::parts::record(bans));
-                    match sys::update(fd, &key, &value) {
-                        Ok(()) => {}
-                        Err(e) if matches!(e.raw_os_error(), Some(libc::E2BIG | libc::ENOMEM)) => {
-                            sys::delete(fd, &key).map_err(err)?;
-                        }
-                        Err(e) => return Err(err(e)),
-                    }
+                    keys.extend_from_slice(&key);
+                    values.extend_from_slice(&super::parts::bytes(&super::parts::record(bans)));
                 }
+            }
+        }
+        if keys.is_empty() || sys::update_batch(fd, &keys, &values, 4, PART_BYTES).is_ok() {
+            return Ok(());
+        }
+        // One at a time, so that a full map leaves exactly the /24s that did not fit without a
+        // record (the trie answers for them).
+        for (key, value) in keys.chunks(4).zip(values.chunks(PART_BYTES)) {
+            match sys::update(fd, key, value) {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::E2BIG | libc::ENOMEM)) => {
+                    sys::delete(fd, key).map_err(err)?;
+                }
+                Err(e) => return Err(err(e)),
             }
         }
         Ok(())
     }
 
-    /// Recomputes the IPv4 /24 index from the bans in the kernel, clearing `hosts` and `part`
-    /// bits that no ban needs any more. Only words that differ are written.
     /// The /25-/31 records are rewritten from the trie too.
     pub fn rebuild_summary(&mut self) -> Result<(), EnforcerError> {
         self.parts = None;
