@@ -97,6 +97,24 @@ fn flood(lab: &Lab, count: &dyn Fn() -> u64) -> (f64, f64) {
     ((after - before) as f64 / elapsed, busy)
 }
 
+/// The packets counted by the first rule of an nftables chain in namespace `a` (family, table,
+/// chain).
+fn nft_counter(lab: &Lab, chain: &[&str; 3]) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.a, "nft", "-j", "list", "chain"])
+        .args(chain)
+        .output()
+        .expect("nft");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["nftables"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find_map(|e| e["rule"]["expr"][0]["counter"]["packets"].as_u64())
+        })
+        .unwrap_or(0)
+}
+
 fn rx_packets(lab: &Lab) -> u64 {
     let out = Command::new("ip")
         .args(["-n", &lab.a, "-s", "-j", "link", "show", "dev", &lab.a_if])
@@ -155,22 +173,7 @@ fn main() {
         .status()
         .is_ok_and(|s| s.success());
     if loaded {
-        let counter = || {
-            let out = Command::new("ip")
-                .args([
-                    "netns", "exec", &lab.a, "nft", "-j", "list", "chain", "ip", "ipsflood", "pre",
-                ])
-                .output()
-                .expect("nft");
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            v["nftables"]
-                .as_array()
-                .and_then(|a| {
-                    a.iter()
-                        .find_map(|e| e["rule"]["expr"][0]["counter"]["packets"].as_u64())
-                })
-                .unwrap_or(0)
-        };
+        let counter = || nft_counter(&lab, &["ip", "ipsflood", "pre"]);
         let (pps, busy) = flood(&lab, &counter);
         rows.push(("nftables set, prerouting".into(), pps, busy));
         sh(&[
@@ -194,23 +197,7 @@ fn main() {
         .status()
         .is_ok_and(|s| s.success());
     if loaded {
-        let counter = || {
-            let out = Command::new("ip")
-                .args([
-                    "netns", "exec", &lab.a, "nft", "-j", "list", "chain", "netdev", "ipsceil",
-                    "early",
-                ])
-                .output()
-                .expect("nft");
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            v["nftables"]
-                .as_array()
-                .and_then(|a| {
-                    a.iter()
-                        .find_map(|e| e["rule"]["expr"][0]["counter"]["packets"].as_u64())
-                })
-                .unwrap_or(0)
-        };
+        let counter = || nft_counter(&lab, &["netdev", "ipsceil", "early"]);
         let (pps, busy) = flood(&lab, &counter);
         rows.push((
             "ceiling: every packet dropped at ingress, no lookup".into(),
