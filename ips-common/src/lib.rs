@@ -473,11 +473,18 @@ mod tests {
 
     #[test]
     fn host_table_sizes_and_buckets() {
-        assert_eq!(hosttab::bits_for(1), 1);
-        assert_eq!(hosttab::bits_for(capacity::HOSTS), 18);
-        assert_eq!(hosttab::bits_for(u32::MAX), 24);
+        // Never fewer than MIN_BITS buckets, so that a tag holds the rest of the hash.
+        assert_eq!(hosttab::bits_for(1), hosttab::MIN_BITS);
+        assert_eq!(hosttab::bits_for(capacity::HOSTS), 17);
+        assert_eq!(hosttab::bits_for(4 << 20), 19);
+        assert_eq!(hosttab::bits_for(u32::MAX), hosttab::MAX_BITS);
         for a in [0u32, 1, 0xffff_ffff, 0x2d10_0002] {
-            assert!(hosttab::bucket(a, 18) < 1 << 18);
+            for bits in [hosttab::MIN_BITS, 18, hosttab::MAX_BITS] {
+                let (b, tag) = hosttab::place(a, bits);
+                assert!(b < 1 << bits);
+                assert!(tag & hosttab::USED != 0);
+                assert!(u32::from(tag & !hosttab::USED) < 1 << (32 - bits));
+            }
         }
     }
 }
