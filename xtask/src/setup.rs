@@ -64,16 +64,9 @@ pub fn setup() -> Result<()> {
     }
     let llvm_config = format!("{LLVM_PREFIX}/bin/llvm-config");
     if !Path::new(&llvm_config).exists() {
-        require_root("installing llvm-22-dev with apt-get")?;
-        step(
-            "apt-get update",
-            Command::new("apt-get").args(["update", "-qq"]),
-        )?;
-        step(
-            "installing llvm-22-dev (bpf-linker links against LLVM 22, as nightly rustc does)",
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "llvm-22-dev"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
+        apt_install(
+            &["llvm-22-dev"],
+            "bpf-linker links against LLVM 22, as nightly rustc does",
         )?;
     }
     let linker = output(Command::new("bpf-linker").arg("--version"));
@@ -95,14 +88,8 @@ pub fn setup() -> Result<()> {
         )?;
     }
     for (tool, package) in [("ip", "iproute2"), ("nsenter", "util-linux")] {
-        if !ok(Command::new("sh").args(["-c", &format!("command -v {tool}")])) {
-            require_root(&format!("installing {package} with apt-get"))?;
-            step(
-                &format!("installing {package} (for {tool})"),
-                Command::new("apt-get")
-                    .args(["install", "-y", "-qq", package])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
+        if !have(tool) {
+            apt_install(&[package], &format!("for {tool}"))?;
         }
     }
     if is_root() && !bpffs_mounted() {
@@ -118,16 +105,10 @@ pub fn setup() -> Result<()> {
 /// returns the connection string.
 pub fn postgres() -> Result<Postgres> {
     require_root("the hub's PostgreSQL tests install and start a PostgreSQL server")?;
-    if !ok(Command::new("sh").args(["-c", "command -v pg_lsclusters"])) {
-        step(
-            "apt-get update",
-            Command::new("apt-get").args(["update", "-qq"]),
-        )?;
-        step(
-            "installing postgresql (the hub's tests use a real server on loopback)",
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "postgresql"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
+    if !have("pg_lsclusters") {
+        apt_install(
+            &["postgresql"],
+            "the hub's tests use a real server on loopback",
         )?;
     }
     let clusters = || output(Command::new("pg_lsclusters").arg("-h"));
@@ -229,28 +210,42 @@ pub struct Postgres {
 
 /// Installs Debian's `chromium`, if missing: the dashboard test loads the page in it headless.
 pub fn browser() -> Result<()> {
-    if !ok(Command::new("sh").args(["-c", "command -v chromium"])) {
-        require_root("installing chromium with apt-get")?;
-        step(
-            "apt-get update",
-            Command::new("apt-get").args(["update", "-qq"]),
-        )?;
-        step(
-            "installing chromium (the dashboard test loads the page in it, headless)",
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "chromium"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
+    if !have("chromium") {
+        apt_install(
+            &["chromium"],
+            "the dashboard test loads the page in it, headless",
         )?;
     }
     Ok(())
 }
 
-/// Installs nftables for the bench's `nft -f` baseline, if missing.
+/// True when `tool` is on the `PATH`.
+fn have(tool: &str) -> bool {
+    ok(Command::new("sh").args(["-c", &format!("command -v {tool}")]))
+}
+
+/// Installs Debian `packages` with apt-get (its index refreshed first); `why` is said in the
+/// step's message.
+fn apt_install(packages: &[&str], why: &str) -> Result<()> {
+    let names = packages.join(", ");
+    require_root(&format!("installing {names} with apt-get"))?;
+    step(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    step(
+        &format!("installing {names} ({why})"),
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 /// What `cargo xtask package` and the package test use: `dpkg-deb` and `gzip` (on every
 /// Debian host), `systemd-analyze` (package systemd, also where systemd is not running) and
 /// `setpriv` (util-linux).
 pub fn package_tools() -> Result<()> {
-    let have = |tool: &str| ok(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
     let mut missing = Vec::new();
     for (tool, package) in [
         ("dpkg-deb", "dpkg"),
@@ -265,25 +260,12 @@ pub fn package_tools() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    require_root("installing the packaging tools with apt-get")?;
-    step(
-        "apt-get update",
-        Command::new("apt-get").args(["update", "-qq"]),
-    )?;
-    step(
-        &format!(
-            "installing {} (cargo xtask package and its test)",
-            missing.join(", ")
-        ),
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    apt_install(&missing, "cargo xtask package and its test")
 }
 
+/// Installs what the benches run beside ips, if missing: nftables (the `nft -f` and flood
+/// baselines) and netsniff-ng (trafgen, the flood's sender).
 pub fn bench_tools() -> Result<()> {
-    let have = |tool: &str| ok(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
     for (tool, package, why) in [
         ("nft", "nftables", "the benches compare with nftables"),
         (
@@ -293,13 +275,7 @@ pub fn bench_tools() -> Result<()> {
         ),
     ] {
         if !have(tool) {
-            require_root(&format!("installing {package} with apt-get"))?;
-            step(
-                &format!("installing {package} ({why})"),
-                Command::new("apt-get")
-                    .args(["install", "-y", "-qq", package])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
+            apt_install(&[package], why)?;
         }
     }
     Ok(())
