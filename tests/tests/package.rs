@@ -197,6 +197,17 @@ fn start(lab: &Lab, ips: &Path, config: &Path, caps: &[String], log: &Path) -> C
         .unwrap()
 }
 
+/// The packaged binary on `config` in the lab's namespace, with `args`.
+fn ips_in_lab(lab: &Lab, ips: &Path, config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", lab.a))
+        .arg(ips)
+        .arg("--config")
+        .arg(config)
+        .args(args);
+    cmd
+}
+
 /// Waits for the daemon to answer (true) or to exit (false).
 fn comes_up(lab: &Lab, ips: &Path, config: &Path, child: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -204,12 +215,7 @@ fn comes_up(lab: &Lab, ips: &Path, config: &Path, child: &mut Child) -> bool {
         if child.try_wait().unwrap().is_some() {
             return false;
         }
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.a))
-            .arg(ips)
-            .arg("--config")
-            .arg(config)
-            .args(["-o", "json", "status"])
+        let out = ips_in_lab(lab, ips, config, &["-o", "json", "status"])
             .output()
             .unwrap();
         if serde_json::from_slice::<serde_json::Value>(&out.stdout)
@@ -274,28 +280,24 @@ fn the_packaged_binary_runs_the_packaged_config_with_only_the_units_capabilities
         "up with the unit's capabilities: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    output(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.a))
-            .arg(&ips)
-            .arg("--config")
-            .arg(&config)
-            .args(["decisions", "add", "198.51.100.44"]),
-    );
+    output(&mut ips_in_lab(
+        &lab,
+        &ips,
+        &config,
+        &["decisions", "add", "198.51.100.44"],
+    ));
     let frames: Vec<Vec<u8>> = (0..3)
         .map(|i| Frame::udp("198.51.100.44", i).build())
         .collect();
     // On a veth, `auto` picks the TC hook, which runs after packet sockets see a frame: the
     // kernel's counters say what it dropped (tests/tests/tc.rs shows it with real sockets).
     let _ = lab.exchange(&frames);
-    let status = output(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.a))
-            .arg(&ips)
-            .arg("--config")
-            .arg(&config)
-            .args(["-o", "json", "status"]),
-    );
+    let status = output(&mut ips_in_lab(
+        &lab,
+        &ips,
+        &config,
+        &["-o", "json", "status"],
+    ));
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["counters"]["v4_dropped"], 3, "{status:#}");
     let mode = status["interfaces"][0]["mode"].as_str().unwrap().to_owned();
