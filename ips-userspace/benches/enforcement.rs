@@ -3,7 +3,8 @@
 //!
 //! 1. Per-lookup cost of the XDP program's lookup via `BPF_PROG_RUN`, with 0, 10k, 100k and 1M
 //!    bans (90% single addresses, 10% prefixes), over a ring of 1M random source addresses
-//!    (half of them banned), against the same lookup with every ban in one LPM trie.
+//!    (half of them banned), against the same lookup with the kernel's hash map in place of the
+//!    host table, and with every ban in one LPM trie.
 //! 1. (b) What byte counting and drop sampling cost per packet: the real program loaded with each
 //!    of its features on and off (`ips_common::features`), same frames.
 //! 2. Loading 1M bans into the maps (batched, as the enforcer does) against one syscall per
@@ -112,9 +113,11 @@ struct LookupRow {
     banned_pct: u64,
     ring: u32,
     hybrid_ns: f64,
+    /// The same lookup with the kernel's hash map in place of the host table.
+    hash_ns: f64,
     lpm_ns: f64,
-    /// Hits counted by the two programs over the same walk of the ring.
-    hits: (u64, u64),
+    /// Hits counted by the three programs over the same walk of the ring.
+    hits: [u64; 3],
     program_ns: f64,
 }
 
@@ -138,6 +141,7 @@ fn lookup_costs(sizes: &[usize]) -> (Vec<LookupRow>, Option<WholeProgram>) {
         .expect("load bench object");
     for name in [
         "ips_bench_hybrid",
+        "ips_bench_hash",
         "ips_bench_lpm",
         "ips_bench_empty",
         "ips_bench_pass",
@@ -225,16 +229,20 @@ fn lookup_costs(sizes: &[usize]) -> (Vec<LookupRow>, Option<WholeProgram>) {
                 .collect();
             sys::update_batch(keys_map.fd().as_fd(), &idx, &vals, 4, 4).expect("load key ring");
             let (hybrid_ns, hybrid_hits) = run("ips_bench_hybrid", ring);
+            let (hash_ns, hash_hits) = run("ips_bench_hash", ring);
             let (lpm_ns, lpm_hits) = run("ips_bench_lpm", ring);
             let (empty_ns, _) = run("ips_bench_empty", ring);
-            per_ring.push((
+            per_ring.push(LookupRow {
+                empty_ns,
+                entries: n,
                 banned_pct,
                 ring,
                 hybrid_ns,
+                hash_ns,
                 lpm_ns,
-                (hybrid_hits, lpm_hits),
-                empty_ns,
-            ));
+                hits: [hybrid_hits, lpm_hits, hash_hits],
+                program_ns: 0.0,
+            });
         }
         // Whole program on one clean IPv4 packet (parse + lookups + counter), hot in cache.
         let mut pkt = vec![0xffu8; 12];
@@ -265,17 +273,9 @@ fn lookup_costs(sizes: &[usize]) -> (Vec<LookupRow>, Option<WholeProgram>) {
                 pass_ns: pass,
             });
         }
-        for (banned_pct, ring, hybrid_ns, lpm_ns, hits, empty_ns) in per_ring {
-            rows.push(LookupRow {
-                empty_ns,
-                entries: n,
-                banned_pct,
-                ring,
-                hybrid_ns,
-                lpm_ns,
-                hits,
-                program_ns,
-            });
+        for mut row in per_ring {
+            row.program_ns = program_ns;
+            rows.push(row);
         }
     }
     drop(real);
@@ -695,11 +695,12 @@ fn lookup_table() {
         "   sources: a ring of random addresses, the given share inside a ban, walked in order"
     );
     println!(
-        "{:>9}  {:>5}  {:>6}  {:>20}  {:>12}  {:>8}  {:>5}  {:>21}  {:>14}",
+        "{:>9}  {:>5}  {:>6}  {:>20}  {:>17}  {:>12}  {:>8}  {:>5}  {:>21}  {:>14}",
         "bans",
         "ring",
         "banned",
-        "ips (/24 index+hash)",
+        "ips (/24 index+table)",
+        "hash map, no table",
         "LPM only",
         "speedup",
         "agree",
@@ -713,7 +714,7 @@ fn lookup_table() {
         .map(|r| r.hybrid_ns);
     for r in &rows {
         println!(
-            "{:>9}  {:>5}  {:>5}%  {:>17.1} ns  {:>9.1} ns  {:>7.2}x  {:>5}  {:>18.1} ns  {:>11.1} ns",
+            "{:>9}  {:>5}  {:>5}%  {:>17.1} ns  {:>14.1} ns  {:>9.1} ns  {:>7.2}x  {:>5}  {:>18.1} ns  {:>11.1} ns",
             r.entries,
             if r.ring >= 1 << 20 {
                 "1M".to_owned()
@@ -722,12 +723,13 @@ fn lookup_table() {
             },
             r.banned_pct,
             r.hybrid_ns,
+            r.hash_ns,
             r.lpm_ns,
             r.lpm_ns / r.hybrid_ns.max(0.001),
-            if r.hits.0 == r.hits.1 {
+            if r.hits[0] == r.hits[1] && r.hits[0] == r.hits[2] {
                 "yes".to_owned()
             } else {
-                format!("NO {}/{}", r.hits.0, r.hits.1)
+                format!("NO {}/{}/{}", r.hits[0], r.hits[1], r.hits[2])
             },
             r.program_ns,
             r.empty_ns

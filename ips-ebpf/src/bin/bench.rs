@@ -77,6 +77,17 @@ mod program {
         run(hybrid)
     }
 
+    #[inline(always)]
+    fn hash_map(addr: [u8; 4]) -> bool {
+        matches!(lookup::v4_without_host_table(addr), Verdict::Banned(..))
+    }
+
+    /// The same lookup with the kernel's hash map in place of the host table.
+    #[xdp]
+    pub fn ips_bench_hash(_ctx: XdpContext) -> u32 {
+        run(hash_map)
+    }
+
     #[xdp]
     pub fn ips_bench_lpm(_ctx: XdpContext) -> u32 {
         run(lpm_only)
